@@ -1,0 +1,55 @@
+"""Encoded media as it travels through a node: ingest -> hub -> viewers, relay, recorder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+PacketKind = Literal["video", "audio", "aac"]
+
+#: Every timestamp on a stream's timeline is in microseconds.
+TIME_BASE = Fraction(1, 1_000_000)
+
+
+@dataclass(slots=True, frozen=True)
+class MediaPacket:
+    """One encoded access unit on a stream's continuous timeline.
+
+    kind "video": H.264 Annex-B access unit, SPS/PPS in front of every IDR.
+    kind "audio": one Opus packet (20 ms, 48 kHz stereo), made once per stream.
+    kind "aac":   one raw AAC frame as the publisher sent it (for the recorder).
+    """
+
+    kind: PacketKind
+    data: bytes
+    pts: int  # microseconds on the stream timeline (presentation time)
+    dts: int  # microseconds on the stream timeline (decode time, monotonic)
+    keyframe: bool
+    #: time.monotonic() when the node received the packet: for per-stage latency.
+    received_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class StreamInfo:
+    """Codec parameters of a live stream, known once the publisher sent its headers."""
+
+    width: int = 0
+    height: int = 0
+    video_profile: str = ""
+    sps: bytes = b""
+    pps: bytes = b""
+    #: AAC AudioSpecificConfig as sent by the publisher (empty when no audio).
+    aac_config: bytes = b""
+    audio_sample_rate: int = 0
+    audio_channels: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "video_profile": self.video_profile,
+            "audio_sample_rate": self.audio_sample_rate,
+            "audio_channels": self.audio_channels,
+        }

@@ -1,0 +1,1 @@
+"""AIRClass web application: HTTP API, auth, cluster, classroom, dashboards, metrics."""

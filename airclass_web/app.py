@@ -1,0 +1,35 @@
+"""Build a node and its aiohttp application: one `setup(app)` call per feature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from . import media_routes, metrics, pages, token_routes
+from .config import Config
+from .errors import json_errors_middleware
+from .node import NODE, Node
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def create_node(config: Config) -> tuple[Node, web.Application]:
+    node = Node(config)
+    app = web.Application(
+        client_max_size=config.max_body,
+        middlewares=[json_errors_middleware],
+    )
+    app[NODE] = node
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
+    app.router.add_static("/static", STATIC_DIR, name="static")
+    # Order matters only for start-up: media first, then what uses it.
+    media_routes.setup(app)
+    token_routes.setup(app)
+    pages.setup(app)
+    metrics.setup(app)
+    return node, app
+

@@ -1,0 +1,159 @@
+"""`airclass` command line: serve a node, manage teachers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, parse_port_range
+
+
+def _env(name: str, default=None):
+    return os.environ.get("AIRCLASS_" + name, default)
+
+
+def _env_list(name: str) -> list[str]:
+    raw = _env(name, "")
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _env_flag(name: str) -> bool:
+    return str(_env(name, "")).lower() in ("1", "true", "yes", "on")
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that opens the store."""
+    parser.add_argument(
+        "--data-dir",
+        default=_env("DATA_DIR", "data"),
+        help="recordings, SQLite store, screenshots [AIRCLASS_DATA_DIR, default: data]",
+    )
+    parser.add_argument(
+        "--mongo-url",
+        default=_env("MONGO_URL", ""),
+        help="MongoDB URL; SQLite in --data-dir when unset [AIRCLASS_MONGO_URL]",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airclass", description="AIRClass live classroom node")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a node",
+        description="Run a node. Every option can also be set by the AIRCLASS_* variable "
+        "shown in brackets.",
+    )
+    serve.add_argument("--host", default=_env("HOST", "0.0.0.0"),
+                       help="address to bind HTTP and RTMP [AIRCLASS_HOST, default: 0.0.0.0]")
+    serve.add_argument("--http-port", type=int, default=int(_env("HTTP_PORT", 8000)),
+                       help="HTTP port (pages, API, WHEP) [AIRCLASS_HTTP_PORT, default: 8000]")
+    serve.add_argument("--rtmp-port", type=int, default=int(_env("RTMP_PORT", 1935)),
+                       help="RTMP ingest port [AIRCLASS_RTMP_PORT, default: 1935]")
+    serve.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
+                       help="only host address gathered and advertised as ICE candidate; "
+                       "repeatable [AIRCLASS_ICE_HOST, comma-separated]")
+    serve.add_argument("--udp-ports", default=_env("UDP_PORTS", ""), metavar="LO-HI",
+                       help="keep WebRTC media UDP ports in this range [AIRCLASS_UDP_PORTS]")
+    serve.add_argument("--ice-server", action="append", default=None, metavar="URL",
+                       help="STUN/TURN server for clients and server, e.g. stun:host:3478; "
+                       "repeatable [AIRCLASS_ICE_SERVERS, comma-separated]")
+    serve.add_argument("--dev", action="store_true", default=_env_flag("DEV"),
+                       help="development mode: dev JWT secret, publish tokens without "
+                       "credentials [AIRCLASS_DEV=1]")
+    serve.add_argument("--demo", action="store_true", default=_env_flag("DEMO"),
+                       help="publish a test pattern with a tone and a clock on stream "
+                       "'demo' [AIRCLASS_DEMO=1]")
+    serve.add_argument("--role", choices=("standalone", "main", "sub"),
+                       default=_env("ROLE", "standalone"),
+                       help="node role in a cluster [AIRCLASS_ROLE, default: standalone]")
+    serve.add_argument("--main-url", default=_env("MAIN_URL", ""),
+                       help="main node URL, for a sub node [AIRCLASS_MAIN_URL]")
+    serve.add_argument("--public-url", default=_env("PUBLIC_URL", ""),
+                       help="URL clients use to reach this node [AIRCLASS_PUBLIC_URL]")
+    serve.add_argument("--redis-url", default=_env("REDIS_URL", ""),
+                       help="Redis for the node registry and shared events; in-process "
+                       "when unset [AIRCLASS_REDIS_URL]")
+    serve.add_argument("--capacity", type=int, default=int(_env("CAPACITY", 150)),
+                       help="viewers this node serves at most [AIRCLASS_CAPACITY, default: 150]")
+    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
+                       help="DEBUG, INFO, WARNING [AIRCLASS_LOG_LEVEL, default: INFO]")
+    add_store_options(serve)
+    serve.epilog = (
+        "Secrets come only from the environment: AIRCLASS_JWT_SECRET (required unless "
+        "--dev), AIRCLASS_CLUSTER_SECRET (main/sub), AIRCLASS_TEACHER_PASSWORD."
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(
+        host=args.host,
+        http_port=args.http_port,
+        rtmp_port=args.rtmp_port,
+        ice_hosts=args.ice_host if args.ice_host else _env_list("ICE_HOST"),
+        udp_ports=parse_port_range(args.udp_ports) if args.udp_ports else None,
+        ice_servers=args.ice_server if args.ice_server else _env_list("ICE_SERVERS"),
+        data_dir=Path(args.data_dir),
+        dev=args.dev,
+        demo=args.demo,
+        jwt_secret=_env("JWT_SECRET", ""),
+        teacher_password=_env("TEACHER_PASSWORD", ""),
+        role=args.role,
+        main_url=args.main_url,
+        public_url=args.public_url,
+        cluster_secret=_env("CLUSTER_SECRET", ""),
+        redis_url=args.redis_url,
+        mongo_url=args.mongo_url,
+        capacity=args.capacity,
+        log_level=args.log_level,
+    )
+
+
+async def _serve(config: Config) -> None:
+    from .app import create_node
+
+    node, app = create_node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start(app)
+    try:
+        await stop.wait()
+    finally:
+        logging.getLogger("airclass").info("shutting down")
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        try:
+            config = config_from_args(args)
+            config.validate()
+        except ConfigError as exc:
+            print(f"airclass: {exc}", file=sys.stderr)
+            return 2
+        asyncio.run(_serve(config))
+        return 0
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return handler(args)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Node configuration: one dataclass, filled from CLI options and AIRCLASS_* variables."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Secret used only under --dev when AIRCLASS_JWT_SECRET is not set.
+DEV_JWT_SECRET = "airclass-dev-secret-do-not-use-in-production"
+
+
+class ConfigError(Exception):
+    """The configuration cannot start a node."""
+
+
+@dataclass
+class Config:
+    host: str = "0.0.0.0"
+    http_port: int = 8000
+    rtmp_port: int = 1935
+    #: Only these host addresses are gathered and advertised as ICE candidates.
+    ice_hosts: list[str] = field(default_factory=list)
+    #: Media UDP ports stay in this inclusive range.
+    udp_ports: tuple[int, int] | None = None
+    #: STUN/TURN URLs handed to clients (Link rel="ice-server") and used by the server.
+    ice_servers: list[str] = field(default_factory=list)
+    data_dir: Path = Path("data")
+    dev: bool = False
+    demo: bool = False
+    jwt_secret: str = ""
+    token_ttl: int = 6 * 3600
+    teacher_password: str = ""
+    role: str = "standalone"
+    main_url: str = ""
+    public_url: str = ""
+    cluster_secret: str = ""
+    redis_url: str = ""
+    mongo_url: str = ""
+    capacity: int = 150
+    #: Largest request body accepted (bytes); larger gets 413.
+    max_body: int = 256 * 1024
+    log_level: str = "INFO"
+    #: Filled at start-up: a random id for this node.
+    node_id: str = field(default_factory=lambda: "node-" + secrets.token_hex(4))
+
+    def validate(self) -> None:
+        if not self.jwt_secret:
+            if not self.dev:
+                raise ConfigError(
+                    "AIRCLASS_JWT_SECRET is not set. Set it (a long random string) "
+                    "or run with --dev for development."
+                )
+            self.jwt_secret = DEV_JWT_SECRET
+        if self.role not in ("standalone", "main", "sub"):
+            raise ConfigError(f"unknown role {self.role!r}")
+        if self.role == "sub" and not self.main_url:
+            raise ConfigError("a sub node needs --main-url")
+        if self.role in ("main", "sub") and not self.cluster_secret:
+            if not self.dev:
+                raise ConfigError("a cluster node needs AIRCLASS_CLUSTER_SECRET")
+            self.cluster_secret = self.jwt_secret
+        if self.udp_ports and self.udp_ports[0] > self.udp_ports[1]:
+            raise ConfigError("--udp-ports LO-HI needs LO <= HI")
+
+    @property
+    def advertised_host(self) -> str:
+        """Host name clients should use for this node when no public URL is set."""
+        if self.ice_hosts:
+            return self.ice_hosts[0]
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def http_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.advertised_host}:{self.http_port}"
+
+    @property
+    def rtmp_url(self) -> str:
+        return f"rtmp://{self.advertised_host}:{self.rtmp_port}/live"
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        low, high = int(lo), int(hi or lo)
+    except ValueError as exc:
+        raise ConfigError(f"bad port range {text!r}: expected LO-HI") from exc
+    if not (1 <= low <= high <= 65535):
+        raise ConfigError(f"bad port range {text!r}")
+    return low, high

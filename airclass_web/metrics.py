@@ -1,0 +1,61 @@
+"""GET /metrics: Prometheus metrics read from the node's live state at scrape time."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .node import NODE, Node
+
+
+class NodeCollector:
+    """Reads counters that the media code keeps as plain attributes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self):
+        hub = self.node.hub
+        streams = hub.streams()
+        live = GaugeMetricFamily("airclass_streams_live", "Streams with a publisher")
+        live.add_metric([], sum(1 for s in streams if s.live))
+        yield live
+        subs = GaugeMetricFamily(
+            "airclass_stream_subscribers", "Subscribers per stream", labels=["stream"]
+        )
+        packets = CounterMetricFamily(
+            "airclass_stream_packets_in", "Packets received per stream", labels=["stream"]
+        )
+        data = CounterMetricFamily(
+            "airclass_stream_bytes_in", "Bytes received per stream", labels=["stream"]
+        )
+        dropped = CounterMetricFamily(
+            "airclass_stream_packets_dropped",
+            "Packets dropped for slow subscribers (resync to next keyframe)",
+            labels=["stream"],
+        )
+        for s in streams:
+            subs.add_metric([s.name], s.subscriber_count)
+            packets.add_metric([s.name], s.packets_in)
+            data.add_metric([s.name], s.bytes_in)
+            dropped.add_metric([s.name], sum(sub.dropped for sub in s.subscribers()))
+        yield from (subs, packets, data, dropped)
+        for family in self.node.extra_metrics():
+            yield family
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry: CollectorRegistry = request.app[REGISTRY]
+    body = generate_latest(registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+
+
+def setup(app: web.Application) -> None:
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(app[NODE]))
+    app[REGISTRY] = registry
+    app.router.add_get("/metrics", metrics)

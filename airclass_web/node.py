@@ -1,0 +1,112 @@
+"""A node: the media services and the web app of one `airclass serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from airclass_media.hub import StreamHub
+
+from .auth import TokenService
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class Node:
+    """Owns every long-lived service of a node and starts/stops them in order.
+
+    Features register themselves from their `setup(app)` with `add_service`; the node
+    starts services in registration order and stops them in reverse.
+    """
+
+    def __init__(self, config: Config) -> None:
+        config.validate()
+        self.config = config
+        self.tokens = TokenService(config.jwt_secret, config.token_ttl)
+        self.hub = StreamHub()
+        self._services: list[tuple[str, Hook, Hook]] = []
+        self._started: list[tuple[str, Hook, Hook]] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._metric_sources: list[Callable[[], list]] = []
+        self.runner: web.AppRunner | None = None
+        #: async (node, request, params) -> bool: may this request publish as a teacher?
+        self.teacher_auth: Callable[..., Awaitable[bool]] | None = None
+        #: async (user_id, stream) -> base URL of the node a viewer should watch from,
+        #: None for this node. A cluster main sets it to send students to a sub node.
+        self.viewer_router: Callable[[str, str], Awaitable[str | None]] | None = None
+
+    def add_metrics(self, source: Callable[[], list]) -> None:
+        """source() returns Prometheus metric families; read at every scrape."""
+        self._metric_sources.append(source)
+
+    def extra_metrics(self) -> list:
+        families: list = []
+        for source in self._metric_sources:
+            families.extend(source())
+        return families
+
+    def add_service(self, name: str, start: Hook, stop: Hook) -> None:
+        self._services.append((name, start, stop))
+
+    def spawn(self, coro: Awaitable, name: str) -> asyncio.Task:
+        """A background task that lives until the node stops; its crash is logged."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("task %s crashed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    async def start(self, app: web.Application) -> None:
+        for name, start, stop in self._services:
+            log.debug("starting %s", name)
+            await start()
+            self._started.append((name, start, stop))
+        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.config.host, self.config.http_port)
+        await site.start()
+        log.info(
+            "AIRClass %s node %s: http://%s:%d rtmp://%s:%d/live",
+            self.config.role,
+            self.config.node_id,
+            self.config.host,
+            self.config.http_port,
+            self.config.host,
+            self.config.rtmp_port,
+        )
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        for name, _start, stop in reversed(self._started):
+            try:
+                await stop()
+            except Exception:
+                log.exception("stopping %s failed", name)
+        self._started.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+NODE = web.AppKey("node", Node)
+
+
+def node_of(request: web.Request) -> Node:
+    """The node serving this request."""
+    return request.app[NODE]

@@ -1,0 +1,1 @@
+"""Recording: fragmented MP4 segments, final MP4, screenshots, retention."""

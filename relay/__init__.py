@@ -1,0 +1,1 @@
+"""Relay of encoded packets from a main node to sub nodes (no re-encode)."""

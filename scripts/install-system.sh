@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install the Debian packages AIRClass needs: ffmpeg (test publisher, ffprobe),
+# redis-server (cluster/events), chromium (browser tests), iproute2 (test netns).
+set -euo pipefail
+pkgs=(ffmpeg redis-server chromium iproute2 util-linux)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
