@@ -54,8 +54,21 @@ async def metrics(request: web.Request) -> web.Response:
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
+async def health(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return web.json_response(
+        {
+            "status": "ok",
+            "role": node.config.role,
+            "node_id": node.config.node_id,
+            "streams_live": len(node.hub.live_streams()),
+        }
+    )
+
+
 def setup(app: web.Application) -> None:
     registry = CollectorRegistry()
     registry.register(NodeCollector(app[NODE]))
     app[REGISTRY] = registry
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/health", health)
