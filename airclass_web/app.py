@@ -32,4 +32,3 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     pages.setup(app)
     metrics.setup(app)
     return node, app
-

@@ -50,40 +50,91 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a node. Every option can also be set by the AIRCLASS_* variable "
         "shown in brackets.",
     )
-    serve.add_argument("--host", default=_env("HOST", "0.0.0.0"),
-                       help="address to bind HTTP and RTMP [AIRCLASS_HOST, default: 0.0.0.0]")
-    serve.add_argument("--http-port", type=int, default=int(_env("HTTP_PORT", 8000)),
-                       help="HTTP port (pages, API, WHEP) [AIRCLASS_HTTP_PORT, default: 8000]")
-    serve.add_argument("--rtmp-port", type=int, default=int(_env("RTMP_PORT", 1935)),
-                       help="RTMP ingest port [AIRCLASS_RTMP_PORT, default: 1935]")
-    serve.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
-                       help="only host address gathered and advertised as ICE candidate; "
-                       "repeatable [AIRCLASS_ICE_HOST, comma-separated]")
-    serve.add_argument("--udp-ports", default=_env("UDP_PORTS", ""), metavar="LO-HI",
-                       help="keep WebRTC media UDP ports in this range [AIRCLASS_UDP_PORTS]")
-    serve.add_argument("--ice-server", action="append", default=None, metavar="URL",
-                       help="STUN/TURN server for clients and server, e.g. stun:host:3478; "
-                       "repeatable [AIRCLASS_ICE_SERVERS, comma-separated]")
-    serve.add_argument("--dev", action="store_true", default=_env_flag("DEV"),
-                       help="development mode: dev JWT secret, publish tokens without "
-                       "credentials [AIRCLASS_DEV=1]")
-    serve.add_argument("--demo", action="store_true", default=_env_flag("DEMO"),
-                       help="publish a test pattern with a tone and a clock on stream "
-                       "'demo' [AIRCLASS_DEMO=1]")
-    serve.add_argument("--role", choices=("standalone", "main", "sub"),
-                       default=_env("ROLE", "standalone"),
-                       help="node role in a cluster [AIRCLASS_ROLE, default: standalone]")
-    serve.add_argument("--main-url", default=_env("MAIN_URL", ""),
-                       help="main node URL, for a sub node [AIRCLASS_MAIN_URL]")
-    serve.add_argument("--public-url", default=_env("PUBLIC_URL", ""),
-                       help="URL clients use to reach this node [AIRCLASS_PUBLIC_URL]")
-    serve.add_argument("--redis-url", default=_env("REDIS_URL", ""),
-                       help="Redis for the node registry and shared events; in-process "
-                       "when unset [AIRCLASS_REDIS_URL]")
-    serve.add_argument("--capacity", type=int, default=int(_env("CAPACITY", 150)),
-                       help="viewers this node serves at most [AIRCLASS_CAPACITY, default: 150]")
-    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
-                       help="DEBUG, INFO, WARNING [AIRCLASS_LOG_LEVEL, default: INFO]")
+    serve.add_argument(
+        "--host",
+        default=_env("HOST", "0.0.0.0"),
+        help="address to bind HTTP and RTMP [AIRCLASS_HOST, default: 0.0.0.0]",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=int(_env("HTTP_PORT", 8000)),
+        help="HTTP port (pages, API, WHEP) [AIRCLASS_HTTP_PORT, default: 8000]",
+    )
+    serve.add_argument(
+        "--rtmp-port",
+        type=int,
+        default=int(_env("RTMP_PORT", 1935)),
+        help="RTMP ingest port [AIRCLASS_RTMP_PORT, default: 1935]",
+    )
+    serve.add_argument(
+        "--ice-host",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help="only host address gathered and advertised as ICE candidate; "
+        "repeatable [AIRCLASS_ICE_HOST, comma-separated]",
+    )
+    serve.add_argument(
+        "--udp-ports",
+        default=_env("UDP_PORTS", ""),
+        metavar="LO-HI",
+        help="keep WebRTC media UDP ports in this range [AIRCLASS_UDP_PORTS]",
+    )
+    serve.add_argument(
+        "--ice-server",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="STUN/TURN server for clients and server, e.g. stun:host:3478; "
+        "repeatable [AIRCLASS_ICE_SERVERS, comma-separated]",
+    )
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        default=_env_flag("DEV"),
+        help="development mode: dev JWT secret, publish tokens without "
+        "credentials [AIRCLASS_DEV=1]",
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        default=_env_flag("DEMO"),
+        help="publish a test pattern with a tone and a clock on stream 'demo' [AIRCLASS_DEMO=1]",
+    )
+    serve.add_argument(
+        "--role",
+        choices=("standalone", "main", "sub"),
+        default=_env("ROLE", "standalone"),
+        help="node role in a cluster [AIRCLASS_ROLE, default: standalone]",
+    )
+    serve.add_argument(
+        "--main-url",
+        default=_env("MAIN_URL", ""),
+        help="main node URL, for a sub node [AIRCLASS_MAIN_URL]",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=_env("PUBLIC_URL", ""),
+        help="URL clients use to reach this node [AIRCLASS_PUBLIC_URL]",
+    )
+    serve.add_argument(
+        "--redis-url",
+        default=_env("REDIS_URL", ""),
+        help="Redis for the node registry and shared events; in-process "
+        "when unset [AIRCLASS_REDIS_URL]",
+    )
+    serve.add_argument(
+        "--capacity",
+        type=int,
+        default=int(_env("CAPACITY", 150)),
+        help="viewers this node serves at most [AIRCLASS_CAPACITY, default: 150]",
+    )
+    serve.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING [AIRCLASS_LOG_LEVEL, default: INFO]",
+    )
     add_store_options(serve)
     serve.epilog = (
         "Secrets come only from the environment: AIRCLASS_JWT_SECRET (required unless "

@@ -41,8 +41,7 @@ class NodeCollector:
             data.add_metric([s.name], s.bytes_in)
             dropped.add_metric([s.name], sum(sub.dropped for sub in s.subscribers()))
         yield from (subs, packets, data, dropped)
-        for family in self.node.extra_metrics():
-            yield family
+        yield from self.node.extra_metrics()
 
 
 async def metrics(request: web.Request) -> web.Response:

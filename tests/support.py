@@ -79,19 +79,28 @@ def http_json(method: str, url: str, body: bytes | None = None, headers=None, ti
 class NodeProcess:
     """A real `airclass serve` process on free ports of TEST_HOST."""
 
-    def __init__(self, tmp_path: Path, *extra: str, env: dict | None = None, dev=True,
-                 name: str = "node") -> None:
+    def __init__(
+        self, tmp_path: Path, *extra: str, env: dict | None = None, dev=True, name: str = "node"
+    ) -> None:
         self.http_port = free_port()
         self.rtmp_port = free_port()
         self.data_dir = tmp_path / f"data-{name}-{self.http_port}"
         self.log_path = tmp_path / f"{name}-{self.http_port}.log"
         self.args = [
-            sys.executable, "-m", "airclass_web.cli", "serve",
-            "--host", TEST_HOST,
-            "--http-port", str(self.http_port),
-            "--rtmp-port", str(self.rtmp_port),
-            "--ice-host", TEST_HOST,
-            "--data-dir", str(self.data_dir),
+            sys.executable,
+            "-m",
+            "airclass_web.cli",
+            "serve",
+            "--host",
+            TEST_HOST,
+            "--http-port",
+            str(self.http_port),
+            "--rtmp-port",
+            str(self.rtmp_port),
+            "--ice-host",
+            TEST_HOST,
+            "--data-dir",
+            str(self.data_dir),
             *(["--dev"] if dev else []),
             *extra,
         ]
@@ -108,8 +117,9 @@ class NodeProcess:
 
     def start(self, timeout: float = 20) -> NodeProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
 
         def ready():
             if self.proc.poll() is not None:
@@ -166,9 +176,21 @@ class RedisServer:
         if exe is None:
             raise RuntimeError("redis-server not installed: run scripts/install-system.sh")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", TEST_HOST, "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                TEST_HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
         def ping():
@@ -185,22 +207,52 @@ class RedisServer:
             self.proc.wait(10)
 
 
-def ffmpeg_publish(url: str, seconds: float = 60, size="1280x720", rate=30,
-                   extra: list[str] | None = None) -> subprocess.Popen:
+def ffmpeg_publish(
+    url: str, seconds: float = 60, size="1280x720", rate=30, extra: list[str] | None = None
+) -> subprocess.Popen:
     """Debian ffmpeg publishing testsrc2 + a tone as H.264/AAC over RTMP, in real time."""
     exe = shutil.which("ffmpeg")
     if exe is None:
         raise RuntimeError("ffmpeg not installed: run scripts/install-system.sh")
     args = [
-        exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-        "-g", str(rate * 2), "-pix_fmt", "yuv420p", "-b:v", "1500k",
-        "-c:a", "aac", "-b:a", "96k", *(extra or []), "-f", "flv", url,
+        exe,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        str(rate * 2),
+        "-pix_fmt",
+        "yuv420p",
+        "-b:v",
+        "1500k",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        *(extra or []),
+        "-f",
+        "flv",
+        url,
     ]
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
