@@ -1,7 +1,129 @@
-"""Media HTTP endpoints (WHEP, stream status). Filled in with the WebRTC module."""
+"""WHEP (draft-ietf-wish-whep) endpoints and stream status."""
+
+from __future__ import annotations
 
 from aiohttp import web
 
+from airclass_media.webrtc import BadOffer, Overloaded
+
+from .auth import require
+from .errors import json_error
+from .media import MediaServices
+from .node import NODE, node_of
+
+MEDIA = web.AppKey("media", MediaServices)
+VIEWER_ROLES = ("student", "teacher", "monitor")
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch",
+}
+
+
+def ice_link_headers(media: MediaServices) -> list[tuple[str, str]]:
+    return [("Link", f'<{server.urls}>; rel="ice-server"') for server in media.egress.ice_servers]
+
+
+async def whep_options(request: web.Request) -> web.Response:
+    media = request.app[MEDIA]
+    headers = [*CORS_HEADERS.items(), ("Accept-Post", "application/sdp")]
+    return web.Response(status=204, headers=headers + ice_link_headers(media))
+
+
+async def whep_offer(request: web.Request) -> web.Response:
+    node = node_of(request)
+    media = request.app[MEDIA]
+    name = request.match_info["stream"]
+    claims = require(request, node.tokens, roles=VIEWER_ROLES, stream=name)
+    if request.content_type != "application/sdp":
+        raise json_error(415, "WHEP offers must be Content-Type: application/sdp")
+    offer = await request.text()
+    stream = node.hub.get(name)
+    if stream is None:
+        raise json_error(404, f"unknown stream {name}")
+    try:
+        session = await media.egress.open(stream, offer, claims.user_id)
+    except BadOffer as exc:
+        raise json_error(400, f"malformed SDP offer: {exc}") from exc
+    except Overloaded as exc:
+        error = json_error(503, f"node is full: {exc}")
+        error.headers["Retry-After"] = "5"
+        raise error from exc
+    location = f"/live/{name}/whep/{session.id}"
+    headers = [
+        *CORS_HEADERS.items(),
+        ("Location", location),
+        ("Content-Type", "application/sdp"),
+        ("Accept-Patch", "application/trickle-ice-sdpfrag"),
+        ("ETag", f'"{session.id}"'),
+        *ice_link_headers(media),
+    ]
+    return web.Response(status=201, text=session.answer_sdp, headers=headers)
+
+
+def _session(request: web.Request):
+    media = request.app[MEDIA]
+    session = media.egress.sessions.get(request.match_info["session"])
+    if session is None or session.stream.name != request.match_info["stream"]:
+        raise json_error(404, "unknown WHEP session")
+    return media, session
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    media, session = _session(request)
+    await media.egress.close(session.id)
+    return web.Response(status=200, headers=CORS_HEADERS)
+
+
+async def whep_patch(request: web.Request) -> web.Response:
+    media, session = _session(request)
+    if request.content_type != "application/trickle-ice-sdpfrag":
+        raise json_error(415, "PATCH takes application/trickle-ice-sdpfrag")
+    fragment = await request.text()
+    remote = session.pc.remoteDescription.sdp if session.pc.remoteDescription else ""
+    for line in fragment.splitlines():
+        if line.startswith("a=ice-ufrag:") and line.strip() not in remote:
+            raise json_error(422, "ICE restart is not supported; start a new session")
+    try:
+        await media.egress.add_candidates(session.id, fragment)
+    except (ValueError, IndexError) as exc:
+        raise json_error(400, f"bad candidate: {exc}") from exc
+    return web.Response(status=204, headers=CORS_HEADERS)
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    node = node_of(request)
+    media = request.app[MEDIA]
+    streams = []
+    for stream in node.hub.streams():
+        status = stream.status()
+        status["viewers"] = media.egress.viewers_of(stream.name)
+        streams.append(status)
+    return web.json_response({"streams": streams})
+
+
+async def stream_status(request: web.Request) -> web.Response:
+    node = node_of(request)
+    stream = node.hub.get(request.match_info["stream"])
+    if stream is None:
+        raise json_error(404, "unknown stream")
+    status = stream.status()
+    status["viewers"] = request.app[MEDIA].egress.viewers_of(stream.name)
+    return web.json_response(status)
+
 
 def setup(app: web.Application) -> None:
-    pass
+    node = app[NODE]
+    media = MediaServices(node)
+    app[MEDIA] = media
+    node.media = media
+    node.add_service("media", media.start, media.stop)
+    whep = "/live/{stream:[A-Za-z0-9_-]{1,64}}/whep"
+    app.router.add_route("OPTIONS", whep, whep_options)
+    app.router.add_post(whep, whep_offer)
+    app.router.add_route("OPTIONS", whep + "/{session}", whep_options)
+    app.router.add_delete(whep + "/{session}", whep_delete)
+    app.router.add_patch(whep + "/{session}", whep_patch)
+    app.router.add_get("/api/streams", list_streams)
+    app.router.add_get("/api/streams/{stream}", stream_status)

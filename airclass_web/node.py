@@ -36,6 +36,8 @@ class Node:
         self._tasks: set[asyncio.Task] = set()
         self._metric_sources: list[Callable[[], list]] = []
         self.runner: web.AppRunner | None = None
+        #: MediaServices (RTMP ingest, WebRTC egress), set by media_routes.setup.
+        self.media = None
         #: async (node, request, params) -> bool: may this request publish as a teacher?
         self.teacher_auth: Callable[..., Awaitable[bool]] | None = None
         #: async (user_id, stream) -> base URL of the node a viewer should watch from,

@@ -32,8 +32,16 @@ async def store(request, tmp_path):
 
 
 async def test_insert_get_update_delete(store: Store):
-    doc = {"id": "s1", "title": "Algebra", "join_code": "ABC123", "teacher": "kim",
-           "stream": "math", "status": "active", "started_at": 10.5, "muted": []}
+    doc = {
+        "id": "s1",
+        "title": "Algebra",
+        "join_code": "ABC123",
+        "teacher": "kim",
+        "stream": "math",
+        "status": "active",
+        "started_at": 10.5,
+        "muted": [],
+    }
     await store.insert("sessions", doc)
     assert await store.get("sessions", "s1") == doc
     assert await store.get("sessions", "nope") is None
@@ -59,8 +67,14 @@ async def test_duplicate_id_and_unique_keys(store: Store):
 
 async def test_one_answer_per_student_per_quiz_under_concurrency(store: Store):
     async def answer(i: int, student: str):
-        doc = {"id": f"r{i}", "quiz_id": "q1", "session_id": "s", "student_id": student,
-               "timestamp": float(i), "answer": i}
+        doc = {
+            "id": f"r{i}",
+            "quiz_id": "q1",
+            "session_id": "s",
+            "student_id": student,
+            "timestamp": float(i),
+            "answer": i,
+        }
         try:
             await store.insert("quiz_responses", doc)
             return True
@@ -78,15 +92,24 @@ async def test_one_answer_per_student_per_quiz_under_concurrency(store: Store):
 
 async def test_find_order_limit_and_count(store: Store):
     for i in range(30):
-        await store.insert("chat_messages", {"id": f"m{i:02d}", "session_id": "s1" if i % 3 else "s2",
-                                             "user_id": f"u{i % 2}", "timestamp": 1000.0 + i,
-                                             "text": f"hello {i} 안녕"})
-    last = await store.find("chat_messages", {"session_id": "s1"}, order_by="timestamp",
-                            descending=True, limit=5)
+        await store.insert(
+            "chat_messages",
+            {
+                "id": f"m{i:02d}",
+                "session_id": "s1" if i % 3 else "s2",
+                "user_id": f"u{i % 2}",
+                "timestamp": 1000.0 + i,
+                "text": f"hello {i} 안녕",
+            },
+        )
+    last = await store.find(
+        "chat_messages", {"session_id": "s1"}, order_by="timestamp", descending=True, limit=5
+    )
     assert [m["id"] for m in last] == ["m29", "m28", "m26", "m25", "m23"]
     assert last[0]["text"] == "hello 29 안녕"
-    first = await store.find("chat_messages", {"session_id": "s1", "user_id": "u0"},
-                             order_by="timestamp", limit=2)
+    first = await store.find(
+        "chat_messages", {"session_id": "s1", "user_id": "u0"}, order_by="timestamp", limit=2
+    )
     assert [m["id"] for m in first] == ["m02", "m04"]
     assert await store.count("chat_messages", {"session_id": "s1"}) == 20
     assert await store.count("chat_messages", {"session_id": "none"}) == 0
@@ -99,8 +122,15 @@ async def test_find_order_limit_and_count(store: Store):
 async def test_every_collection_round_trips(store: Store):
     from airclass_web.store import SCHEMA
 
-    assert set(SCHEMA) == {"sessions", "quizzes", "quiz_responses", "chat_messages",
-                           "engagement_events", "recordings", "teachers"}
+    assert set(SCHEMA) == {
+        "sessions",
+        "quizzes",
+        "quiz_responses",
+        "chat_messages",
+        "engagement_events",
+        "recordings",
+        "teachers",
+    }
     for name, coll in SCHEMA.items():
         doc = {"id": f"{name}-1", **{f: f"v-{f}" for f in coll.fields}, "extra": {"n": [1, 2]}}
         await store.insert(name, doc)
@@ -109,12 +139,19 @@ async def test_every_collection_round_trips(store: Store):
 
 
 async def test_recordings_for_the_recorder(store: Store):
-    rec = {"id": "rec1", "stream": "math", "session_id": "s1", "started_at": 100.0,
-           "path": "recordings/math/rec1.mp4", "duration": None}
+    rec = {
+        "id": "rec1",
+        "stream": "math",
+        "session_id": "s1",
+        "started_at": 100.0,
+        "path": "recordings/math/rec1.mp4",
+        "duration": None,
+    }
     await store.save_recording(rec)
     await store.save_recording({"id": "rec2", "stream": "math", "started_at": 200.0})
-    await store.save_recording({"id": "rec3", "stream": "art", "session_id": "s1",
-                                "started_at": 150.0})
+    await store.save_recording(
+        {"id": "rec3", "stream": "art", "session_id": "s1", "started_at": 150.0}
+    )
     assert await store.get_recording("rec1") == rec
     assert [r["id"] for r in await store.list_recordings(stream="math")] == ["rec2", "rec1"]
     assert [r["id"] for r in await store.list_recordings(session_id="s1")] == ["rec3", "rec1"]

@@ -1,0 +1,317 @@
+"""WebRTC egress with aiortc: H.264 passed through, Opus shared, per-viewer cost = RTP only.
+
+A viewer's tracks return `av.Packet`s, which aiortc packetizes as they are (no encoder
+per viewer). Video starts from the stream's cached GOP with squeezed timestamps, so the
+first picture shows at once and at live latency; audio starts live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    sdp,
+)
+from aiortc.codecs import CODECS
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+from aiortc.sdp import candidate_from_sdp
+
+from .hub import Stream, Subscription, SubscriptionClosed
+from .packets import TIME_BASE, MediaPacket
+
+log = logging.getLogger(__name__)
+
+#: Not connected by then: the session is dropped.
+CONNECT_TIMEOUT = 30.0
+#: Spacing of cached-GOP frames replayed to a new viewer (microseconds).
+CATCH_UP_STEP_US = 1000
+#: H.264 profiles we also answer for, so browsers are told the truth about High/Main.
+EXTRA_H264_PROFILES = ("64001f", "4d001f")
+H264_PREFERENCE = ("64", "4d", "42e0", "4200")
+
+
+class BadOffer(ValueError):
+    """The SDP offer cannot be answered (HTTP 400)."""
+
+
+class Overloaded(Exception):
+    """This node serves as many viewers as it may (HTTP 503)."""
+
+
+def _register_h264_profiles() -> None:
+    """Let aiortc negotiate High and Main profile H.264 (it only lists Baseline)."""
+    video = CODECS["video"]
+    known = {c.parameters.get("profile-level-id") for c in video}
+    next_pt = max(c.payloadType for c in video) + 1
+    for profile in EXTRA_H264_PROFILES:
+        if profile in known:
+            continue
+        video += [
+            RTCRtpCodecParameters(
+                mimeType="video/H264",
+                clockRate=90000,
+                payloadType=next_pt,
+                rtcpFeedback=[
+                    RTCRtcpFeedback(type="nack"),
+                    RTCRtcpFeedback(type="nack", parameter="pli"),
+                    RTCRtcpFeedback(type="goog-remb"),
+                ],
+                parameters={
+                    "level-asymmetry-allowed": "1",
+                    "packetization-mode": "1",
+                    "profile-level-id": profile,
+                },
+            ),
+            RTCRtpCodecParameters(
+                mimeType="video/rtx",
+                clockRate=90000,
+                payloadType=next_pt + 1,
+                parameters={"apt": next_pt},
+            ),
+        ]
+        next_pt += 2
+
+
+_register_h264_profiles()
+
+
+def h264_preferences():
+    """H.264 codec capabilities, High first, for `setCodecPreferences`."""
+    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+
+    def rank(codec) -> int:
+        plid = str(codec.parameters.get("profile-level-id", "42e01f")).lower()
+        for i, prefix in enumerate(H264_PREFERENCE):
+            if plid.startswith(prefix):
+                return i
+        return len(H264_PREFERENCE)
+
+    return sorted(codecs, key=rank)
+
+
+class LatencyStats:
+    """Recent values (seconds) of one pipeline stage, for percentiles at scrape time."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.values: deque[float] = deque(maxlen=size)
+        self.count = 0
+
+    def record(self, seconds: float) -> None:
+        self.values.append(seconds)
+        self.count += 1
+
+    def percentile(self, q: float) -> float:
+        if not self.values:
+            return 0.0
+        ordered = sorted(self.values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class PacketTrack(MediaStreamTrack):
+    """A track fed from a hub subscription; `recv` returns encoded `av.Packet`s."""
+
+    def __init__(self, kind: str, subscription: Subscription, stats: LatencyStats) -> None:
+        super().__init__()
+        self.kind = kind
+        self.subscription = subscription
+        self.stats = stats
+        self.packets_sent = 0
+        self._catch_up: deque[MediaPacket] = deque(subscription.backlog)
+        subscription.backlog = []
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._catch_up:
+            # Cached GOP: send at once, squeezed just before the newest cached frame.
+            packet = self._catch_up.popleft()
+            pts = packet.pts - len(self._catch_up) * CATCH_UP_STEP_US
+        else:
+            try:
+                packet = await self.subscription.get()
+            except SubscriptionClosed:
+                self.stop()
+                raise MediaStreamError from None
+            pts = packet.pts
+            self.stats.record(time.monotonic() - packet.received_at)
+        out = av.Packet(packet.data)
+        out.pts = pts
+        out.dts = pts
+        out.time_base = TIME_BASE
+        self.packets_sent += 1
+        return out
+
+    def stop(self) -> None:
+        super().stop()
+        self.subscription.close()
+
+
+@dataclass
+class ViewerSession:
+    id: str
+    stream: Stream
+    user_id: str
+    pc: RTCPeerConnection
+    tracks: list[PacketTrack] = field(default_factory=list)
+    created_at: float = field(default_factory=time.monotonic)
+    answer_sdp: str = ""
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def status(self) -> dict:
+        return {
+            "id": self.id,
+            "stream": self.stream.name,
+            "user_id": self.user_id,
+            "state": self.pc.connectionState,
+            "age_s": round(time.monotonic() - self.created_at, 1),
+            "packets_sent": sum(t.packets_sent for t in self.tracks),
+            "dropped": sum(t.subscription.dropped for t in self.tracks),
+        }
+
+
+class WebRtcEgress:
+    """All WebRTC viewer sessions of this node."""
+
+    def __init__(self, ice_servers: list[str] | None = None, capacity: int = 150) -> None:
+        self.ice_servers = [RTCIceServer(urls=u) for u in (ice_servers or [])]
+        self.capacity = capacity
+        self.sessions: dict[str, ViewerSession] = {}
+        self.queue_delay = LatencyStats()
+        self.sessions_opened = 0
+        self._timeouts: set[asyncio.Task] = set()
+
+    @property
+    def viewer_count(self) -> int:
+        return len(self.sessions)
+
+    def viewers_of(self, stream_name: str) -> int:
+        return sum(1 for s in self.sessions.values() if s.stream.name == stream_name)
+
+    async def open(self, stream: Stream, offer_sdp: str, user_id: str) -> ViewerSession:
+        """Answer a recvonly offer; raises BadOffer or Overloaded."""
+        if len(self.sessions) >= self.capacity:
+            raise Overloaded(f"{len(self.sessions)} viewers")
+        if "m=" not in offer_sdp or "a=fingerprint" not in offer_sdp:
+            raise BadOffer("not an SDP offer with media and a DTLS fingerprint")
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
+        session = ViewerSession(secrets.token_urlsafe(12), stream, user_id, pc)
+        try:
+            await self._negotiate(session, offer_sdp)
+        except BadOffer:
+            await self._discard(session)
+            raise
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+            await self._discard(session)
+            raise BadOffer(f"cannot use this offer: {exc}") from exc
+        self.sessions[session.id] = session
+        self.sessions_opened += 1
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            log.debug("viewer %s: %s", session.id, state)
+            if state == "connected":
+                session.connected.set()
+            elif state in ("failed", "closed"):
+                await self.close(session.id)
+
+        task = asyncio.ensure_future(self._expire_unconnected(session))
+        self._timeouts.add(task)
+        task.add_done_callback(self._timeouts.discard)
+        log.info(
+            "viewer %s (%s) on %s: %d viewers", session.id, user_id, stream.name, len(self.sessions)
+        )
+        return session
+
+    async def _negotiate(self, session: ViewerSession, offer_sdp: str) -> None:
+        """Answer with our tracks; video offers only H.264 (passthrough needs it).
+
+        Transceivers are made before the offer is applied: aiortc filters codecs by the
+        preferences when the remote description is set, not later.
+        """
+        offer = sdp.SessionDescription.parse(offer_sdp)
+        media = [m for m in offer.media if m.kind in ("audio", "video")]
+        if not media:
+            raise BadOffer("offer has no audio or video")
+        for m in media:
+            if not m.ice.usernameFragment or not m.ice.password:
+                raise BadOffer(f"{m.kind} section lacks ICE credentials")
+        kinds = list(dict.fromkeys(m.kind for m in media))
+        if "video" in kinds and not any(
+            c.mimeType.lower() == "video/h264"
+            for m in media
+            if m.kind == "video"
+            for c in m.rtp.codecs
+        ):
+            raise BadOffer("offer has no H.264 video codec")
+        pc = session.pc
+        for kind in kinds:
+            sub = session.stream.subscribe([kind], label=f"viewer-{session.id}-{kind}")
+            track = PacketTrack(kind, sub, self.queue_delay)
+            session.tracks.append(track)
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            if kind == "video":
+                transceiver.setCodecPreferences(h264_preferences())
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except (InvalidAccessError, InvalidStateError, OperationError) as exc:
+            raise BadOffer(str(exc)) from exc
+        session.answer_sdp = pc.localDescription.sdp
+
+    async def _expire_unconnected(self, session: ViewerSession) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.connected.wait(), CONNECT_TIMEOUT)
+            return
+        log.info("viewer %s never connected; dropped", session.id)
+        await self.close(session.id)
+
+    async def add_candidates(self, session_id: str, sdpfrag: str) -> int:
+        """Trickle ICE: add the candidates of an SDP fragment; returns how many."""
+        session = self.sessions[session_id]
+        mid = None
+        added = 0
+        for line in sdpfrag.splitlines():
+            line = line.strip()
+            if line.startswith("a=mid:"):
+                mid = line[6:]
+            elif line.startswith("a=candidate:"):
+                candidate = candidate_from_sdp(line[2:].split(":", 1)[1])
+                candidate.sdpMid = mid
+                candidate.sdpMLineIndex = None if mid is not None else 0
+                await session.pc.addIceCandidate(candidate)
+                added += 1
+        return added
+
+    async def _discard(self, session: ViewerSession) -> None:
+        for track in session.tracks:
+            track.stop()
+        await session.pc.close()
+
+    async def close(self, session_id: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        await self._discard(session)
+        log.info("viewer %s closed: %d viewers", session_id, len(self.sessions))
+        return True
+
+    async def close_all(self) -> None:
+        for session_id in list(self.sessions):
+            await self.close(session_id)
+        for task in list(self._timeouts):
+            task.cancel()

@@ -1,0 +1,130 @@
+"""Teacher accounts: scrypt password hashes, sign-in, API keys encrypted at rest (Fernet)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from ..store import DuplicateError, Store
+from .errors import ClassroomError
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+# scrypt parameters: ~16 MiB, ~50 ms per hash.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+    )
+    b64 = base64.urlsafe_b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.urlsafe_b64decode(digest)
+        actual = hashlib.scrypt(
+            password.encode(),
+            salt=base64.urlsafe_b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def fernet_for(secret: str) -> Fernet:
+    """Fernet key derived from the JWT secret (HKDF-like: HMAC-SHA256 with a label)."""
+    key = hmac.new(secret.encode(), b"airclass teacher api-key encryption v1", "sha256").digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def check_new_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise ClassroomError(400, f"password must have at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise ClassroomError(400, "password too long")
+
+
+class TeacherService:
+    def __init__(self, store: Store, secret: str) -> None:
+        self.store = store
+        self._fernet = fernet_for(secret) if secret else None
+        # A hash to spend the same time on unknown usernames (no user enumeration).
+        self._dummy_hash = hash_password(secrets.token_hex(8))
+
+    async def add(self, username: str, password: str, *, replace: bool = False) -> dict:
+        if not USERNAME.match(username):
+            raise ClassroomError(400, "username: 1-64 letters, digits, '_', '.', '@' or '-'")
+        check_new_password(password)
+        hashed = await asyncio.to_thread(hash_password, password)
+        existing = await self.store.get_teacher(username)
+        if existing is not None:
+            if not replace:
+                raise ClassroomError(409, f"teacher {username} already exists")
+            return await self.store.update("teachers", existing["id"], {"password_hash": hashed})
+        doc = {
+            "id": username,
+            "username": username,
+            "password_hash": hashed,
+            "created_at": time.time(),
+            "api_key_encrypted": None,
+        }
+        try:
+            return await self.store.insert("teachers", doc)
+        except DuplicateError as exc:
+            raise ClassroomError(409, f"teacher {username} already exists") from exc
+
+    async def authenticate(self, username: str, password: str) -> dict | None:
+        """The teacher document when the password matches, else None."""
+        if not username or not password or len(password) > MAX_PASSWORD:
+            return None
+        teacher = await self.store.get_teacher(username) if USERNAME.match(username) else None
+        encoded = teacher["password_hash"] if teacher else self._dummy_hash
+        ok = await asyncio.to_thread(verify_password, password, encoded)
+        return teacher if ok and teacher else None
+
+    async def count(self) -> int:
+        return await self.store.count_teachers()
+
+    async def list(self) -> list[dict]:
+        return await self.store.find("teachers", order_by="username")
+
+    def _require_fernet(self) -> Fernet:
+        if self._fernet is None:
+            raise ClassroomError(500, "no secret to encrypt API keys with")
+        return self._fernet
+
+    async def set_api_key(self, username: str, api_key: str) -> None:
+        """Store the key encrypted (empty string clears it)."""
+        if len(api_key) > 512:
+            raise ClassroomError(400, "API key too long")
+        token = self._require_fernet().encrypt(api_key.encode()).decode() if api_key else None
+        if await self.store.update("teachers", username, {"api_key_encrypted": token}) is None:
+            raise ClassroomError(404, "no such teacher")
+
+    async def get_api_key(self, username: str) -> str | None:
+        teacher = await self.store.get_teacher(username)
+        if not teacher or not teacher.get("api_key_encrypted"):
+            return None
+        try:
+            return self._require_fernet().decrypt(teacher["api_key_encrypted"].encode()).decode()
+        except InvalidToken as exc:
+            raise ClassroomError(500, "API key cannot be decrypted (JWT secret changed?)") from exc

@@ -1,0 +1,90 @@
+"""Wire the media services into a node: RTMP ingest with token checks, WebRTC egress."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from airclass_media.hub import StreamBusy
+from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
+from airclass_media.ingest import PublishSession
+from airclass_media.rtmp.server import PublishRejected, PublishRequest, RtmpServer
+from airclass_media.webrtc import WebRtcEgress
+
+from .auth import STREAM_NAME, TokenError, split_stream_key
+from .node import Node
+
+log = logging.getLogger(__name__)
+
+RTMP_APP = "live"
+
+
+def _query_token(url: str) -> str:
+    _, _, query = url.partition("?")
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key in ("token", "jwt"):
+            return value
+    return ""
+
+
+class MediaServices:
+    """RTMP ingest + WebRTC egress of one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        config = node.config
+        self.egress = WebRtcEgress(config.ice_servers, capacity=config.capacity)
+        self.rtmp = RtmpServer(config.host, config.rtmp_port, self.authorize_publish)
+        self.publishers: dict[str, PublishSession] = {}
+
+    async def start(self) -> None:
+        config = self.node.config
+        restrict_host_addresses(config.ice_hosts)
+        if config.udp_ports:
+            restrict_udp_ports(asyncio.get_running_loop(), *config.udp_ports)
+        await self.rtmp.start()
+        self.node.spawn(self._forget_idle_streams(), "forget-idle-streams")
+
+    async def stop(self) -> None:
+        await self.rtmp.stop()
+        await self.egress.close_all()
+
+    async def _forget_idle_streams(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            self.node.hub.forget_idle(idle_seconds=self.node.config.token_ttl)
+
+    async def authorize_publish(self, request: PublishRequest) -> PublishSession:
+        """Check the publish token and claim the stream, or raise PublishRejected."""
+        app = request.app.split("?")[0].strip("/")
+        if app != RTMP_APP:
+            raise PublishRejected("NetStream.Publish.BadName", f"unknown app {app!r}; use /live")
+        stream_name, token = split_stream_key(request.stream_key)
+        token = token or _query_token(request.app) or _query_token(request.tc_url)
+        if not STREAM_NAME.match(stream_name):
+            raise PublishRejected("NetStream.Publish.BadName", "bad stream name")
+        try:
+            claims = self.node.tokens.verify(token)
+        except TokenError as exc:
+            raise PublishRejected("NetStream.Publish.Rejected", f"unauthorized: {exc}") from exc
+        if claims.role != "teacher" or claims.action not in ("publish", "admin"):
+            raise PublishRejected("NetStream.Publish.Rejected", "token may not publish")
+        if not claims.allows_stream(stream_name):
+            raise PublishRejected("NetStream.Publish.Rejected", "token is for another stream")
+        stream = self.node.hub.stream(stream_name)
+        publisher_id = f"rtmp-{request.peer}-{secrets.token_hex(3)}"
+        try:
+            stream.attach_publisher(publisher_id)
+        except StreamBusy as exc:
+            raise PublishRejected(
+                "NetStream.Publish.BadName", f"stream {stream_name} already has a publisher"
+            ) from exc
+        session = PublishSession(stream, publisher_id, on_close=self._publisher_closed)
+        self.publishers[publisher_id] = session
+        log.info("rtmp %s: %s publishes %s", request.peer, claims.user_id, stream_name)
+        return session
+
+    def _publisher_closed(self, session: PublishSession) -> None:
+        self.publishers.pop(session.publisher_id, None)
