@@ -40,6 +40,8 @@ async def whep_offer(request: web.Request) -> web.Response:
         raise json_error(415, "WHEP offers must be Content-Type: application/sdp")
     offer = await request.text()
     stream = node.hub.get(name)
+    if stream is None and node.stream_resolver is not None:
+        stream = await node.stream_resolver(name)
     if stream is None:
         raise json_error(404, f"unknown stream {name}")
     try:

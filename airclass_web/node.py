@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from airclass_media.hub import StreamHub
+from airclass_media.hub import Stream, StreamHub
 
 from .auth import TokenService
 from .config import Config
@@ -43,6 +43,9 @@ class Node:
         #: async (user_id, stream) -> base URL of the node a viewer should watch from,
         #: None for this node. A cluster main sets it to send students to a sub node.
         self.viewer_router: Callable[[str, str], Awaitable[str | None]] | None = None
+        #: async (stream name) -> Stream | None for streams this node does not have yet.
+        #: A cluster sub sets it to start pulling the stream from the main node.
+        self.stream_resolver: Callable[[str], Awaitable[Stream | None]] | None = None
 
     def add_metrics(self, source: Callable[[], list]) -> None:
         """source() returns Prometheus metric families; read at every scrape."""
