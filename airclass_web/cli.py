@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Secrets come only from the environment: AIRCLASS_JWT_SECRET (required unless "
         "--dev), AIRCLASS_CLUSTER_SECRET (main/sub), AIRCLASS_TEACHER_PASSWORD."
     )
+    from .classroom.cli import add_teacher_command
+
+    add_teacher_command(commands, add_store_options)
     return parser
 
 

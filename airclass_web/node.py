@@ -46,6 +46,8 @@ class Node:
         #: async (stream name) -> Stream | None for streams this node does not have yet.
         #: A cluster sub sets it to start pulling the stream from the main node.
         self.stream_resolver: Callable[[str], Awaitable[Stream | None]] | None = None
+        #: The persistent store (airclass_web.store.Store), set by classroom.setup.
+        self.store = None
 
     def add_metrics(self, source: Callable[[], list]) -> None:
         """source() returns Prometheus metric families; read at every scrape."""

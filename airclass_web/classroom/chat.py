@@ -76,8 +76,12 @@ class ChatService:
         }
         await self.store.insert("chat_messages", doc)
         self.publish(
-            {"session_id": session["id"], "type": "chat", "to": "all",
-             "message": public_message(doc)}
+            {
+                "session_id": session["id"],
+                "type": "chat",
+                "to": "all",
+                "message": public_message(doc),
+            }
         )
         return doc
 
@@ -99,10 +103,15 @@ class ChatService:
         if doc is None or doc.get("session_id") != session["id"]:
             raise ClassroomError(404, "no such message")
         await self.store.update(
-            "chat_messages", doc["id"], {"deleted": True, "deleted_by": by,
-                                         "deleted_at": time.time()}
+            "chat_messages",
+            doc["id"],
+            {"deleted": True, "deleted_by": by, "deleted_at": time.time()},
         )
         self.publish(
-            {"session_id": session["id"], "type": "chat_deleted", "to": "all",
-             "message_id": doc["id"]}
+            {
+                "session_id": session["id"],
+                "type": "chat_deleted",
+                "to": "all",
+                "message_id": doc["id"],
+            }
         )

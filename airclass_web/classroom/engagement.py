@@ -25,10 +25,30 @@ from ..store import Store
 from .sessions import new_id
 
 CONFUSION_WORDS = (
-    "모르겠", "이해가 안", "이해 안", "이해못", "이해 못", "헷갈", "어려워", "어렵다", "무슨 말",
-    "뭔 말", "다시 설명", "confused", "confusing", "don't understand", "dont understand",
-    "do not understand", "don't get it", "dont get it", "i'm lost", "im lost", "no idea",
-    "what does that mean", "can you repeat", "explain again",
+    "모르겠",
+    "이해가 안",
+    "이해 안",
+    "이해못",
+    "이해 못",
+    "헷갈",
+    "어려워",
+    "어렵다",
+    "무슨 말",
+    "뭔 말",
+    "다시 설명",
+    "confused",
+    "confusing",
+    "don't understand",
+    "dont understand",
+    "do not understand",
+    "don't get it",
+    "dont get it",
+    "i'm lost",
+    "im lost",
+    "no idea",
+    "what does that mean",
+    "can you repeat",
+    "explain again",
 )
 QUESTION = re.compile(r"[?？]|^(왜|어떻게|뭐|무엇|what|why|how)\b", re.IGNORECASE)
 CONFUSED_AT = 50
@@ -67,8 +87,8 @@ def attentive_seconds(events: list[dict], start: float, end: float) -> tuple[flo
         if kind == "presence":
             state = bool(ev.get("playing")) and bool(ev.get("visible"))
         elif kind in ("offline", "join", "online", "leave"):
-            state = False if kind != "online" else bool(ev.get("playing")) and bool(
-                ev.get("visible")
+            state = (
+                False if kind != "online" else bool(ev.get("playing")) and bool(ev.get("visible"))
             )
     if last is not None and state:
         attentive += max(0.0, end - last)
@@ -91,12 +111,19 @@ class EngagementService:
     async def record(self, session_id: str, student_id: str, kind: str, **fields) -> None:
         await self.store.insert(
             "engagement_events",
-            {"id": new_id("ev"), "session_id": session_id, "student_id": student_id,
-             "kind": kind, "timestamp": time.time(), **fields},
+            {
+                "id": new_id("ev"),
+                "session_id": session_id,
+                "student_id": student_id,
+                "kind": kind,
+                "timestamp": time.time(),
+                **fields,
+            },
         )
 
-    async def alert(self, session_id: str, student_id: str, name: str, reason: str,
-                    detail: str = "") -> bool:
+    async def alert(
+        self, session_id: str, student_id: str, name: str, reason: str, detail: str = ""
+    ) -> bool:
         """Alert the teacher (at most once a minute per student and reason, per node)."""
         key = (session_id, student_id, reason)
         now = time.monotonic()
@@ -104,9 +131,21 @@ class EngagementService:
             return False
         self._last_alert[key] = now
         await self.record(session_id, student_id, "alert", reason=reason, detail=detail)
-        self.publish({"session_id": session_id, "type": "alert", "to": "staff",
-                      "alert": {"kind": "confusion", "reason": reason, "student_id": student_id,
-                                "name": name, "detail": detail, "timestamp": time.time()}})
+        self.publish(
+            {
+                "session_id": session_id,
+                "type": "alert",
+                "to": "staff",
+                "alert": {
+                    "kind": "confusion",
+                    "reason": reason,
+                    "student_id": student_id,
+                    "name": name,
+                    "detail": detail,
+                    "timestamp": time.time(),
+                },
+            }
+        )
         return True
 
     # -- live detection --------------------------------------------------------------
@@ -115,28 +154,46 @@ class EngagementService:
             return
         words = confusion_words(message["text"])
         if words:
-            await self.alert(message["session_id"], message["user_id"], message["name"],
-                             "confusion_words", message["text"][:200])
+            await self.alert(
+                message["session_id"],
+                message["user_id"],
+                message["name"],
+                "confusion_words",
+                message["text"][:200],
+            )
             return
         if QUESTION.search(message["text"]):
             recent = await self.store.find(
-                "chat_messages", {"session_id": message["session_id"],
-                                  "user_id": message["user_id"]},
-                order_by="timestamp", descending=True, limit=10)
+                "chat_messages",
+                {"session_id": message["session_id"], "user_id": message["user_id"]},
+                order_by="timestamp",
+                descending=True,
+                limit=10,
+            )
             if repeated_questions([m["text"] for m in recent]) > 0:
-                await self.alert(message["session_id"], message["user_id"], message["name"],
-                                 "repeated_questions", message["text"][:200])
+                await self.alert(
+                    message["session_id"],
+                    message["user_id"],
+                    message["name"],
+                    "repeated_questions",
+                    message["text"][:200],
+                )
 
     async def on_answer(self, quiz: dict, response: dict) -> None:
         answers = await self.store.find(
-            "quiz_responses", {"session_id": response["session_id"],
-                               "student_id": response["student_id"]})
+            "quiz_responses",
+            {"session_id": response["session_id"], "student_id": response["student_id"]},
+        )
         if len(answers) >= 2:
             accuracy = 100.0 * sum(1 for a in answers if a.get("correct")) / len(answers)
             if accuracy < LOW_ACCURACY:
-                await self.alert(response["session_id"], response["student_id"],
-                                 response.get("name", ""), "low_accuracy",
-                                 f"{accuracy:.0f}%")
+                await self.alert(
+                    response["session_id"],
+                    response["student_id"],
+                    response.get("name", ""),
+                    "low_accuracy",
+                    f"{accuracy:.0f}%",
+                )
 
     # -- reports ----------------------------------------------------------------------
     async def _load(self, session: dict, student_id: str | None = None):
@@ -144,11 +201,14 @@ class EngagementService:
         where = {"session_id": sid}
         if student_id:
             events = await self.store.find(
-                "engagement_events", {**where, "student_id": student_id}, order_by="timestamp")
+                "engagement_events", {**where, "student_id": student_id}, order_by="timestamp"
+            )
             chats = await self.store.find(
-                "chat_messages", {**where, "user_id": student_id}, order_by="timestamp")
+                "chat_messages", {**where, "user_id": student_id}, order_by="timestamp"
+            )
             answers = await self.store.find(
-                "quiz_responses", {**where, "student_id": student_id}, order_by="timestamp")
+                "quiz_responses", {**where, "student_id": student_id}, order_by="timestamp"
+            )
         else:
             events = await self.store.find("engagement_events", where, order_by="timestamp")
             chats = await self.store.find("chat_messages", where, order_by="timestamp")
@@ -186,8 +246,9 @@ class EngagementService:
         if accuracy is not None and answered >= 2 and accuracy < LOW_ACCURACY:
             reasons.append("low_accuracy")
             score += (LOW_ACCURACY - accuracy) + 30
-        last_presence = next((e for e in reversed(events)
-                              if e["kind"] in ("presence", "online", "offline")), None)
+        last_presence = next(
+            (e for e in reversed(events) if e["kind"] in ("presence", "online", "offline")), None
+        )
         return {
             "student_id": join["student_id"] if join else events[0]["student_id"],
             "name": join.get("name") if join else "",
@@ -199,8 +260,12 @@ class EngagementService:
             "chat_messages": chat_count,
             "answers": answered,
             "correct": correct,
-            "confusion": {"score": _score(score), "confused": score >= CONFUSED_AT,
-                          "reasons": reasons, "words": words},
+            "confusion": {
+                "score": _score(score),
+                "confused": score >= CONFUSED_AT,
+                "reasons": reasons,
+                "words": words,
+            },
             "online": bool(last_presence and last_presence["kind"] != "offline"),
             "alerts": sum(1 for e in events if e["kind"] == "alert"),
         }
@@ -225,14 +290,16 @@ class EngagementService:
                     shares.append(attentive / total)
             in_bucket = [a for a in answers if b0 <= a["timestamp"] < b1]
             correct = sum(1 for a in in_bucket if a.get("correct"))
-            out.append({
-                "start": b0,
-                "end": b1,
-                "attention": _score(100 * sum(shares) / len(shares)) if shares else None,
-                "chat_messages": sum(1 for c in chats if b0 <= c["timestamp"] < b1),
-                "answers": len(in_bucket),
-                "accuracy": _score(100 * correct / len(in_bucket)) if in_bucket else None,
-            })
+            out.append(
+                {
+                    "start": b0,
+                    "end": b1,
+                    "attention": _score(100 * sum(shares) / len(shares)) if shares else None,
+                    "chat_messages": sum(1 for c in chats if b0 <= c["timestamp"] < b1),
+                    "answers": len(in_bucket),
+                    "accuracy": _score(100 * correct / len(in_bucket)) if in_bucket else None,
+                }
+            )
         return out
 
     async def session_report(self, session: dict) -> dict:
@@ -289,6 +356,7 @@ class EngagementService:
         report["trend"] = self._trend(events, chats, answers, start, end, [report])
         report["alerts_detail"] = [
             {k: e.get(k) for k in ("reason", "detail", "timestamp")}
-            for e in events if e["kind"] == "alert"
+            for e in events
+            if e["kind"] == "alert"
         ]
         return report

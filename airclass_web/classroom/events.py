@@ -59,8 +59,12 @@ class EventBus:
             log.exception("event handler failed for %s", event.get("type"))
 
     def status(self) -> dict:
-        return {"kind": self.kind, "connected": self.connected, "published": self.published,
-                "received": self.received}
+        return {
+            "kind": self.kind,
+            "connected": self.connected,
+            "published": self.published,
+            "received": self.received,
+        }
 
 
 class RedisEventBus(EventBus):
@@ -197,8 +201,12 @@ class RedisEventBus(EventBus):
         self._deliver(event)
 
     def status(self) -> dict:
-        return {**super().status(), "queued": len(self._queue), "dropped": self.dropped,
-                "subscriptions": self.reconnects}
+        return {
+            **super().status(),
+            "queued": len(self._queue),
+            "dropped": self.dropped,
+            "subscriptions": self.reconnects,
+        }
 
 
 def make_bus(node_id: str, handler: Handler, redis_url: str) -> EventBus:

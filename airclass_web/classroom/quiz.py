@@ -48,8 +48,16 @@ def effective_status(quiz: dict, now: float | None = None) -> str:
 
 def student_view(quiz: dict) -> dict:
     """What students see: no correct answer until the quiz is closed."""
-    keys = ("id", "session_id", "question", "kind", "options", "time_limit", "published_at",
-            "closes_at")
+    keys = (
+        "id",
+        "session_id",
+        "question",
+        "kind",
+        "options",
+        "time_limit",
+        "published_at",
+        "closes_at",
+    )
     view = {k: quiz.get(k) for k in keys}
     view["status"] = effective_status(quiz)
     if view["status"] == "closed":
@@ -107,8 +115,9 @@ class QuizService:
             if (
                 not isinstance(options, list)
                 or not 2 <= len(options) <= MAX_OPTIONS
-                or not all(isinstance(o, str) and o.strip() and len(o) <= MAX_OPTION
-                           for o in options)
+                or not all(
+                    isinstance(o, str) and o.strip() and len(o) <= MAX_OPTION for o in options
+                )
             ):
                 raise ClassroomError(
                     400, f"options: 2-{MAX_OPTIONS} non-empty strings of at most {MAX_OPTION}"
@@ -116,14 +125,17 @@ class QuizService:
             options = [o.strip() for o in options]
             if isinstance(correct, str) and correct.isdigit():
                 correct = int(correct)
-            if not isinstance(correct, int) or isinstance(correct, bool) or not (
-                0 <= correct < len(options)
+            if (
+                not isinstance(correct, int)
+                or isinstance(correct, bool)
+                or not (0 <= correct < len(options))
             ):
                 raise ClassroomError(400, "correct must be the index of an option")
         else:
             alts = correct if isinstance(correct, list) else [correct]
-            if not alts or not all(isinstance(a, str) and a.strip() and len(a) <= MAX_ANSWER
-                                   for a in alts):
+            if not alts or not all(
+                isinstance(a, str) and a.strip() and len(a) <= MAX_ANSWER for a in alts
+            ):
                 raise ClassroomError(400, "correct must be the expected answer text")
         doc = {
             "id": new_id("quiz"),
@@ -155,10 +167,10 @@ class QuizService:
         )
         self._remember(quiz)
         sid = quiz["session_id"]
-        self.publish({"session_id": sid, "type": "quiz", "to": "students",
-                      "quiz": student_view(quiz)})
-        self.publish({"session_id": sid, "type": "quiz", "to": "staff",
-                      "quiz": staff_view(quiz)})
+        self.publish(
+            {"session_id": sid, "type": "quiz", "to": "students", "quiz": student_view(quiz)}
+        )
+        self.publish({"session_id": sid, "type": "quiz", "to": "staff", "quiz": staff_view(quiz)})
         self.spawn(self._close_at_deadline(quiz["id"], quiz["time_limit"]), "quiz-deadline")
         return quiz
 
@@ -179,8 +191,15 @@ class QuizService:
         self._remember(quiz)
         stats = await self.statistics(quiz)
         sid = quiz["session_id"]
-        self.publish({"session_id": sid, "type": "quiz_closed", "to": "all",
-                      "quiz": student_view(quiz), "stats": _student_stats(stats)})
+        self.publish(
+            {
+                "session_id": sid,
+                "type": "quiz_closed",
+                "to": "all",
+                "quiz": student_view(quiz),
+                "stats": _student_stats(stats),
+            }
+        )
         self.publish({"session_id": sid, "type": "quiz_stats", "to": "staff", "stats": stats})
         return quiz
 
@@ -225,8 +244,10 @@ class QuizService:
         if quiz["kind"] == "choice":
             if isinstance(answer, str) and answer.isdigit():
                 answer = int(answer)
-            if not isinstance(answer, int) or isinstance(answer, bool) or not (
-                0 <= answer < len(quiz["options"])
+            if (
+                not isinstance(answer, int)
+                or isinstance(answer, bool)
+                or not (0 <= answer < len(quiz["options"]))
             ):
                 raise ClassroomError(400, "answer must be the index of an option")
         elif not isinstance(answer, str) or not answer.strip() or len(answer) > MAX_ANSWER:
@@ -298,8 +319,14 @@ class QuizService:
                 self._stats_dirty.discard(quiz_id)
                 quiz = await self.get(quiz_id)
                 stats = await self.statistics(quiz)
-                self.publish({"session_id": quiz["session_id"], "type": "quiz_stats",
-                              "to": "staff", "stats": stats})
+                self.publish(
+                    {
+                        "session_id": quiz["session_id"],
+                        "type": "quiz_stats",
+                        "to": "staff",
+                        "stats": stats,
+                    }
+                )
                 await asyncio.sleep(STATS_INTERVAL)
         except Exception:
             log.exception("quiz statistics push failed")

@@ -1,0 +1,407 @@
+"""HTTP API and pages of the classroom. Handlers only translate HTTP <-> services."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from ..auth import Claims, TokenError, require, token_from_request
+from ..errors import json_error
+from ..node import node_of
+from ..token_routes import check_teacher_password, public_base_url, request_params
+from .chat import RateLimiter
+from .errors import ClassroomError
+from .quiz import staff_view
+from .service import Classroom
+from .sessions import is_teacher_claims, public_session
+
+log = logging.getLogger(__name__)
+
+CLASSROOM = web.AppKey("classroom", Classroom)
+#: Sign-in attempts per client address: 10, then one every 6 seconds.
+login_limiter = RateLimiter(burst=10, refill=6.0)
+
+
+def classroom_of(request: web.Request) -> Classroom:
+    return request.app[CLASSROOM]
+
+
+def api(handler):
+    """ClassroomError -> JSON error response."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request):
+        try:
+            return await handler(request)
+        except ClassroomError as exc:
+            raise json_error(exc.status, exc.message, code=exc.code) from exc
+
+    return wrapped
+
+
+def claims_of(request: web.Request, *roles: str) -> Claims:
+    return require(
+        request, node_of(request).tokens, roles=roles or ("teacher", "student", "monitor")
+    )
+
+
+def teacher_claims(request: web.Request) -> Claims:
+    claims = claims_of(request, "teacher")
+    if not is_teacher_claims(claims):
+        raise json_error(403, "sign in as a teacher (this token may only read)")
+    return claims
+
+
+async def teacher_auth(node, request: web.Request, params: dict) -> bool:
+    """May this request publish as a teacher? (node.teacher_auth)
+
+    Accepts a signed-in teacher's Bearer token, or username + password of a teacher
+    account. AIRCLASS_TEACHER_PASSWORD is honoured only while no account exists.
+    """
+    classroom: Classroom = request.app[CLASSROOM]
+    token = token_from_request(request)
+    if token:
+        try:
+            if is_teacher_claims(node.tokens.verify(token)):
+                return True
+        except TokenError:
+            pass
+    username, password = str(params.get("username", "")), str(params.get("password", ""))
+    if username and password and await classroom.teachers.authenticate(username, password):
+        return True
+    if await classroom.teachers.count() == 0:
+        return await check_teacher_password(node, request, params)
+    return False
+
+
+# -- auth -------------------------------------------------------------------------------
+@api
+async def login(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    if not login_limiter.allow(("login", request.remote or "")):
+        raise ClassroomError(429, "too many sign-in attempts; wait a moment")
+    params = await request_params(request)
+    teacher = await c.teachers.authenticate(
+        str(params.get("username", "")), str(params.get("password", ""))
+    )
+    if teacher is None:
+        raise ClassroomError(401, "wrong username or password")
+    token, expires_at = c.node.tokens.issue(
+        role="teacher", user_id=teacher["username"], action="publish", stream="*"
+    )
+    log.info("teacher %s signed in", teacher["username"])
+    return web.json_response(
+        {"token": token, "expires_at": expires_at, "username": teacher["username"]}
+    )
+
+
+@api
+async def me(request: web.Request) -> web.Response:
+    claims = teacher_claims(request)
+    c = classroom_of(request)
+    teacher = await c.store.get_teacher(claims.user_id)
+    return web.json_response(
+        {
+            "username": claims.user_id,
+            "account": teacher is not None,
+            "has_api_key": bool(teacher and teacher.get("api_key_encrypted")),
+        }
+    )
+
+
+@api
+async def set_api_key(request: web.Request) -> web.Response:
+    claims = teacher_claims(request)
+    params = await request_params(request)
+    key = params.get("api_key", "")
+    if not isinstance(key, str):
+        raise ClassroomError(400, "api_key must be a string")
+    await classroom_of(request).teachers.set_api_key(claims.user_id, key.strip())
+    return web.json_response({"ok": True, "has_api_key": bool(key.strip())})
+
+
+# -- sessions ---------------------------------------------------------------------------
+@api
+async def create_session(request: web.Request) -> web.Response:
+    claims = teacher_claims(request)
+    c = classroom_of(request)
+    params = await request_params(request)
+    session = await c.sessions.create(claims.user_id, params.get("title"), params.get("stream"))
+    c.node.hub.stream(session["stream"])  # announce: students may wait for it
+    return web.json_response(
+        {
+            "session_id": session["id"],
+            "join_code": session["join_code"],
+            "session": public_session(session),
+        },
+        status=201,
+    )
+
+
+@api
+async def list_sessions(request: web.Request) -> web.Response:
+    claims = teacher_claims(request)
+    return web.json_response(
+        {"sessions": await classroom_of(request).sessions.list_for_teacher(claims.user_id)}
+    )
+
+
+@api
+async def get_session(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    session, role = await c.session_for(
+        claims_of(request), request.match_info["session_id"], ("teacher", "student", "monitor")
+    )
+    body = public_session(session)
+    if role == "monitor":
+        body.pop("join_code", None)
+    return web.json_response(body)
+
+
+@api
+async def join_session(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    node = c.node
+    params = await request_params(request)
+    session, student_id, name = await c.sessions.join(params.get("join_code"), params.get("name"))
+    stream = session["stream"]
+    base = None
+    if node.viewer_router is not None:
+        base = await node.viewer_router(student_id, stream)
+    token, expires_at = node.tokens.issue(
+        role="student",
+        user_id=student_id,
+        action="read",
+        stream=stream,
+        session_id=session["id"],
+    )
+    return web.json_response(
+        {
+            "token": token,
+            "expires_at": expires_at,
+            "session_id": session["id"],
+            "student_id": student_id,
+            "name": name,
+            "title": session["title"],
+            "stream": stream,
+            "whep_url": f"{base or public_base_url(node, request)}/live/{stream}/whep",
+        }
+    )
+
+
+@api
+async def end_session(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    session, _ = await c.session_for(
+        teacher_claims(request), request.match_info["session_id"], ("teacher",)
+    )
+    return web.json_response(public_session(await c.end_session(session)))
+
+
+@api
+async def monitor_token(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    claims = teacher_claims(request)
+    session, _ = await c.session_for(claims, request.match_info["session_id"], ("teacher",))
+    token, expires_at = c.node.tokens.issue(
+        role="monitor",
+        user_id=f"monitor-{claims.user_id}",
+        action="read",
+        stream=session["stream"],
+        session_id=session["id"],
+    )
+    base = public_base_url(c.node, request)
+    return web.json_response(
+        {
+            "token": token,
+            "expires_at": expires_at,
+            "url": f"{base}/monitor?session={session['id']}#token={token}",
+        }
+    )
+
+
+@api
+async def chat_history(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    session, _ = await c.session_for(
+        claims_of(request), request.match_info["session_id"], ("teacher", "student", "monitor")
+    )
+    try:
+        limit = int(request.query.get("limit", 50))
+    except ValueError as exc:
+        raise ClassroomError(400, "limit must be a number") from exc
+    return web.json_response({"messages": await c.chat.history(session["id"], limit)})
+
+
+@api
+async def post_chat(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    claims = claims_of(request)
+    session, role = await c.session_for(
+        claims, request.match_info["session_id"], ("teacher", "student")
+    )
+    params = await request_params(request)
+    name = claims.user_id
+    if role == "student":
+        name = await c.sessions.student_name(session["id"], claims.user_id)
+    doc = await c.post_chat(session, claims.user_id, name, role, params.get("text"))
+    return web.json_response({"id": doc["id"], "timestamp": doc["timestamp"]}, status=201)
+
+
+# -- quizzes ----------------------------------------------------------------------------
+@api
+async def quiz_create(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    claims = claims_of(request)
+    params = await request_params(request)
+    session, _ = await c.session_for(claims, params.get("session_id"), ("teacher",))
+    quiz = await c.create_quiz(session, params, claims.user_id)
+    return web.json_response({"quiz_id": quiz["id"], "quiz": quiz}, status=201)
+
+
+@api
+async def quiz_publish(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    params = await request_params(request)
+    quiz, _, _ = await c.quiz_for(claims_of(request), params.get("quiz_id"), ("teacher",))
+    quiz = await c.quizzes.publish_quiz(await c.quizzes.get(quiz["id"], fresh=True))
+    return web.json_response({"quiz": staff_view(quiz)})
+
+
+@api
+async def quiz_close(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    params = await request_params(request)
+    quiz, _, _ = await c.quiz_for(claims_of(request), params.get("quiz_id"), ("teacher",))
+    quiz = await c.quizzes.close(await c.quizzes.get(quiz["id"], fresh=True))
+    return web.json_response({"quiz": staff_view(quiz), "stats": await c.quizzes.statistics(quiz)})
+
+
+@api
+async def quiz_response(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    claims = claims_of(request)
+    params = await request_params(request)
+    quiz, session, _ = await c.quiz_for(claims, params.get("quiz_id"), ("student",))
+    doc = await c.answer(quiz, session, claims.user_id, params.get("answer"))
+    return web.json_response(
+        {
+            "accepted": True,
+            "response_id": doc["id"],
+            "quiz_id": quiz["id"],
+            "answer": doc["answer"],
+        },
+        status=201,
+    )
+
+
+@api
+async def quiz_statistics(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    quiz, _, _ = await c.quiz_for(
+        claims_of(request), request.match_info["quiz_id"], ("teacher", "monitor")
+    )
+    return web.json_response(await c.quizzes.statistics(quiz))
+
+
+@api
+async def quiz_list(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    session, _ = await c.session_for(
+        claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
+    )
+    quizzes = await c.quizzes.for_session(session["id"])
+    return web.json_response({"quizzes": [staff_view(q) for q in quizzes]})
+
+
+# -- engagement -------------------------------------------------------------------------
+@api
+async def engagement_session(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    session, _ = await c.session_for(
+        claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
+    )
+    return web.json_response(await c.engagement.session_report(session))
+
+
+@api
+async def engagement_student(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    session, _ = await c.session_for(
+        claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
+    )
+    report = await c.engagement.student_report(session, request.match_info["student_id"])
+    if report is None:
+        raise ClassroomError(404, "no such student in this session")
+    return web.json_response(report)
+
+
+async def status(request: web.Request) -> web.Response:
+    c = classroom_of(request)
+    return web.json_response(
+        {
+            "node_id": c.node.config.node_id,
+            "store": c.store.kind,
+            "bus": c.bus.status(),
+            **c.hub.status(),
+            "time": time.time(),
+        }
+    )
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    return await classroom_of(request).hub.handle(request)
+
+
+# -- pages ------------------------------------------------------------------------------
+@aiohttp_jinja2.template("login.html")
+async def login_page(request: web.Request) -> dict:
+    return {}
+
+
+@aiohttp_jinja2.template("teacher.html")
+async def teacher_page(request: web.Request) -> dict:
+    return {"rtmp_port": node_of(request).config.rtmp_port}
+
+
+@aiohttp_jinja2.template("monitor.html")
+async def monitor_page(request: web.Request) -> dict:
+    return {}
+
+
+@aiohttp_jinja2.template("join.html")
+async def join_page(request: web.Request) -> dict:
+    return {"code": request.query.get("code", "")[:16]}
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/auth/login", login)
+    r.add_get("/api/auth/me", me)
+    r.add_put("/api/auth/api-key", set_api_key)
+    r.add_post("/api/sessions", create_session)
+    r.add_get("/api/sessions", list_sessions)
+    r.add_post("/api/sessions/join", join_session)
+    r.add_get("/api/sessions/{session_id}", get_session)
+    r.add_post("/api/sessions/{session_id}/end", end_session)
+    r.add_post("/api/sessions/{session_id}/monitor-token", monitor_token)
+    r.add_get("/api/sessions/{session_id}/chat", chat_history)
+    r.add_post("/api/sessions/{session_id}/chat", post_chat)
+    r.add_get("/api/sessions/{session_id}/quizzes", quiz_list)
+    r.add_post("/api/quiz/create", quiz_create)
+    r.add_post("/api/quiz/publish", quiz_publish)
+    r.add_post("/api/quiz/close", quiz_close)
+    r.add_post("/api/quiz/response", quiz_response)
+    r.add_get("/api/quiz/statistics/{quiz_id}", quiz_statistics)
+    r.add_get("/api/engagement/session/{session_id}", engagement_session)
+    r.add_get("/api/engagement/student/{session_id}/{student_id}", engagement_student)
+    r.add_get("/api/classroom/status", status)
+    r.add_get("/ws/session/{session_id}", websocket)
+    r.add_get("/login", login_page)
+    r.add_get("/teacher", teacher_page)
+    r.add_get("/monitor", monitor_page)
+    r.add_get("/join", join_page)

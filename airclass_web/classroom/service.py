@@ -1,0 +1,218 @@
+"""The classroom of a node: store, event bus and services wired together.
+
+Routes and the WebSocket hub call these methods; they hold the business rules.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..auth import Claims
+from ..node import Node
+from ..store import Store, make_store
+from .chat import MAX_LENGTH, ChatService
+from .engagement import EngagementService
+from .errors import ClassroomError
+from .events import EventBus, make_bus
+from .quiz import QuizService
+from .realtime import Client, RealtimeHub
+from .sessions import SessionService, role_in_session
+from .teachers import TeacherService
+
+log = logging.getLogger(__name__)
+
+
+class Classroom:
+    chat_max_length = MAX_LENGTH
+
+    def __init__(self, node: Node, store: Store | None = None) -> None:
+        self.node = node
+        self.store: Store = store or make_store(node.config)
+        self.bus: EventBus = make_bus(node.config.node_id, self.on_event, node.config.redis_url)
+        self.teachers = TeacherService(self.store, node.config.jwt_secret)
+        self.sessions = SessionService(self.store)
+        self.chat = ChatService(self.store, self.publish)
+        self.engagement = EngagementService(self.store, self.publish)
+        self.quizzes = QuizService(
+            self.store, self.publish, node.spawn, on_answer=self.engagement.on_answer
+        )
+        self.hub = RealtimeHub(self)
+        self.bus.on_connect = self.hub.on_bus_connect
+
+    # -- life cycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.open()
+        await self.bus.start()
+        self.node.spawn(self.hub.presence_loop(), "classroom-presence")
+        log.info("classroom: %s store, %s event bus", self.store.kind, self.bus.kind)
+
+    async def stop(self) -> None:
+        await self.bus.stop()
+        await self.store.close()
+
+    def publish(self, event: dict) -> None:
+        self.bus.publish(event)
+
+    def on_event(self, event: dict) -> None:
+        """Every event, local or from another node: refresh caches, then fan out."""
+        kind = event.get("type")
+        if kind in ("session_update", "session_ended"):
+            self.sessions.forget(event["session_id"])
+        elif kind in ("quiz", "quiz_closed"):
+            self.quizzes.forget(event["quiz"]["id"])
+        self.hub.deliver(event)
+
+    # -- shared by REST and WebSocket ---------------------------------------------------
+    async def session_for(self, claims: Claims, session_id: str, roles: tuple[str, ...]):
+        """(session, role) when these claims may act in this session with one of roles."""
+        session = await self.sessions.get(str(session_id or ""))
+        role = role_in_session(claims, session)
+        if role not in roles:
+            raise ClassroomError(403, f"a {role} may not do this")
+        return session, role
+
+    async def quiz_for(self, claims: Claims, quiz_id, roles: tuple[str, ...]):
+        quiz = await self.quizzes.get(quiz_id)
+        session, role = await self.session_for(claims, quiz["session_id"], roles)
+        return quiz, session, role
+
+    async def create_quiz(self, session: dict, spec: dict, by: str) -> dict:
+        quiz = await self.quizzes.create(session, spec, by)
+        self.publish(
+            {"session_id": session["id"], "type": "quiz_created", "to": "staff", "quiz": quiz}
+        )
+        return quiz
+
+    async def answer(self, quiz: dict, session: dict, student_id: str, answer) -> dict:
+        if session.get("status") != "active":
+            raise ClassroomError(409, "the session has ended")
+        name = await self.sessions.student_name(session["id"], student_id)
+        return await self.quizzes.answer(quiz, student_id=student_id, name=name, answer=answer)
+
+    async def post_chat(self, session: dict, user_id: str, name: str, role: str, text) -> dict:
+        session = await self.sessions.get(session["id"])  # fresh mute list (cached briefly)
+        doc = await self.chat.post(session, user_id=user_id, name=name, role=role, text=text)
+        self.node.spawn(self.engagement.on_chat(doc), "chat-confusion")
+        return doc
+
+    async def set_muted(self, session: dict, student_id, muted: bool) -> dict:
+        if not isinstance(student_id, str) or not student_id:
+            raise ClassroomError(400, "student_id is required")
+        doc = await self.sessions.set_muted(session, student_id, bool(muted))
+        self.publish(
+            {
+                "session_id": session["id"],
+                "type": "session_update",
+                "to": "staff",
+                "muted": doc["muted"],
+            }
+        )
+        self.publish(
+            {
+                "session_id": session["id"],
+                "type": "muted",
+                "to": f"user:{student_id}",
+                "muted": bool(muted),
+            }
+        )
+        return doc
+
+    async def end_session(self, session: dict) -> dict:
+        doc = await self.sessions.end(session)
+        self.publish(
+            {
+                "session_id": session["id"],
+                "type": "session_ended",
+                "to": "all",
+                "ended_at": doc.get("ended_at"),
+            }
+        )
+        return doc
+
+    # -- WebSocket actions ----------------------------------------------------------------
+    async def ws_action(self, client: Client, data: dict) -> dict | None:
+        """Handle one client message; the reply to send back to it (or None)."""
+        kind = data["type"]
+        role = client.role
+        session = await self.sessions.get(client.session_id)
+
+        def need(*roles: str) -> None:
+            if role not in roles:
+                raise ClassroomError(403, f"a {role} may not send {kind}")
+
+        if kind == "ping":
+            return {"type": "pong", "t": data.get("t")}
+        if kind == "chat":
+            await self.post_chat(session, client.user_id, client.name, role, data.get("text"))
+            return None
+        if kind == "presence":
+            need("student")
+            await self.presence(client, data)
+            return None
+        if kind == "quiz_answer":
+            need("student")
+            quiz = await self.quizzes.get(data.get("quiz_id"))
+            if quiz["session_id"] != session["id"]:
+                raise ClassroomError(404, "no such quiz in this session")
+            doc = await self.answer(quiz, session, client.user_id, data.get("answer"))
+            return {
+                "type": "quiz_answer",
+                "quiz_id": quiz["id"],
+                "accepted": True,
+                "response_id": doc["id"],
+                "answer": doc["answer"],
+            }
+        if kind == "quiz_stats":
+            need("teacher", "monitor")
+            quiz = await self.quizzes.get(data.get("quiz_id"))
+            if quiz["session_id"] != session["id"]:
+                raise ClassroomError(404, "no such quiz in this session")
+            return {"type": "quiz_stats", "stats": await self.quizzes.statistics(quiz)}
+        if kind in (
+            "chat_delete",
+            "mute",
+            "quiz_create",
+            "quiz_publish",
+            "quiz_close",
+            "end_session",
+        ):
+            need("teacher")
+            if kind == "chat_delete":
+                await self.chat.delete(session, data.get("message_id"), client.user_id)
+                return None
+            if kind == "mute":
+                await self.set_muted(session, data.get("student_id"), data.get("muted", True))
+                return None
+            if kind == "end_session":
+                await self.end_session(session)
+                return None
+            if kind == "quiz_create":
+                spec = data.get("quiz") if isinstance(data.get("quiz"), dict) else data
+                quiz = await self.create_quiz(session, spec, client.user_id)
+                return {"type": "quiz_created", "quiz": quiz}
+            quiz = await self.quizzes.get(data.get("quiz_id"), fresh=True)
+            if quiz["session_id"] != session["id"]:
+                raise ClassroomError(404, "no such quiz in this session")
+            if kind == "quiz_publish":
+                await self.quizzes.publish_quiz(quiz)
+            else:
+                await self.quizzes.close(quiz)
+            return None
+        raise ClassroomError(400, f"unknown message type {kind[:40]!r}", "unknown_type")
+
+    async def presence(self, client: Client, data: dict) -> None:
+        playing, visible = bool(data.get("playing")), bool(data.get("visible"))
+        if (playing, visible) == (client.playing, client.visible):
+            return  # heartbeat: last_seen is already updated
+        client.playing, client.visible = playing, visible
+        await self.engagement.record(
+            client.session_id, client.user_id, "presence", playing=playing, visible=visible
+        )
+        self.publish(
+            {
+                "session_id": client.session_id,
+                "type": "presence",
+                "to": "staff",
+                "presence": client.presence(self.node.config.node_id),
+            }
+        )
