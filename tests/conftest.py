@@ -41,3 +41,25 @@ def processes():
     yield procs
     for proc in procs:
         stop_process(proc)
+
+
+@pytest.fixture
+async def players():
+    """WHEP players (aiortc) limited to the test address; all closed after the test."""
+    from airclass_media.ice import restrict_host_addresses
+    from airclass_media.whep_client import WhepPlayer
+
+    from .support import TEST_HOST
+
+    restrict_host_addresses([TEST_HOST])
+    opened: list[WhepPlayer] = []
+
+    async def play(whep_url: str, token: str, **kwargs) -> WhepPlayer:
+        player = WhepPlayer(whep_url, token, **kwargs)
+        opened.append(player)
+        await player.start()
+        return player
+
+    yield play
+    for player in opened:
+        await player.close()

@@ -1,0 +1,145 @@
+// Student player: WHEP (WebRTC) playback of one stream, live/offline state, reconnects
+// by itself with a fresh token (a cluster may send it to another node).
+(function () {
+  AirI18n.register({
+    ko: {
+      "player.connecting": "연결 중…", "player.waiting": "선생님이 방송을 시작하기를 기다리는 중…",
+      "player.reconnecting": "다시 연결하는 중…", "player.live": "", "player.unmute": "눌러서 소리 켜기",
+      "player.error": "연결할 수 없습니다. 다시 시도합니다…", "state.live": "방송 중", "state.offline": "오프라인",
+      "player.full": "서버가 가득 찼습니다. 잠시 후 다시 시도합니다…",
+    },
+    en: {
+      "player.connecting": "Connecting…", "player.waiting": "Waiting for the teacher to go live…",
+      "player.reconnecting": "Reconnecting…", "player.live": "", "player.unmute": "Tap to unmute",
+      "player.error": "Cannot connect. Retrying…", "state.live": "LIVE", "state.offline": "offline",
+      "player.full": "The server is full. Retrying soon…",
+    },
+  });
+
+  const stream = document.getElementById("player").dataset.stream;
+  const video = document.getElementById("video");
+  const overlay = document.getElementById("overlay");
+  const stateText = document.getElementById("state-text");
+  const badge = document.getElementById("live-badge");
+  const statsText = document.getElementById("player-stats");
+  const unmute = document.getElementById("unmute");
+
+  const userId = localStorage.getItem("airclass.userId") ||
+    (() => { const id = "student-" + Math.random().toString(36).slice(2, 10); localStorage.setItem("airclass.userId", id); return id; })();
+
+  let pc = null, sessionUrl = null, retryDelay = 1000, retryTimer = null, lastFrames = 0, stalledSince = null;
+  const player = { state: "connecting", live: false, reconnects: 0 };
+  window.airclassPlayer = player;
+
+  function setState(state, key) {
+    player.state = state;
+    overlay.hidden = state === "playing";
+    if (key) { stateText.dataset.i18n = key; stateText.textContent = AirI18n.t(key); }
+  }
+  function setLive(live) {
+    player.live = live;
+    badge.dataset.i18n = live ? "state.live" : "state.offline";
+    badge.textContent = AirI18n.t(badge.dataset.i18n);
+    badge.classList.toggle("live", live);
+  }
+  player.framesDecoded = () => (video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality().totalVideoFrames : 0);
+
+  async function getToken() {
+    const q = new URLSearchParams({ user_type: "student", action: "read", stream, user_id: userId });
+    const res = await fetch("/api/token?" + q, { method: "POST" });
+    if (!res.ok) throw new Error("token " + res.status);
+    return res.json();
+  }
+
+  function waitGathering(pc, ms) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); } };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, ms);
+    });
+  }
+
+  async function connect() {
+    clearTimeout(retryTimer);
+    teardown();
+    try {
+      const { token, whep_url } = await getToken();
+      pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+      const vt = pc.addTransceiver("video", { direction: "recvonly" });
+      pc.addTransceiver("audio", { direction: "recvonly" });
+      if (RTCRtpReceiver.getCapabilities && vt.setCodecPreferences) {
+        const codecs = RTCRtpReceiver.getCapabilities("video").codecs;
+        const h264 = codecs.filter((c) => c.mimeType.toLowerCase() === "video/h264");
+        if (h264.length) vt.setCodecPreferences([...h264, ...codecs.filter((c) => !h264.includes(c))]);
+      }
+      pc.ontrack = (ev) => {
+        if (!video.srcObject) video.srcObject = new MediaStream();
+        video.srcObject.addTrack(ev.track);
+        video.play().catch(() => {});
+      };
+      pc.onconnectionstatechange = () => {
+        if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) scheduleRetry("player.reconnecting");
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitGathering(pc, 2000);
+      const res = await fetch(whep_url, {
+        method: "POST", body: pc.localDescription.sdp,
+        headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token },
+      });
+      if (res.status === 503) return scheduleRetry("player.full", 5000);
+      if (res.status === 404) return scheduleRetry("player.waiting", 3000);
+      if (res.status !== 201) throw new Error("WHEP " + res.status);
+      sessionUrl = new URL(res.headers.get("Location"), whep_url).toString();
+      await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+      retryDelay = 1000;
+      setState("connected", player.live ? "player.connecting" : "player.waiting");
+    } catch (err) {
+      console.warn("airclass player:", err);
+      scheduleRetry("player.error");
+    }
+  }
+
+  function teardown() {
+    if (sessionUrl) { fetch(sessionUrl, { method: "DELETE" }).catch(() => {}); sessionUrl = null; }
+    if (pc) { pc.onconnectionstatechange = null; pc.close(); pc = null; }
+    if (video.srcObject) { video.srcObject.getTracks().forEach((t) => t.stop()); video.srcObject = null; }
+  }
+
+  function scheduleRetry(key, delay) {
+    teardown();
+    player.reconnects += 1;
+    setState("reconnecting", key);
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, delay || retryDelay);
+    retryDelay = Math.min(retryDelay * 2, 10000);
+  }
+
+  async function pollLive() {
+    try {
+      const res = await fetch("/api/streams/" + encodeURIComponent(stream));
+      setLive(res.ok && (await res.json()).live);
+    } catch (err) { setLive(false); }
+  }
+
+  // Watchdog: frames flowing -> playing; live but no frames for 10 s -> reconnect.
+  setInterval(() => {
+    const frames = player.framesDecoded();
+    if (frames > lastFrames) {
+      stalledSince = null;
+      if (player.state !== "playing") setState("playing");
+    } else if (player.state === "playing" || player.state === "connected") {
+      stalledSince = stalledSince || Date.now();
+      if (player.state === "playing") setState("connected", player.live ? "player.reconnecting" : "player.waiting");
+      if (player.live && Date.now() - stalledSince > 10000) { stalledSince = null; scheduleRetry("player.reconnecting"); }
+    }
+    lastFrames = frames;
+    if (video.videoWidth) statsText.textContent = video.videoWidth + "×" + video.videoHeight;
+  }, 1000);
+
+  unmute.addEventListener("click", () => { video.muted = false; video.play().catch(() => {}); unmute.hidden = true; });
+  window.addEventListener("pagehide", teardown);
+  setInterval(pollLive, 3000);
+  pollLive();
+  connect();
+})();
