@@ -24,6 +24,12 @@ class RateLimiter:
         self.burst, self.refill = burst, refill
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
 
+    def available(self, key: tuple[str, str], now: float | None = None) -> bool:
+        """Would allow() pass now? (consumes nothing)"""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - last) / self.refill) >= 1.0
+
     def allow(self, key: tuple[str, str], now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.get(key, (float(self.burst), now))

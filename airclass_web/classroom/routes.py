@@ -22,7 +22,7 @@ from .sessions import is_teacher_claims, public_session
 log = logging.getLogger(__name__)
 
 CLASSROOM = web.AppKey("classroom", Classroom)
-#: Sign-in attempts per client address: 10, then one every 6 seconds.
+#: Failed sign-ins per client address and username: 10, then one every 6 seconds.
 login_limiter = RateLimiter(burst=10, refill=6.0)
 
 
@@ -82,13 +82,14 @@ async def teacher_auth(node, request: web.Request, params: dict) -> bool:
 @api
 async def login(request: web.Request) -> web.Response:
     c = classroom_of(request)
-    if not login_limiter.allow(("login", request.remote or "")):
-        raise ClassroomError(429, "too many sign-in attempts; wait a moment")
     params = await request_params(request)
-    teacher = await c.teachers.authenticate(
-        str(params.get("username", "")), str(params.get("password", ""))
-    )
+    username = str(params.get("username", ""))[:64]
+    key = (request.remote or "", username)
+    if not login_limiter.available(key):
+        raise ClassroomError(429, "too many failed sign-in attempts; wait a moment")
+    teacher = await c.teachers.authenticate(username, str(params.get("password", "")))
     if teacher is None:
+        login_limiter.allow(key)  # only failures count
         raise ClassroomError(401, "wrong username or password")
     token, expires_at = c.node.tokens.issue(
         role="teacher", user_id=teacher["username"], action="publish", stream="*"
