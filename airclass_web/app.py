@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import classroom, media_routes, metrics, pages, token_routes
+from . import classroom, cluster, media_routes, metrics, pages, token_routes
 from .config import Config
 from .errors import json_errors_middleware
 from .node import NODE, Node
@@ -29,6 +29,7 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     # Order matters only for start-up: media first, then what uses it.
     media_routes.setup(app)
     token_routes.setup(app)
+    cluster.setup(app)
     classroom.setup(app)
     pages.setup(app)
     metrics.setup(app)
