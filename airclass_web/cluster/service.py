@@ -108,6 +108,8 @@ class Cluster:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             await self._beat()
+            if self.role == "main":
+                await self._routing_nodes()  # keep the routing copy warm
 
     async def nodes(self) -> list[NodeRecord]:
         return await self.registry.nodes()
