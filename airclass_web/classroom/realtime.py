@@ -221,9 +221,10 @@ class RealtimeHub:
         finally:
             room.clients.discard(client)
             client.closed = True
+            writer.cancel()
+            if not room.clients and self.rooms.get(session["id"]) is room:
+                self.rooms.pop(session["id"], None)
             if role == "student" and not any(x.user_id == client.user_id for x in room.clients):
-                with contextlib.suppress(Exception):
-                    await c.engagement.record(session["id"], client.user_id, "offline")
                 self.c.publish(
                     {
                         "session_id": session["id"],
@@ -232,11 +233,8 @@ class RealtimeHub:
                         "presence": client.presence(self.node_id, online=False),
                     }
                 )
-            if not room.clients:
-                self.rooms.pop(session["id"], None)
-            writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer
+                with contextlib.suppress(Exception):
+                    await c.engagement.record(session["id"], client.user_id, "offline")
         return ws
 
     async def welcome(self, client: Client, session: dict, room: Room) -> dict:
