@@ -40,6 +40,53 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_recording_options(parser: argparse.ArgumentParser) -> None:
+    """Recording, screenshots, retention (recorder/)."""
+    group = parser.add_argument_group("recording")
+    group.add_argument(
+        "--auto-record",
+        action="append",
+        default=None,
+        metavar="STREAM",
+        help="record this stream whenever it goes live ('*' for every stream); "
+        "repeatable [AIRCLASS_AUTO_RECORD, comma-separated]",
+    )
+    group.add_argument(
+        "--record-segment-seconds",
+        type=float,
+        default=float(_env("RECORD_SEGMENT_SECONDS", 60)),
+        help="length of recording segments [AIRCLASS_RECORD_SEGMENT_SECONDS, default: 60]",
+    )
+    group.add_argument(
+        "--screenshot-interval",
+        type=float,
+        default=float(_env("SCREENSHOT_INTERVAL", 10)),
+        help="seconds between recording screenshots, 0 for none "
+        "[AIRCLASS_SCREENSHOT_INTERVAL, default: 10]",
+    )
+    group.add_argument(
+        "--retention-days",
+        type=float,
+        default=float(_env("RETENTION_DAYS", 7)),
+        help="delete recordings older than this, 0 keeps them "
+        "[AIRCLASS_RETENTION_DAYS, default: 7]",
+    )
+    group.add_argument(
+        "--min-free-disk-mb",
+        type=int,
+        default=int(_env("MIN_FREE_DISK_MB", 1024)),
+        help="refuse to start, and stop, recordings below this free disk "
+        "[AIRCLASS_MIN_FREE_DISK_MB, default: 1024]",
+    )
+    group.add_argument(
+        "--record-offline-grace",
+        type=float,
+        default=float(_env("RECORD_OFFLINE_GRACE", 120)),
+        help="seconds a recorded stream may stay offline (publisher reconnecting) "
+        "before its recording ends [AIRCLASS_RECORD_OFFLINE_GRACE, default: 120]",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airclass", description="AIRClass live classroom node")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEBUG, INFO, WARNING [AIRCLASS_LOG_LEVEL, default: INFO]",
     )
     add_store_options(serve)
+    add_recording_options(serve)
     serve.epilog = (
         "Secrets come only from the environment: AIRCLASS_JWT_SECRET (required unless "
         "--dev), AIRCLASS_CLUSTER_SECRET (main/sub), AIRCLASS_TEACHER_PASSWORD."
@@ -167,6 +215,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         mongo_url=args.mongo_url,
         capacity=args.capacity,
         log_level=args.log_level,
+        record_segment_seconds=args.record_segment_seconds,
+        screenshot_interval=args.screenshot_interval,
+        retention_days=args.retention_days,
+        min_free_disk_mb=args.min_free_disk_mb,
+        auto_record=args.auto_record if args.auto_record else _env_list("AUTO_RECORD"),
+        record_offline_grace=args.record_offline_grace,
     )
 
 

@@ -41,6 +41,15 @@ class Config:
     #: Largest request body accepted (bytes); larger gets 413.
     max_body: int = 256 * 1024
     log_level: str = "INFO"
+    #: Recording (recorder/): segment length, screenshot interval (0 = none), retention
+    #: in days (0 = keep), free disk below which recording refuses/stops, auto-recorded
+    #: streams ("*" = all), seconds a stream may stay offline before its recording ends.
+    record_segment_seconds: float = 60.0
+    screenshot_interval: float = 10.0
+    retention_days: float = 7.0
+    min_free_disk_mb: int = 1024
+    auto_record: list[str] = field(default_factory=list)
+    record_offline_grace: float = 120.0
     #: Filled at start-up: a random id for this node.
     node_id: str = field(default_factory=lambda: "node-" + secrets.token_hex(4))
 
@@ -60,6 +69,10 @@ class Config:
             if not self.dev:
                 raise ConfigError("a cluster node needs AIRCLASS_CLUSTER_SECRET")
             self.cluster_secret = self.jwt_secret
+        if self.record_segment_seconds < 1:
+            raise ConfigError("--record-segment-seconds must be at least 1")
+        if self.screenshot_interval < 0 or self.retention_days < 0 or self.min_free_disk_mb < 0:
+            raise ConfigError("recording intervals, retention and disk threshold must be >= 0")
         if self.udp_ports and self.udp_ports[0] > self.udp_ports[1]:
             raise ConfigError("--udp-ports LO-HI needs LO <= HI")
 

@@ -1,0 +1,121 @@
+"""Recording metadata: one JSON document per recording, beside its files.
+
+The JSON file is the source of truth for what is on disk; the node's store keeps a copy
+for other services. Layout of a recording directory::
+
+    <root>/<recording id>/recording.json   metadata (this module)
+                          seg-00000.mp4    fragmented MP4 segments
+                          recording.mp4    single MP4 (moov first), written on stop
+                          shots/*.jpg      screenshots, named by recording time in ms
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+META_FILE = "recording.json"
+FINAL_FILE = "recording.mp4"
+RECORDING_ID = re.compile(r"^[A-Za-z0-9_-]{1,120}$")
+SEGMENT_FILE = re.compile(r"^seg-\d{5}\.mp4$")
+SHOT_FILE = re.compile(r"^\d{9}\.jpg$")
+
+#: Statuses: recording -> stopping -> finalizing -> complete (or failed).
+#: A crash leaves recording/stopping/finalizing; recovery at start-up finishes them.
+ACTIVE_STATUSES = ("recording", "stopping", "finalizing")
+
+
+def new_recording_id(stream: str, now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now or time.time()))
+    return f"{stream}-{stamp}-{secrets.token_hex(3)}"
+
+
+def new_document(
+    recording_id: str,
+    stream: str,
+    session_id: str,
+    *,
+    node_id: str,
+    reason: str,
+    segment_seconds: float,
+    screenshot_interval: float,
+) -> dict:
+    now = time.time()
+    return {
+        "id": recording_id,
+        "stream": stream,
+        "session_id": session_id,
+        "node_id": node_id,
+        "status": "recording",
+        "reason": reason,
+        "started_at": now,
+        "ended_at": None,
+        "duration": 0.0,
+        "size": 0,
+        "segment_seconds": segment_seconds,
+        "screenshot_interval": screenshot_interval,
+        "video": None,
+        "audio": None,
+        "segments": [],
+        "screenshots": [],
+        "mp4": None,
+        "mp4_size": 0,
+        "stop_reason": None,
+        "error": None,
+        "reconnects": 0,
+        "dropped_packets": 0,
+        "recovered": False,
+    }
+
+
+def read(directory: Path) -> dict | None:
+    """The recording's metadata, None when missing or unreadable."""
+    try:
+        doc = json.loads((directory / META_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable recording metadata in %s: %s", directory, exc)
+        return None
+    return doc if isinstance(doc, dict) and doc.get("id") else None
+
+
+def write(directory: Path, doc: dict) -> None:
+    """Replace the metadata file atomically (never a half-written JSON after a crash)."""
+    tmp = directory / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, directory / META_FILE)
+
+
+def scan(root: Path) -> list[dict]:
+    """Metadata of every recording under root, newest first."""
+    docs = []
+    try:
+        entries = list(root.iterdir())
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if entry.is_dir() and RECORDING_ID.match(entry.name):
+            doc = read(entry)
+            if doc is not None:
+                docs.append(doc)
+    docs.sort(key=lambda d: d.get("started_at") or 0, reverse=True)
+    return docs
+
+
+def directory_size(directory: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
