@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import classroom, cluster, media_routes, metrics, pages, token_routes
+from . import classroom, cluster, media_routes, metrics, pages, recording_routes, token_routes
 from .config import Config
 from .errors import json_errors_middleware
 from .node import NODE, Node
@@ -31,6 +31,7 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     token_routes.setup(app)
     cluster.setup(app)
     classroom.setup(app)
+    recording_routes.setup(app)
     pages.setup(app)
     metrics.setup(app)
     return node, app

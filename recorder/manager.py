@@ -91,6 +91,9 @@ class RecordingManager:
             done, not_done = await asyncio.wait(pending, timeout=SHUTDOWN_WAIT_SECONDS)
             if not_done:
                 log.warning("recorder: %d recordings finish at next start", len(not_done))
+        saves = [t for t in self._tasks if t.get_name().startswith("recorder-store-")]
+        if saves:
+            await asyncio.wait(saves, timeout=5)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

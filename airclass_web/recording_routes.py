@@ -1,0 +1,276 @@
+"""Recording API (teacher) and VOD pages/files (teacher or signed link). Routes only: the
+work is done by recorder.RecordingManager."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from recorder import metadata
+from recorder.manager import RecordingError, RecordingManager
+from recorder.settings import RecorderSettings
+
+from .auth import STREAM_NAME, Claims, require
+from .errors import json_error
+from .node import NODE, Node, node_of
+from .token_routes import request_params
+
+RECORDER = web.AppKey("recorder", RecordingManager)
+ERROR_STATUS = {"not_found": 404, "conflict": 409, "not_live": 409, "disk_low": 507}
+#: Longest validity of a shared VOD link.
+MAX_SHARE_HOURS = 24 * 30
+
+
+def manager_of(request: web.Request) -> RecordingManager:
+    return request.app[RECORDER]
+
+
+def teacher(request: web.Request, stream: str | None = None) -> Claims:
+    """A signed-in teacher's claims (401 without a valid token, 403 otherwise)."""
+    claims = require(request, node_of(request).tokens, roles=("teacher",))
+    if claims.action not in ("publish", "admin"):
+        raise json_error(403, "sign in as a teacher (this token may only read)")
+    if stream is not None and not claims.allows_stream(stream):
+        raise json_error(403, f"token is not valid for stream {stream}")
+    return claims
+
+
+def failed(exc: RecordingError) -> web.HTTPException:
+    return json_error(ERROR_STATUS.get(exc.code, 400), exc.message, code=exc.code, **exc.extra)
+
+
+# -- signed links -------------------------------------------------------------------------
+def _signature(node: Node, recording_id: str, expires: int) -> str:
+    key = hashlib.sha256(b"airclass-vod:" + node.config.jwt_secret.encode()).digest()
+    message = f"{recording_id}:{expires}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def signed_query(node: Node, recording_id: str, ttl: float) -> str:
+    expires = int(time.time() + ttl)
+    return f"exp={expires}&sig={_signature(node, recording_id, expires)}"
+
+
+def check_signature(request: web.Request, recording_id: str) -> None:
+    """401 unless the request carries a valid, unexpired signature for this recording."""
+    try:
+        expires = int(request.query.get("exp", ""))
+    except ValueError:
+        raise json_error(401, "missing or bad link signature") from None
+    given = request.query.get("sig", "")
+    expected = _signature(node_of(request), recording_id, expires)
+    if not hmac.compare_digest(given, expected):
+        raise json_error(401, "missing or bad link signature")
+    if expires < time.time():
+        raise json_error(401, "link expired")
+
+
+def with_urls(node: Node, doc: dict, ttl: float) -> dict:
+    """The metadata with signed URLs of the MP4, segments and screenshots."""
+    rid = doc["id"]
+    q = signed_query(node, rid, ttl)
+    base = f"/vod/{rid}"
+    doc = dict(doc)
+    doc["mp4_url"] = f"{base}/file.mp4?{q}" if doc.get("mp4") else None
+    doc["page_url"] = f"{base}?{q}"
+    doc["segments"] = [{**s, "url": f"{base}/segments/{s['file']}?{q}"} for s in doc["segments"]]
+    doc["screenshots"] = [{**s, "url": f"{base}/shots/{s['file']}?{q}"} for s in doc["screenshots"]]
+    return doc
+
+
+# -- API ----------------------------------------------------------------------------------
+async def start(request: web.Request) -> web.Response:
+    params = await request_params(request)
+    stream = str(params.get("stream", ""))
+    if not STREAM_NAME.match(stream):
+        raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
+    claims = teacher(request, stream)
+    session_id = str(params.get("session_id") or claims.session_id or "")[:128]
+    try:
+        doc = await manager_of(request).start_recording(stream, session_id, reason="manual")
+    except RecordingError as exc:
+        raise failed(exc) from exc
+    node = node_of(request)
+    return web.json_response(with_urls(node, doc, node.config.token_ttl), status=201)
+
+
+async def stop(request: web.Request) -> web.Response:
+    params = await request_params(request)
+    stream = str(params.get("stream") or "") or None
+    recording_id = str(params.get("recording_id") or "") or None
+    if stream is None and recording_id is None:
+        raise json_error(400, "give stream or recording_id")
+    manager = manager_of(request)
+    if stream is None:
+        doc = await manager.get(recording_id)
+        if doc is None:
+            raise json_error(404, f"unknown recording {recording_id}")
+        stream = doc["stream"]
+    teacher(request, stream)
+    try:
+        doc = await manager.stop_recording(stream=stream, recording_id=recording_id)
+    except RecordingError as exc:
+        raise failed(exc) from exc
+    node = node_of(request)
+    return web.json_response(with_urls(node, doc, node.config.token_ttl))
+
+
+async def status(request: web.Request) -> web.Response:
+    claims = teacher(request)
+    body = manager_of(request).status()
+    body["recordings"] = [d for d in body["recordings"] if claims.allows_stream(d["stream"])]
+    return web.json_response(body)
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    claims = teacher(request)
+    stream = request.query.get("stream") or None
+    docs = await manager_of(request).list(stream)
+    node = node_of(request)
+    ttl = node.config.token_ttl
+    docs = [with_urls(node, d, ttl) for d in docs if claims.allows_stream(d.get("stream", ""))]
+    return web.json_response({"recordings": docs})
+
+
+async def storage(request: web.Request) -> web.Response:
+    teacher(request)
+    return web.json_response(await manager_of(request).storage())
+
+
+async def _teacher_doc(request: web.Request) -> dict:
+    claims = teacher(request)
+    doc = await manager_of(request).get(request.match_info["id"])
+    if doc is None:
+        raise json_error(404, "unknown recording")
+    if not claims.allows_stream(doc.get("stream", "")):
+        raise json_error(403, f"token is not valid for stream {doc.get('stream')}")
+    return doc
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    doc = await _teacher_doc(request)
+    node = node_of(request)
+    return web.json_response(with_urls(node, doc, node.config.token_ttl))
+
+
+async def share(request: web.Request) -> web.Response:
+    """A signed link to the VOD page for students: ?hours=N (default 24)."""
+    doc = await _teacher_doc(request)
+    try:
+        hours = float(request.query.get("hours", 24))
+    except ValueError:
+        raise json_error(400, "hours must be a number") from None
+    hours = min(max(hours, 0.1), MAX_SHARE_HOURS)
+    node = node_of(request)
+    query = signed_query(node, doc["id"], hours * 3600)
+    return web.json_response(
+        {"url": f"/vod/{doc['id']}?{query}", "expires_at": int(time.time() + hours * 3600)}
+    )
+
+
+async def delete(request: web.Request) -> web.Response:
+    doc = await _teacher_doc(request)
+    try:
+        await manager_of(request).delete(doc["id"])
+    except RecordingError as exc:
+        raise failed(exc) from exc
+    return web.json_response({"deleted": doc["id"]})
+
+
+# -- VOD pages and files -------------------------------------------------------------------
+@aiohttp_jinja2.template("vod_list.html")
+async def vod_list_page(request: web.Request) -> dict:
+    return {}
+
+
+@aiohttp_jinja2.template("vod.html")
+async def vod_page(request: web.Request) -> dict:
+    rid = request.match_info["id"]
+    if not metadata.RECORDING_ID.match(rid):
+        raise json_error(404, "unknown recording")
+    return {"recording_id": rid}
+
+
+async def vod_info(request: web.Request) -> web.Response:
+    """Metadata for a signed link (the student VOD page)."""
+    rid = request.match_info["id"]
+    check_signature(request, rid)
+    doc = await manager_of(request).get(rid)
+    if doc is None:
+        raise json_error(404, "unknown recording")
+    expires = int(request.query["exp"])
+    node = node_of(request)
+    return web.json_response(with_urls(node, doc, max(60, expires - time.time())))
+
+
+def _file(request: web.Request, name: str) -> web.FileResponse:
+    rid = request.match_info["id"]
+    check_signature(request, rid)
+    directory = manager_of(request).directory(rid)
+    path = directory / name if directory is not None else None
+    if path is None or not path.is_file():
+        raise json_error(404, "no such file")
+    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def vod_mp4(request: web.Request) -> web.FileResponse:
+    return _file(request, metadata.FINAL_FILE)
+
+
+async def vod_segment(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if not metadata.SEGMENT_FILE.match(name):
+        raise json_error(404, "no such segment")
+    return _file(request, name)
+
+
+async def vod_shot(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if not metadata.SHOT_FILE.match(name):
+        raise json_error(404, "no such screenshot")
+    return _file(request, f"shots/{name}")
+
+
+def settings_of(node: Node) -> RecorderSettings:
+    c = node.config
+    return RecorderSettings(
+        root=c.data_dir / "recordings",
+        segment_seconds=c.record_segment_seconds,
+        screenshot_interval=c.screenshot_interval,
+        retention_days=c.retention_days,
+        min_free_disk_mb=c.min_free_disk_mb,
+        auto_record=tuple(c.auto_record),
+        offline_grace=c.record_offline_grace,
+    )
+
+
+def setup(app: web.Application) -> None:
+    node = app[NODE]
+    manager = RecordingManager(
+        node.hub,
+        settings_of(node),
+        node_id=node.config.node_id,
+        store=lambda: getattr(node, "store", None),
+    )
+    app[RECORDER] = manager
+    node.add_service("recorder", manager.start, manager.stop)
+    node.hub.add_listener(manager.on_stream_event)
+    r = app.router
+    r.add_post("/api/recording/start", start)
+    r.add_post("/api/recording/stop", stop)
+    r.add_get("/api/recording/status", status)
+    r.add_get("/api/recording/list", list_recordings)
+    r.add_get("/api/recording/storage", storage)
+    r.add_get("/api/recording/{id}", get_recording)
+    r.add_get("/api/recording/{id}/share", share)
+    r.add_delete("/api/recording/{id}", delete)
+    r.add_get("/vod", vod_list_page)
+    r.add_get("/vod/{id}", vod_page)
+    r.add_get("/vod/{id}/info", vod_info)
+    r.add_get("/vod/{id}/file.mp4", vod_mp4)
+    r.add_get("/vod/{id}/segments/{name}", vod_segment)
+    r.add_get("/vod/{id}/shots/{name}", vod_shot)
