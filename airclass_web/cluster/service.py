@@ -59,6 +59,12 @@ class Cluster:
         if self.relays is not None:
             await self.relays.start()
         self.node.spawn(self._heartbeats(), "cluster-heartbeat")
+        if self.role != "standalone" and not self.node.config.redis_url:
+            log.warning(
+                "cluster: %s node without --redis-url: its registry is in-process, so it "
+                "cannot see the other nodes (set AIRCLASS_REDIS_URL on every node)",
+                self.role,
+            )
         log.info(
             "cluster: %s node %s at %s, registry %s",
             self.role,
