@@ -119,8 +119,6 @@ class RecordingManager:
     ) -> dict:
         """Start recording a live stream; its metadata. Raises RecordingError."""
         stream = self.hub.get(stream_name)
-        if stream is None or not stream.live:
-            raise RecordingError("not_live", f"stream {stream_name} is not live")
         current = self._active.get(stream_name)
         if current is not None or stream_name in self._starting:
             raise RecordingError(
@@ -142,6 +140,8 @@ class RecordingManager:
                 f"{self.settings.min_free_disk_mb} MB required",
                 free_mb=round(low.free_mb),
             )
+        if stream is None or not stream.live:
+            raise RecordingError("not_live", f"stream {stream_name} is not live")
         self._starting.add(stream_name)
         try:
             if not session_id:

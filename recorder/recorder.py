@@ -127,6 +127,9 @@ class Recording:
             + (doc.get("mp4_size") or 0)
         )
         doc["dropped_packets"] = self.dropped
+        end_us, start_us = self._end_us, self._start_us
+        if doc["status"] == "recording" and end_us is not None and start_us is not None:
+            doc["duration"] = round(max(0, end_us - start_us) / 1e6, 3)
         return doc
 
     # -- worker thread ----------------------------------------------------------------
