@@ -9,6 +9,7 @@ import time
 
 import aiohttp_jinja2
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from recorder import metadata
 from recorder.manager import RecordingError, RecordingManager
@@ -248,6 +249,34 @@ def settings_of(node: Node) -> RecorderSettings:
     )
 
 
+def metrics(manager: RecordingManager) -> list:
+    stats = manager.stats()
+    gauges = (
+        ("airclass_recordings_active", "Recordings running", stats["active"]),
+        ("airclass_recordings_finishing", "Recordings writing their MP4", stats["finishing"]),
+        ("airclass_recording_disk_free_bytes", "Free disk", stats["disk_free_bytes"]),
+    )
+    counters = (
+        ("airclass_recordings_started", "Recordings started", stats["started_total"]),
+        ("airclass_recordings_failed", "Recordings that failed", stats["failed_total"]),
+        (
+            "airclass_recording_packets_dropped",
+            "Packets a recording writer was too slow for",
+            stats["dropped_packets_total"],
+        ),
+    )
+    families: list = []
+    for name, text, value in gauges:
+        family = GaugeMetricFamily(name, text)
+        family.add_metric([], value)
+        families.append(family)
+    for name, text, value in counters:
+        family = CounterMetricFamily(name, text)
+        family.add_metric([], value)
+        families.append(family)
+    return families
+
+
 def setup(app: web.Application) -> None:
     node = app[NODE]
     manager = RecordingManager(
@@ -259,6 +288,7 @@ def setup(app: web.Application) -> None:
     app[RECORDER] = manager
     node.add_service("recorder", manager.start, manager.stop)
     node.hub.add_listener(manager.on_stream_event)
+    node.add_metrics(lambda: metrics(manager))
     r = app.router
     r.add_post("/api/recording/start", start)
     r.add_post("/api/recording/stop", stop)

@@ -6,12 +6,19 @@ start on the recording timeline. The first segment may begin with a little video
 before the record button (the hub's cached GOP, so playback starts on a keyframe): those
 packets get negative timestamps and the muxer writes an edit list, so players start at
 the moment recording was requested.
+
+`build_mp4_isolated` runs the remux in a child process (``python -m recorder.finalize``)
+at low priority: an hour of video is ~250k packets of Python-level work that would
+otherwise hold the GIL the node's live media needs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,3 +151,38 @@ def build_mp4(directory: Path, segments: list[dict], out_name: str) -> dict:
         "size": (directory / out_name).stat().st_size,
         "packets": packets,
     }
+
+
+def build_mp4_isolated(
+    directory: Path, segments: list[dict], out_name: str, timeout: float = 3600
+) -> dict:
+    """build_mp4 in a low-priority child process; same result, or RuntimeError."""
+    request = json.dumps({"directory": str(directory), "segments": segments, "out": out_name})
+    proc = subprocess.run(
+        [sys.executable, "-m", "recorder.finalize"],
+        input=request,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        raise RuntimeError("remux failed: " + " | ".join(tail))
+    return json.loads(proc.stdout)
+
+
+def main() -> int:
+    """Child process: read the request JSON on stdin, print the result JSON."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    request = json.loads(sys.stdin.read())
+    result = build_mp4(Path(request["directory"]), request["segments"], request["out"])
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,7 @@ from typing import Any
 from airclass_media.hub import Stream, StreamHub, Subscription, SubscriptionClosed
 
 from . import metadata, retention
-from .finalize import build_mp4, probe_segment
+from .finalize import build_mp4_isolated, probe_segment
 from .recorder import Recording
 from .settings import RecorderSettings
 
@@ -62,6 +62,9 @@ class RecordingManager:
         self._tasks: set[asyncio.Task] = set()
         self.recovered: list[str] = []
         self.last_sweep: list[str] = []
+        self.started_total = 0
+        self.failed_total = 0
+        self._dropped_finished = 0
 
     # -- service ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -184,6 +187,7 @@ class RecordingManager:
             sub.close()
             raise
         self._active[stream.name] = rec
+        self.started_total += 1
         pump = self._spawn(self._pump(rec, sub), f"recorder-pump-{rec_id}")
         self._pumps[rec.id] = (pump, sub)
         log.info("recording %s started (%s, session %s)", rec_id, reason, session_id or "-")
@@ -260,6 +264,9 @@ class RecordingManager:
         self._finishing.pop(rec.id, None)
         assert rec.done is not None
         doc = rec.done.result()
+        self._dropped_finished += rec.dropped
+        if doc.get("status") == "failed":
+            self.failed_total += 1
         self._spawn(self._store_save(doc), f"recorder-store-{rec.id}")
 
     # -- hub events ---------------------------------------------------------------------
@@ -313,6 +320,18 @@ class RecordingManager:
                 "auto_record": list(s.auto_record),
                 "offline_grace": s.offline_grace,
             },
+        }
+
+    def stats(self) -> dict:
+        """Counters for monitoring."""
+        running = [*self._active.values(), *self._finishing.values()]
+        return {
+            "active": len(self._active),
+            "finishing": len(self._finishing),
+            "started_total": self.started_total,
+            "failed_total": self.failed_total,
+            "dropped_packets_total": self._dropped_finished + sum(r.dropped for r in running),
+            "disk_free_bytes": retention.disk_status(self.root).free,
         }
 
     def _live_doc(self, recording_id: str) -> dict | None:
@@ -505,7 +524,7 @@ def recover(directory: Path, doc: dict) -> dict:
     try:
         if not segments:
             raise ValueError("no playable segment")
-        result = build_mp4(directory, segments, metadata.FINAL_FILE)
+        result = build_mp4_isolated(directory, segments, metadata.FINAL_FILE)
         doc.update(
             mp4=metadata.FINAL_FILE,
             mp4_size=result["size"],

@@ -19,7 +19,7 @@ from pathlib import Path
 from airclass_media.packets import MediaPacket
 
 from . import metadata
-from .finalize import build_mp4
+from .finalize import build_mp4_isolated
 from .screenshots import Screenshotter
 from .segments import AudioParams, SegmentWriter, VideoParams, video_params
 from .settings import RecorderSettings
@@ -303,7 +303,7 @@ class Recording:
             self._save()
             return
         try:
-            result = build_mp4(self.directory, segments, metadata.FINAL_FILE)
+            result = build_mp4_isolated(self.directory, segments, metadata.FINAL_FILE)
         except Exception as exc:
             log.exception("recording %s: building the MP4 failed", self.id)
             with self._lock:

@@ -22,7 +22,7 @@ import pytest
 
 from airclass_media.h264 import parse_avc_config, split_avcc
 
-from .support import ffmpeg_publish, http_json, wait_for
+from .support import async_wait_for, ffmpeg_publish, http_json, wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None,
@@ -391,3 +391,64 @@ def test_retention_disk_guard_and_auth(node_factory, tmp_path):
     status, _, _ = api(node, "DELETE", f"/api/recording/{fresh.name}", token)
     assert status == 200 and not fresh.exists()
     assert api(node, "GET", f"/api/recording/{fresh.name}", token)[0] == 404
+
+
+def flv_packets(path: Path):
+    """(MediaPackets as the RTMP ingest makes them, AudioSpecificConfig) of an FLV file."""
+    from airclass_media.h264 import AnnexBWriter
+    from airclass_media.packets import MediaPacket
+
+    packets = []
+    with av.open(str(path)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        writer = AnnexBWriter(parse_avc_config(bytes(video.codec_context.extradata)))
+        config = bytes(audio.codec_context.extradata)
+        for p in container.demux():
+            if not p.size:
+                continue
+            pts, dts = int(p.pts * p.time_base * 1e6), int(p.dts * p.time_base * 1e6)
+            if p.stream is video:
+                data, idr = writer.convert(bytes(p))
+                packets.append(MediaPacket("video", data, pts, dts, idr))
+            else:
+                packets.append(MediaPacket("aac", bytes(p), pts, pts, True))
+    return packets, config
+
+
+async def test_disk_guard_stops_a_running_recording(tmp_path, caplog):
+    """In-process (real hub, real recorder): free disk falling under the threshold stops
+    the recording cleanly, with an alert, and the files stay playable."""
+    import asyncio
+    import dataclasses
+
+    from airclass_media.hub import StreamHub
+    from recorder.manager import RecordingManager
+    from recorder.settings import RecorderSettings
+
+    packets, config = flv_packets(make_source(tmp_path / "s.flv", 4, "640x360"))
+    hub = StreamHub()
+    manager = RecordingManager(hub, RecorderSettings(root=tmp_path / "rec", disk_check_seconds=0.1))
+    hub.add_listener(manager.on_stream_event)
+    await manager.start()
+    try:
+        stream = hub.stream("guard")
+        stream.attach_publisher("test")
+        stream.info.aac_config, stream.info.audio_sample_rate = config, 44100
+        stream.info.audio_channels = 1
+        doc = await manager.start_recording("guard")
+        for packet in packets:
+            stream.publish(packet)
+            await asyncio.sleep(0)
+        manager.settings = dataclasses.replace(manager.settings, min_free_disk_mb=10**9)
+
+        async def stopped():
+            got = await manager.get(doc["id"])
+            return got if got and got["status"] == "complete" else None
+
+        final = await async_wait_for(stopped, 10, "recording stopped by the disk guard")
+        assert final["stop_reason"] == "disk_low", final
+        assert "ALERT recorder: free disk" in caplog.text
+        probe = ffprobe(tmp_path / "rec" / doc["id"] / "recording.mp4")
+        assert float(probe["format"]["duration"]) >= 3
+    finally:
+        await manager.stop()
