@@ -38,13 +38,13 @@ class RelaySender:
         self.packets_sent = 0
         self.bytes_sent = 0
         self.started_at = time.time()
-        self._closed = False
+        self.closed = False
         self._subscription = None
         self._state: tuple | None = None
 
     def close(self) -> None:
         """Stop sending (the subscription is closed, which wakes `run`)."""
-        self._closed = True
+        self.closed = True
         if self._subscription is not None:
             self._subscription.close()
 
@@ -71,7 +71,7 @@ class RelaySender:
             backlog, sub.backlog = sub.backlog, []
             for packet in backlog:
                 await self._send_packet(packet, cached=True)
-            while not self._closed:
+            while not self.closed:
                 packet = sub.get_nowait()
                 if packet is None:
                     await self._send_state()
@@ -110,12 +110,14 @@ class RelayServer:
     def __init__(self) -> None:
         self.senders: set[RelaySender] = set()
 
-    async def serve(self, stream: Stream, send: Send, kinds: Iterable[str]) -> None:
+    async def serve(self, stream: Stream, send: Send, kinds: Iterable[str]) -> bool:
+        """Relay until the transport fails (raises) or `reset` closes it (returns True)."""
         sender = RelaySender(stream, send, kinds)
         self.senders.add(sender)
         log.info("relay %s: sub connected (%d relays)", stream.name, len(self.senders))
         try:
             await sender.run()
+            return sender.closed
         finally:
             self.senders.discard(sender)
             log.info(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from relay.server import DEFAULT_KINDS
 
@@ -69,16 +69,31 @@ async def relay_stream(request: web.Request) -> web.StreamResponse:
     serving = asyncio.ensure_future(cluster.relay_server.serve(stream, ws.send_bytes, kinds))
     # When the sender stops (admin reset, node stopping), close: the sub reconnects.
     serving.add_done_callback(lambda _: asyncio.ensure_future(ws.close()))
+    clean = False
     try:
-        async for msg in ws:  # nothing is expected from the sub: wait for it to leave
-            if msg.type == WSMsgType.ERROR:
+        while True:  # nothing is expected from the sub: wait for it to leave
+            msg = await ws.receive()
+            if msg.type == WSMsgType.CLOSE:
+                clean = msg.data == WSCloseCode.OK
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
     finally:
+        # Not closed by the sub nor by us: it vanished (killed, network), maybe dead.
+        # (aiohttp cancels this handler when the connection drops.)
+        if not clean and not _closed_by_us(serving):
+            cluster.suspect(sub_id)
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
             await serving
         await ws.close()
     return ws
+
+
+def _closed_by_us(serving: asyncio.Future) -> bool:
+    """Did the relay end by an admin reset / shutdown (not a transport failure)?"""
+    if not serving.done() or serving.cancelled() or serving.exception() is not None:
+        return False
+    return bool(serving.result())
 
 
 async def reset_relay(request: web.Request) -> web.Response:

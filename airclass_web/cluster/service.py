@@ -48,6 +48,9 @@ class Cluster:
         self.relays: RelayManager | None = None
         if self.role == "sub":
             self.relays = RelayManager(node.hub, config.main_url, self.signer.request_headers)
+        #: node id -> wall time its relay connection broke: not routed to until it
+        #: heartbeats again (a killed sub is skipped at once, not after its TTL).
+        self._suspects: dict[str, float] = {}
         self._routing: list[NodeRecord] = []
         self._routing_at = 0.0
         self._registry_ok = True
@@ -132,9 +135,18 @@ class Cluster:
                 self._routing = [n for n in self._routing if n.age < 30]
         return self._routing
 
+    def suspect(self, node_id: str) -> None:
+        """A sub's relay connection broke abnormally: skip it until its next heartbeat."""
+        now = time.time()
+        self._suspects = {n: t for n, t in self._suspects.items() if now - t < 60}
+        self._suspects[node_id] = now
+        log.info("cluster: %s lost its relay; not routed to until it heartbeats", node_id)
+
     async def route_viewer(self, user_id: str, stream: str) -> str | None:
         """Base URL of the sub this viewer should use; JSON 503 when none can."""
         nodes = await self._routing_nodes()
+        if self._suspects:
+            nodes = [n for n in nodes if n.heartbeat_at > self._suspects.get(n.node_id, 0)]
         try:
             node = self.assigner.choose(user_id, nodes)
         except NoCapacity as exc:
