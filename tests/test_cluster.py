@@ -93,6 +93,15 @@ def cluster(tmp_path_factory):
     c.stop()
 
 
+def test_standalone_node_runs_alone(node):
+    """No Redis, no secret: an in-process registry of itself; viewers stay on the node."""
+    status, body, _ = http_json("GET", f"{node.url}/cluster/nodes")
+    assert status == 200
+    assert [(n["role"], n["url"]) for n in body["nodes"]] == [("standalone", node.url)]
+    assert node.token(STREAM)["whep_url"] == f"{node.url}/live/{STREAM}/whep"
+    assert http_json("GET", f"{node.url}/cluster/relay/{STREAM}")[0] == 401
+
+
 def test_nodes_register_with_load_and_capacity(cluster):
     nodes = cluster.nodes()
     assert sorted(n["role"] for n in nodes) == ["main", "sub", "sub"]
