@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 import aiohttp
 
 from airclass_media.hub import Stream, StreamBusy
+from airclass_media.packets import MediaPacket
 from airclass_media.webrtc import LatencyStats
 
 from . import framing
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 BACKOFF_MIN = 0.25
 BACKOFF_MAX = 4.0
 HEARTBEAT_SECONDS = 5.0
+#: Spacing of the GOP frames handed over at connect (microseconds), as for new viewers.
+CATCH_UP_STEP_US = 1000
 
 #: (method, path with query) -> headers that authenticate this node to the main.
 Signer = Callable[[str, str], dict[str, str]]
@@ -78,6 +81,8 @@ class RelayClient:
         self.keyframe = asyncio.Event()
         self._publisher_id: str | None = None
         self._main_publisher = ""
+        self._next_cached: int | None = None
+        self._live_offset: int | None = None
         self._closed = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
@@ -155,14 +160,31 @@ class RelayClient:
             self.hop.record(time.time() - frame.sent_at)
         self.packets += 1
         self.bytes += len(packet.data)
-        stream = self.stream
-        dts = stream.timeline(packet.dts)
-        shift = dts - packet.dts
-        if shift:
-            packet = dataclasses.replace(packet, pts=packet.pts + shift, dts=dts)
+        packet = self._to_timeline(packet, frame.cached)
         if packet.kind == "video" and packet.keyframe:
             self.keyframe.set()
-        stream.publish(packet)
+        self.stream.publish(packet)
+
+    def _to_timeline(self, packet: MediaPacket, cached: bool) -> MediaPacket:
+        """Main timeline -> this stream's timeline, continuing where the last session ended.
+
+        The GOP handed over at connect is squeezed CATCH_UP_STEP_US apart just before the
+        first live packet: viewers already watching resync at once and stay at live
+        latency, instead of receiving seconds of old video stamped as if it were new.
+        """
+        if self._next_cached is None:
+            self._next_cached = self.stream.timeline(0)  # the session's resume point
+            self._live_offset = None
+        if cached:
+            dts = self._next_cached
+            self._next_cached += CATCH_UP_STEP_US
+        else:
+            if self._live_offset is None:
+                self._live_offset = self._next_cached - packet.dts
+            dts = packet.dts + self._live_offset
+        if dts == packet.dts:
+            return packet
+        return dataclasses.replace(packet, pts=packet.pts - packet.dts + dts, dts=dts)
 
     def _on_info(self, frame: framing.InfoFrame) -> None:
         if self._publisher_id is not None and (
@@ -178,6 +200,7 @@ class RelayClient:
                 log.warning("relay %s: stream has a local publisher", self.stream.name)
                 return
             self._publisher_id = publisher_id
+            self._next_cached = None  # a new session on the stream timeline
         if self._publisher_id is not None:
             self.stream.info = frame.info
 

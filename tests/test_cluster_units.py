@@ -165,6 +165,11 @@ async def test_relay_hands_over_the_gop_and_the_sub_timeline_continues():
     await task
     client._detach()
     assert not mirror.live
+    # The handed-over GOP is squeezed 1 ms apart just before the first live packet.
+    video = [p.dts for p in seen if p.kind == "video"]
+    assert len(video) == 13 and video == sorted(video)
+    assert [b - a for a, b in zip(video, video[1:10], strict=False)] == [1000] * 9
+    assert [b - a for a, b in zip(video[10:], video[11:], strict=False)] == [40_000] * 2
 
     # A new relay connection (or a new publisher): the sub timeline keeps going forward.
     last_dts = max(p.dts for p in seen)
