@@ -186,6 +186,8 @@ async def test_viewers_on_subs_decode_with_a_fast_relay_hop(cluster, players):
         (pulling,) = relays(sub)["pulling"]
         assert pulling["connected"] and pulling["live"] and pulling["viewers"] == 2
         assert pulling["hop_p95_ms"] < 50, pulling
+        status, metrics, _ = http_json("GET", f"{sub.url}/metrics")
+        assert status == 200 and 'airclass_relay_hop_seconds{quantile="0.95"' in metrics
     loads = {n["url"]: n["load"] for n in cluster.nodes()}
     assert await async_wait_for(
         lambda: all(n["load"] == 1 for n in cluster.nodes() if n["role"] == "sub"), 5, "loads"
