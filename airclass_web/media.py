@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import sys
 
 from airclass_media.hub import StreamBusy
 from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
@@ -18,6 +20,7 @@ from .node import Node
 log = logging.getLogger(__name__)
 
 RTMP_APP = "live"
+DEMO_STREAM = "demo"
 
 
 def _query_token(url: str) -> str:
@@ -38,6 +41,7 @@ class MediaServices:
         self.egress = WebRtcEgress(config.ice_servers, capacity=config.capacity)
         self.rtmp = RtmpServer(config.host, config.rtmp_port, self.authorize_publish)
         self.publishers: dict[str, PublishSession] = {}
+        self.demo: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         config = self.node.config
@@ -46,8 +50,44 @@ class MediaServices:
             restrict_udp_ports(asyncio.get_running_loop(), *config.udp_ports)
         await self.rtmp.start()
         self.node.spawn(self._forget_idle_streams(), "forget-idle-streams")
+        if config.demo:
+            self.start_demo()
+
+    def start_demo(self, stream: str = DEMO_STREAM) -> None:
+        """Publish a test pattern with a tone and a clock to our own RTMP port."""
+        config = self.node.config
+        token, _ = self.node.tokens.issue(
+            role="teacher",
+            user_id="demo-publisher",
+            action="publish",
+            stream=stream,
+            ttl=10 * 365 * 86400,
+        )
+        host = "127.0.0.1" if config.host in ("0.0.0.0", "", "::") else config.host
+        url = f"rtmp://{host}:{self.rtmp.port}/{RTMP_APP}/{stream}?token={token}"
+        self.node.hub.stream(stream)
+        self.node.spawn(self._run_demo(url), "demo-publisher")
+        log.info("demo stream %r: test pattern, tone and clock", stream)
+
+    async def _run_demo(self, url: str) -> None:
+        """Keep a test publisher process running (its own process: see testsource.main)."""
+        while True:
+            self.demo = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "airclass_media.testsource",
+                url,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+            code = await self.demo.wait()
+            log.warning("demo publisher exited with %s; restarting", code)
+            await asyncio.sleep(2)
 
     async def stop(self) -> None:
+        if self.demo is not None and self.demo.returncode is None:
+            self.demo.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.demo.wait(), 5)
         await self.rtmp.stop()
         await self.egress.close_all()
 

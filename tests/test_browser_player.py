@@ -1,0 +1,67 @@
+"""Headless Chromium plays the student page over WHEP (real browser WebRTC)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .support import TEST_HOST, ffmpeg_publish, http_json, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+pytestmark = [
+    pytest.mark.skipif(
+        TEST_HOST.startswith("127."),
+        reason="Chromium gathers no loopback ICE candidates: run the suite with "
+        "scripts/run-tests.sh, which provides a private network namespace with a test address",
+    ),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason="chromium not installed (scripts/install-system.sh installs it)",
+    ),
+]
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+async def test_student_page_plays_720p(node, processes, browser):
+    token = node.token("class1", user_type="teacher", action="publish")["token"]
+    processes.append(ffmpeg_publish(node.rtmp_url("class1", token), seconds=90))
+    wait_for(lambda: http_json("GET", f"{node.url}/api/streams/class1")[1].get("live"), 20, "live")
+
+    page = await browser.new_page(locale="ko-KR")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{node.url}/student?stream=class1")
+    await page.wait_for_function(
+        "document.getElementById('video').videoWidth === 1280", timeout=30_000
+    )
+    frames = await page.evaluate("window.airclassPlayer.framesDecoded()")
+    await page.wait_for_function(
+        f"window.airclassPlayer.framesDecoded() > {frames + 30}", timeout=15_000
+    )
+    assert await page.evaluate("window.airclassPlayer.state") == "playing"
+    assert await page.text_content("#live-badge") == "방송 중"  # Korean UI for ko-KR
+    await page.click(".lang-toggle")
+    assert await page.text_content("#live-badge") == "LIVE"
+    assert not errors
