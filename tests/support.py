@@ -182,6 +182,8 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 TEST_HOST,
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",
