@@ -8,6 +8,8 @@ import logging
 import secrets
 import sys
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
 from airclass_media.hub import StreamBusy
 from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
 from airclass_media.ingest import PublishSession
@@ -125,6 +127,35 @@ class MediaServices:
         self.publishers[publisher_id] = session
         log.info("rtmp %s: %s publishes %s", request.peer, claims.user_id, stream_name)
         return session
+
+    def metrics(self) -> list:
+        """Prometheus families for the media path (read at every scrape)."""
+        egress = self.egress
+        viewers = GaugeMetricFamily("airclass_webrtc_viewers", "WebRTC viewer sessions")
+        viewers.add_metric([], egress.viewer_count)
+        opened = CounterMetricFamily("airclass_webrtc_sessions_opened", "WHEP sessions opened")
+        opened.add_metric([], egress.sessions_opened)
+        delay = SummaryMetricFamily(
+            "airclass_hub_queue_delay_seconds",
+            "Ingest to hand-over to the WebRTC sender (recent packets)",
+        )
+        stats = egress.queue_delay
+        delay.add_metric([], count_value=stats.count, sum_value=0.0)
+        quantiles = GaugeMetricFamily(
+            "airclass_hub_queue_delay_quantile_seconds",
+            "Quantiles of ingest to sender hand-over delay (recent packets)",
+            labels=["quantile"],
+        )
+        for q in (0.5, 0.95, 0.99):
+            quantiles.add_metric([str(q)], stats.percentile(q))
+        transcode = CounterMetricFamily(
+            "airclass_audio_transcode_seconds", "CPU time spent in AAC->Opus", labels=["stream"]
+        )
+        rtmp = GaugeMetricFamily("airclass_rtmp_connections", "Open RTMP connections")
+        rtmp.add_metric([], len(self.rtmp.connections))
+        for session in self.publishers.values():
+            transcode.add_metric([session.stream.name], session.transcode_seconds)
+        return [viewers, opened, delay, quantiles, transcode, rtmp]
 
     def _publisher_closed(self, session: PublishSession) -> None:
         self.publishers.pop(session.publisher_id, None)

@@ -121,6 +121,7 @@ def setup(app: web.Application) -> None:
     app[MEDIA] = media
     node.media = media
     node.add_service("media", media.start, media.stop)
+    node.add_metrics(media.metrics)
     whep = "/live/{stream:[A-Za-z0-9_-]{1,64}}/whep"
     app.router.add_route("OPTIONS", whep, whep_options)
     app.router.add_post(whep, whep_offer)
