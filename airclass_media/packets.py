@@ -13,7 +13,7 @@ PacketKind = Literal["video", "audio", "aac"]
 TIME_BASE = Fraction(1, 1_000_000)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class MediaPacket:
     """One encoded access unit on a stream's continuous timeline.
 
@@ -29,6 +29,9 @@ class MediaPacket:
     keyframe: bool
     #: time.monotonic() when the node received the packet: for per-stage latency.
     received_at: float = field(default_factory=time.monotonic)
+    #: RTP payloads and timestamp, made by the first WebRTC viewer and shared by all the
+    #: others (see airclass_media.webrtc.rtp_ready). Nothing else writes to a packet.
+    rtp: object = None
 
 
 @dataclass(slots=True)

@@ -1,8 +1,9 @@
 """WebRTC egress with aiortc: H.264 passed through, Opus shared, per-viewer cost = RTP only.
 
-A viewer's tracks return `av.Packet`s, which aiortc packetizes as they are (no encoder
-per viewer). Video starts from the stream's cached GOP with squeezed timestamps, so the
-first picture shows at once and at live latency; audio starts live.
+A viewer's tracks return packets already cut into RTP payloads once per stream (no
+encoder, no packetizer per viewer: aiortc adds the RTP header and SRTP). Video starts
+from the stream's cached GOP with squeezed timestamps, so the first picture shows at
+once and at live latency; audio starts live.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import av
+import aiortc.rtcrtpsender
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -25,13 +26,14 @@ from aiortc import (
     sdp,
 )
 from aiortc.codecs import CODECS
+from aiortc.codecs.h264 import H264Encoder
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
 from .hub import Stream, Subscription, SubscriptionClosed
-from .packets import TIME_BASE, MediaPacket
+from .packets import MediaPacket
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,56 @@ def _register_h264_profiles() -> None:
 _register_h264_profiles()
 
 
+@dataclass(slots=True)
+class RtpReady:
+    """An encoded packet already cut into RTP payloads, with its RTP timestamp."""
+
+    payloads: list[bytes]
+    timestamp: int
+
+
+CLOCK_RATES = {"video": 90_000, "audio": 48_000}
+
+
+def rtp_ready(packet: MediaPacket, pts: int | None = None) -> RtpReady:
+    """RTP payloads of a packet, packetized once per stream and shared by every viewer.
+
+    aiortc would otherwise split and fragment the same H.264 access unit again for each
+    viewer; only the RTP header and SRTP are left per viewer. `pts` gives a viewer its
+    own timestamp (GOP catch-up) with the shared payloads.
+    """
+    ready = packet.rtp
+    if ready is None:
+        if packet.kind == "video":
+            payloads = H264Encoder._packetize(H264Encoder._split_bitstream(packet.data))
+        else:
+            payloads = [packet.data]
+        ready = packet.rtp = RtpReady(payloads, packet.pts * CLOCK_RATES[packet.kind] // 1_000_000)
+    if pts is None or pts == packet.pts:
+        return ready
+    return RtpReady(ready.payloads, pts * CLOCK_RATES[packet.kind] // 1_000_000)
+
+
+_original_get_encoder = aiortc.rtcrtpsender.get_encoder
+
+
+def _get_encoder(codec):
+    """aiortc's encoder, taught to send RtpReady packets as they are."""
+    encoder = _original_get_encoder(codec)
+    pack = encoder.pack
+
+    def pack_ready(data):
+        if isinstance(data, RtpReady):
+            return data.payloads, data.timestamp
+        return pack(data)
+
+    encoder.pack = pack_ready
+    return encoder
+
+
+aiortc.rtcrtpsender.get_encoder = _get_encoder
+
+
 def h264_preferences():
     """H.264 codec capabilities, High first, for `setCodecPreferences`."""
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
@@ -122,7 +174,7 @@ class LatencyStats:
 
 
 class PacketTrack(MediaStreamTrack):
-    """A track fed from a hub subscription; `recv` returns encoded `av.Packet`s."""
+    """A track fed from a hub subscription; `recv` returns packets ready for RTP."""
 
     def __init__(self, kind: str, subscription: Subscription, stats: LatencyStats) -> None:
         super().__init__()
@@ -133,27 +185,23 @@ class PacketTrack(MediaStreamTrack):
         self._catch_up: deque[MediaPacket] = deque(subscription.backlog)
         subscription.backlog = []
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> RtpReady:
         if self.readyState != "live":
             raise MediaStreamError
         if self._catch_up:
             # Cached GOP: send at once, squeezed just before the newest cached frame.
             packet = self._catch_up.popleft()
-            pts = packet.pts - len(self._catch_up) * CATCH_UP_STEP_US
+            ready = rtp_ready(packet, packet.pts - len(self._catch_up) * CATCH_UP_STEP_US)
         else:
             try:
                 packet = await self.subscription.get()
             except SubscriptionClosed:
                 self.stop()
                 raise MediaStreamError from None
-            pts = packet.pts
+            ready = rtp_ready(packet)
             self.stats.record(time.monotonic() - packet.received_at)
-        out = av.Packet(packet.data)
-        out.pts = pts
-        out.dts = pts
-        out.time_base = TIME_BASE
         self.packets_sent += 1
-        return out
+        return ready
 
     def stop(self) -> None:
         super().stop()
