@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from .support import NodeProcess, RedisServer, stop_process
@@ -63,3 +65,30 @@ async def players():
     yield play
     for player in opened:
         await player.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture
+async def browser():
+    """Headless Debian Chromium driven by Playwright (its own browser download is not used)."""
+    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 - one stat at set-up
+        pytest.skip("chromium not installed (scripts/install-system.sh installs it)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from .support import TEST_HOST, ffmpeg_publish, http_json, wait_for
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 pytestmark = [
     pytest.mark.skipif(
@@ -27,21 +12,7 @@ pytestmark = [
         reason="Chromium gathers no loopback ICE candidates: run the suite with "
         "scripts/run-tests.sh, which provides a private network namespace with a test address",
     ),
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason="chromium not installed (scripts/install-system.sh installs it)",
-    ),
 ]
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def test_student_page_plays_720p(node, processes, browser):
