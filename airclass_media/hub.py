@@ -279,6 +279,12 @@ class StreamHub:
             except Exception:
                 log.exception("stream listener failed on %s %s", event, stream.name)
 
+    def remove(self, name: str) -> None:
+        """Forget a stream with no publisher and no subscribers (no-op otherwise)."""
+        stream = self._streams.get(name)
+        if stream is not None and not stream.live and not stream.subscriber_count:
+            del self._streams[name]
+
     def forget_idle(self, idle_seconds: float) -> int:
         """Drop streams with no publisher and no subscribers for a while."""
         now = time.monotonic()

@@ -21,13 +21,28 @@ CORS_HEADERS = {
 }
 
 
+@web.middleware
+async def whep_cors(request: web.Request, handler):
+    """CORS on every WHEP response, errors included: students' pages may live on the main
+    node while their WHEP session is on a sub (another origin)."""
+    if not request.path.startswith("/live/"):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(CORS_HEADERS)
+        raise
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
 def ice_link_headers(media: MediaServices) -> list[tuple[str, str]]:
     return [("Link", f'<{server.urls}>; rel="ice-server"') for server in media.egress.ice_servers]
 
 
 async def whep_options(request: web.Request) -> web.Response:
     media = request.app[MEDIA]
-    headers = [*CORS_HEADERS.items(), ("Accept-Post", "application/sdp")]
+    headers = [("Accept-Post", "application/sdp")]
     return web.Response(status=204, headers=headers + ice_link_headers(media))
 
 
@@ -54,7 +69,6 @@ async def whep_offer(request: web.Request) -> web.Response:
         raise error from exc
     location = f"/live/{name}/whep/{session.id}"
     headers = [
-        *CORS_HEADERS.items(),
         ("Location", location),
         ("Content-Type", "application/sdp"),
         ("Accept-Patch", "application/trickle-ice-sdpfrag"),
@@ -75,7 +89,7 @@ def _session(request: web.Request):
 async def whep_delete(request: web.Request) -> web.Response:
     media, session = _session(request)
     await media.egress.close(session.id)
-    return web.Response(status=200, headers=CORS_HEADERS)
+    return web.Response(status=200)
 
 
 async def whep_patch(request: web.Request) -> web.Response:
@@ -91,7 +105,7 @@ async def whep_patch(request: web.Request) -> web.Response:
         await media.egress.add_candidates(session.id, fragment)
     except (ValueError, IndexError) as exc:
         raise json_error(400, f"bad candidate: {exc}") from exc
-    return web.Response(status=204, headers=CORS_HEADERS)
+    return web.Response(status=204)
 
 
 async def list_streams(request: web.Request) -> web.Response:
@@ -122,6 +136,7 @@ def setup(app: web.Application) -> None:
     node.media = media
     node.add_service("media", media.start, media.stop)
     node.add_metrics(media.metrics)
+    app.middlewares.insert(0, whep_cors)  # outermost: also covers JSON errors
     whep = "/live/{stream:[A-Za-z0-9_-]{1,64}}/whep"
     app.router.add_route("OPTIONS", whep, whep_options)
     app.router.add_post(whep, whep_offer)

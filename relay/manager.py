@@ -95,7 +95,7 @@ class RelayManager:
         await stop_client(client, task)
         stream = client.stream
         if not stream.subscriber_count and self.hub.get(name) is stream:
-            _forget_stream(self.hub, stream)
+            self.hub.remove(stream.name)
         log.info("relay %s: dropped (%d packets relayed)", name, client.packets)
 
     async def _drop_idle(self) -> None:
@@ -111,11 +111,3 @@ class RelayManager:
     def status(self) -> list[dict]:
         return [client.status() for client, _task in self.relays.values()]
 
-
-def _forget_stream(hub: StreamHub, stream: Stream) -> None:
-    """Remove a stream that nobody uses any more from the hub."""
-    remove = getattr(hub, "remove", None)
-    if remove is not None:
-        remove(stream.name)
-    else:
-        hub._streams.pop(stream.name, None)  # noqa: SLF001 - StreamHub has no remove() yet

@@ -47,8 +47,15 @@
   async function getToken() {
     const q = new URLSearchParams({ user_type: "student", action: "read", stream, user_id: userId });
     const res = await fetch("/api/token?" + q, { method: "POST" });
-    if (!res.ok) throw new Error("token " + res.status);
+    if (!res.ok) throw httpError("token", res);
     return res.json();
+  }
+
+  function httpError(what, res) {
+    const err = new Error(what + " " + res.status);
+    err.status = res.status;
+    err.retryAfterMs = 1000 * (parseInt(res.headers.get("Retry-After"), 10) || 5);
+    return err;
   }
 
   function waitGathering(pc, ms) {
@@ -87,16 +94,16 @@
         method: "POST", body: pc.localDescription.sdp,
         headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token },
       });
-      if (res.status === 503) return scheduleRetry("player.full", 5000);
       if (res.status === 404) return scheduleRetry("player.waiting", 3000);
-      if (res.status !== 201) throw new Error("WHEP " + res.status);
+      if (res.status !== 201) throw httpError("WHEP", res);
       sessionUrl = new URL(res.headers.get("Location"), whep_url).toString();
       await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
       retryDelay = 1000;
       setState("connected", player.live ? "player.connecting" : "player.waiting");
     } catch (err) {
       console.warn("airclass player:", err);
-      scheduleRetry("player.error");
+      if (err.status === 503) scheduleRetry("player.full", err.retryAfterMs);  // every node full
+      else scheduleRetry("player.error");
     }
   }
 

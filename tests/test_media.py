@@ -74,6 +74,8 @@ async def test_whep_errors(node, processes):
 
     auth = {"Authorization": f"Bearer {grant['token']}"}
     assert post() == 401  # no token
+    status, _, headers = http_json("POST", url, b"v=0", sdp)
+    assert headers["Access-Control-Allow-Origin"] == "*"  # errors too: pages on other nodes
     assert post(headers={"Authorization": "Bearer nonsense"}) == 401
     other = node.token("err2")["token"]
     assert post(headers={"Authorization": f"Bearer {other}"}) == 403  # token for another stream
