@@ -63,11 +63,16 @@ async def issue_token(request: web.Request) -> web.Response:
         raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
     if len(user_id) > 128:
         raise json_error(400, "user_id too long")
+    if action == "publish" and user_type != "teacher":
+        raise json_error(403, "only teachers may publish")
+    # Any token carrying the teacher role needs teacher credentials (not in --dev).
+    if (
+        user_type == "teacher"
+        and not node.config.dev
+        and not await node.teacher_auth(node, request, params)
+    ):
+        raise json_error(401, "teacher credentials required")
     if action == "publish":
-        if user_type != "teacher":
-            raise json_error(403, "only teachers may publish")
-        if not node.config.dev and not await node.teacher_auth(node, request, params):
-            raise json_error(401, "teacher credentials required to publish")
         node.hub.stream(stream)  # announce: viewers may now wait for it
     base = None
     if action == "read" and node.viewer_router is not None:

@@ -118,7 +118,11 @@ async def test_sessions_join_and_bad_input(api: Api, classroom_node):
     body = {"title": "x", "stream": "math"}
     assert (await api.call("POST", "/api/sessions", body))[0] == 401
     assert (await api.call("POST", "/api/sessions", body, token="not-a-jwt"))[0] == 401
-    read_teacher = classroom_node.token("math", user_type="teacher")["token"]
+    free = f"{classroom_node.url}/api/token?user_type=teacher&stream=math"
+    assert http_json("POST", free)[0] == 401  # the teacher role always needs credentials
+    read_teacher = classroom_node.token(
+        "math", user_type="teacher", username="kim", password=PASSWORD
+    )["token"]
     status, err = await api.call("POST", "/api/sessions", body, token=read_teacher)
     assert status == 403 and "error" in err
     assert (await api.call("POST", "/api/sessions", {"title": "", "stream": "math"}, token=token))[

@@ -108,6 +108,8 @@ def test_publish_needs_teacher_credentials_outside_dev(node_factory):
     query = f"{node.url}/api/token?user_type=teacher&action=publish&stream=c1"
     assert http_json("POST", query)[0] == 401
     assert http_json("POST", query + "&password=wrong")[0] == 401
+    read_query = f"{node.url}/api/token?user_type=teacher&action=read&stream=c1"
+    assert http_json("POST", read_query)[0] == 401  # the teacher role is never free
     status, body, _ = http_json("POST", query + "&password=s3cret-pw")
     assert status == 200 and body["rtmp_url"].endswith(f"/live/c1?token={body['token']}")
 
