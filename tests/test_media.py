@@ -8,6 +8,7 @@ import sys
 
 from .support import (
     TEST_HOST,
+    TEST_SECRET,
     async_wait_for,
     ffmpeg_publish,
     http_json,
@@ -31,7 +32,8 @@ def stream_status(node, stream: str) -> dict:
 
 async def test_two_streams_decode_720p_video_and_opus(node, processes, players):
     publish(node, "room1", processes)
-    publish(node, "room2", processes, size="640x360")
+    # The second publisher sends B-frames (as some encoders do): they must not break it.
+    publish(node, "room2", processes, size="640x360", extra=["-x264-params", "bframes=2"])
     watchers = []
     for stream in ("room1", "room2"):
         grant = node.token(stream)
@@ -180,3 +182,52 @@ def test_metrics_and_health(node):
     assert status == 200 and body["status"] == "ok"
     status, text, _ = http_json("GET", f"{node.url}/metrics")
     assert status == 200 and "airclass_streams_live" in text
+
+
+async def test_udp_port_range_and_ice_servers(node_factory, processes, players):
+    stun = f"stun:{TEST_HOST}:3478"  # nothing listens there: only the Link header is checked
+    node = node_factory("--udp-ports", "41000-41009", "--ice-server", stun)
+    status, _, headers = http_json("OPTIONS", f"{node.url}/live/x/whep")
+    assert status == 204
+    assert headers["Link"] == f'<{stun}>; rel="ice-server"'
+    publish(node, "ranged", processes, size="320x240")
+    grant = node.token("ranged")
+    player = await players(grant["whep_url"], grant["token"])
+    await player.wait_frames(video=10, timeout=30)
+    ports = {
+        int(line.split()[5])
+        for line in player.pc.remoteDescription.sdp.splitlines()
+        if line.startswith("a=candidate:") and "typ host" in line
+    }
+    assert ports and all(41000 <= port <= 41009 for port in ports), ports
+
+
+def test_expired_token_is_refused(node):
+    import time
+
+    import jwt
+
+    expired = jwt.encode(
+        {
+            "sub": "s1",
+            "role": "student",
+            "action": "read",
+            "stream": "x",
+            "exp": int(time.time()) - 10,
+        },
+        TEST_SECRET,
+        algorithm="HS256",
+    )
+    node.token("x", user_type="teacher", action="publish")  # announce the stream
+    headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {expired}"}
+    status, body, _ = http_json("POST", f"{node.url}/live/x/whep", b"v=0", headers)
+    assert status == 401 and "expired" in body["error"]
+
+
+async def test_demo_stream_plays(node_factory, players):
+    node = node_factory("--demo")
+    wait_for(lambda: stream_status(node, "demo").get("width") == 1280, 30, "demo live")
+    grant = node.token("demo")
+    player = await players(grant["whep_url"], grant["token"])
+    stats = await player.wait_frames(video=15, audio=25, timeout=30)
+    assert (stats.width, stats.height) == (1280, 720)
