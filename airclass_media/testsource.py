@@ -37,10 +37,20 @@ _SEGMENTS = {
 }
 
 
-def draw_clock(luma: np.ndarray, text: str, x: int, y: int, scale: int = 6) -> None:
-    """Draw digits and colons as 7-segment glyphs, white on a black box, in place."""
+def draw_clock(planes: np.ndarray, height: int, text: str, x: int, y: int, scale: int = 6):
+    """Draw digits and colons as 7-segment glyphs, white on a black box, in place.
+
+    `planes` is a yuv420p frame as `VideoFrame.to_ndarray()` gives it (luma rows, then
+    the two chroma planes); the box is made neutral grey in chroma too.
+    """
     w, h, t = 4 * scale, 7 * scale, max(2, scale)
-    luma[y - t : y + h + t, x - t : x + len(text) * (w + 2 * t) + t] = 16
+    luma = planes[:height]
+    box = (y - t, y + h + t, x - t, x + len(text) * (w + 2 * t) + t)
+    luma[box[0] : box[1], box[2] : box[3]] = 16
+    half_w = planes.shape[1] // 2
+    for first_row in (height, height + height // 4):
+        chroma = planes[first_row : first_row + height // 4].reshape(height // 2, half_w)
+        chroma[box[0] // 2 : box[1] // 2, box[2] // 2 : box[3] // 2] = 128
     for ch in text:
         if ch == ":":
             luma[y + h // 3 : y + h // 3 + t, x + w // 3 : x + w // 3 + t] = 235
@@ -166,7 +176,8 @@ class TestPatternPublisher:
                 frame = graph.pull()
                 planes = frame.to_ndarray()  # (h * 3 / 2, w) yuv420p
                 luma = planes[: self.height]
-                draw_clock(luma, time.strftime("%H:%M:%S"), self.width // 2 - 180, self.height - 80)
+                clock = time.strftime("%H:%M:%S")
+                draw_clock(planes, self.height, clock, self.width // 2 - 180, self.height - 80)
                 if self.stamp_time:
                     write_stamp(luma, time.time_ns() // 1000)
                 picture = av.VideoFrame.from_ndarray(planes, format="yuv420p")

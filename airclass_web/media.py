@@ -44,6 +44,7 @@ class MediaServices:
         self.rtmp = RtmpServer(config.host, config.rtmp_port, self.authorize_publish)
         self.publishers: dict[str, PublishSession] = {}
         self.demo: asyncio.subprocess.Process | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         config = self.node.config
@@ -82,10 +83,13 @@ class MediaServices:
                 stdin=asyncio.subprocess.DEVNULL,
             )
             code = await self.demo.wait()
+            if self._stopping:
+                return
             log.warning("demo publisher exited with %s; restarting", code)
             await asyncio.sleep(2)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.demo is not None and self.demo.returncode is None:
             self.demo.terminate()
             with contextlib.suppress(TimeoutError):

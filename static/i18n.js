@@ -31,8 +31,8 @@
     document.dispatchEvent(new CustomEvent("airclass:lang", { detail: l }));
   }
   register({
-    ko: { "app.title": "AIRClass 라이브 강의실" },
-    en: { "app.title": "AIRClass live classroom" },
+    ko: { "app.title": "AIRClass 라이브 강의실", "nav.join": "수업 참여", "nav.teacher": "교사", "nav.vod": "녹화 영상" },
+    en: { "app.title": "AIRClass live classroom", "nav.join": "Join a class", "nav.teacher": "Teacher", "nav.vod": "Recordings" },
   });
   document.addEventListener("click", (e) => {
     if (e.target.classList && e.target.classList.contains("lang-toggle")) setLang(lang === "ko" ? "en" : "ko");
