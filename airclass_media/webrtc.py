@@ -16,7 +16,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import aiortc.rtcrtpsender
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -25,13 +24,11 @@ from aiortc import (
     RTCSessionDescription,
     sdp,
 )
-from aiortc.codecs import CODECS
-from aiortc.codecs.h264 import H264Encoder
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
+from .aiortc_tuning import RtpReady, rtp_ready
 from .hub import Stream, Subscription, SubscriptionClosed
 from .packets import MediaPacket
 
@@ -41,8 +38,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
 #: Spacing of cached-GOP frames replayed to a new viewer (microseconds).
 CATCH_UP_STEP_US = 1000
-#: H.264 profiles we also answer for, so browsers are told the truth about High/Main.
-EXTRA_H264_PROFILES = ("64001f", "4d001f")
 H264_PREFERENCE = ("64", "4d", "42e0", "4200")
 
 
@@ -52,93 +47,6 @@ class BadOffer(ValueError):
 
 class Overloaded(Exception):
     """This node serves as many viewers as it may (HTTP 503)."""
-
-
-def _register_h264_profiles() -> None:
-    """Let aiortc negotiate High and Main profile H.264 (it only lists Baseline)."""
-    video = CODECS["video"]
-    known = {c.parameters.get("profile-level-id") for c in video}
-    next_pt = max(c.payloadType for c in video) + 1
-    for profile in EXTRA_H264_PROFILES:
-        if profile in known:
-            continue
-        video += [
-            RTCRtpCodecParameters(
-                mimeType="video/H264",
-                clockRate=90000,
-                payloadType=next_pt,
-                rtcpFeedback=[
-                    RTCRtcpFeedback(type="nack"),
-                    RTCRtcpFeedback(type="nack", parameter="pli"),
-                    RTCRtcpFeedback(type="goog-remb"),
-                ],
-                parameters={
-                    "level-asymmetry-allowed": "1",
-                    "packetization-mode": "1",
-                    "profile-level-id": profile,
-                },
-            ),
-            RTCRtpCodecParameters(
-                mimeType="video/rtx",
-                clockRate=90000,
-                payloadType=next_pt + 1,
-                parameters={"apt": next_pt},
-            ),
-        ]
-        next_pt += 2
-
-
-_register_h264_profiles()
-
-
-@dataclass(slots=True)
-class RtpReady:
-    """An encoded packet already cut into RTP payloads, with its RTP timestamp."""
-
-    payloads: list[bytes]
-    timestamp: int
-
-
-CLOCK_RATES = {"video": 90_000, "audio": 48_000}
-
-
-def rtp_ready(packet: MediaPacket, pts: int | None = None) -> RtpReady:
-    """RTP payloads of a packet, packetized once per stream and shared by every viewer.
-
-    aiortc would otherwise split and fragment the same H.264 access unit again for each
-    viewer; only the RTP header and SRTP are left per viewer. `pts` gives a viewer its
-    own timestamp (GOP catch-up) with the shared payloads.
-    """
-    ready = packet.rtp
-    if ready is None:
-        if packet.kind == "video":
-            payloads = H264Encoder._packetize(H264Encoder._split_bitstream(packet.data))
-        else:
-            payloads = [packet.data]
-        ready = packet.rtp = RtpReady(payloads, packet.pts * CLOCK_RATES[packet.kind] // 1_000_000)
-    if pts is None or pts == packet.pts:
-        return ready
-    return RtpReady(ready.payloads, pts * CLOCK_RATES[packet.kind] // 1_000_000)
-
-
-_original_get_encoder = aiortc.rtcrtpsender.get_encoder
-
-
-def _get_encoder(codec):
-    """aiortc's encoder, taught to send RtpReady packets as they are."""
-    encoder = _original_get_encoder(codec)
-    pack = encoder.pack
-
-    def pack_ready(data):
-        if isinstance(data, RtpReady):
-            return data.payloads, data.timestamp
-        return pack(data)
-
-    encoder.pack = pack_ready
-    return encoder
-
-
-aiortc.rtcrtpsender.get_encoder = _get_encoder
 
 
 def h264_preferences():
