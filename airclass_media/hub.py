@@ -101,6 +101,13 @@ class Subscription:
                 self._waiter = None
         return self._queue.popleft()
 
+    def clear(self) -> None:
+        """Drop what is queued: the caller replays the cached GOP instead, which brings
+        the subscriber up to the newest packet, so it need not wait for a keyframe."""
+        self.dropped += len(self._queue)
+        self._queue.clear()
+        self._needs_keyframe = False
+
     def get_nowait(self) -> MediaPacket | None:
         return self._queue.popleft() if self._queue else None
 
@@ -199,6 +206,10 @@ class Stream:
         self._gop.append(packet)
         self._gop_bytes += len(packet.data)
 
+    def gop_snapshot(self) -> list[MediaPacket]:
+        """The cached GOP: a keyframe and every video packet since, oldest first."""
+        return list(self._gop)
+
     def _drop_gop(self) -> None:
         self._gop = []
         self._gop_bytes = 0
@@ -213,7 +224,7 @@ class Stream:
         label: str = "",
     ) -> Subscription:
         kinds = frozenset(kinds)
-        backlog = list(self._gop) if with_gop and "video" in kinds else []
+        backlog = self.gop_snapshot() if with_gop and "video" in kinds else []
         sub = Subscription(self, kinds, max_packets, backlog, label or f"{self.name}-sub")
         self._subscribers.append(sub)
         self.last_activity = time.monotonic()

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
 #: Spacing of cached-GOP frames replayed to a new viewer (microseconds).
 CATCH_UP_STEP_US = 1000
+#: A viewer asking for keyframes gets the cached GOP at most this often (seconds).
+KEYFRAME_REPLAY_INTERVAL = 1.0
 H264_PREFERENCE = ("64", "4d", "42e0", "4200")
 
 
@@ -81,33 +83,67 @@ class LatencyStats:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def squeeze(gop: list[MediaPacket], after: int | None) -> deque[tuple[MediaPacket, int]]:
+    """Timestamps for replaying a cached GOP at once: packed just before its newest frame
+    (so the picture shows immediately, at live latency) and, for a viewer that already
+    played something, strictly after the last timestamp it was sent."""
+    n = len(gop)
+    if not n:
+        return deque()
+    end = gop[-1].pts
+    start = end - (n - 1) * CATCH_UP_STEP_US
+    if after is not None and start <= after:
+        start = after + 1
+    step = max(1, (end - start) // (n - 1)) if n > 1 else 0
+    return deque((packet, start + i * step) for i, packet in enumerate(gop))
+
+
 class PacketTrack(MediaStreamTrack):
     """A track fed from a hub subscription; `recv` returns packets ready for RTP."""
 
-    def __init__(self, kind: str, subscription: Subscription, stats: LatencyStats) -> None:
+    def __init__(self, kind: str, subscription: Subscription, egress: WebRtcEgress) -> None:
         super().__init__()
         self.kind = kind
         self.subscription = subscription
-        self.stats = stats
+        self.egress = egress
         self.packets_sent = 0
-        self._catch_up: deque[MediaPacket] = deque(subscription.backlog)
+        self.keyframe_replays = 0
+        self._last_pts: int | None = None
+        self._last_replay = 0.0
+        self._catch_up = squeeze(subscription.backlog, None)
         subscription.backlog = []
+
+    def request_keyframe(self) -> None:
+        """The viewer lost the picture (PLI/FIR). The teacher's encoder cannot be asked for
+        a keyframe over RTMP, so replay the stream's cached GOP to this viewer alone."""
+        now = time.monotonic()
+        if self.kind != "video" or now - self._last_replay < KEYFRAME_REPLAY_INTERVAL:
+            return
+        gop = self.subscription.stream.gop_snapshot()
+        if not gop:
+            return
+        self._last_replay = now
+        self.keyframe_replays += 1
+        self.egress.keyframe_replays += 1
+        self.subscription.clear()  # what is queued is in the snapshot too
+        self._catch_up = squeeze(gop, self._last_pts)
 
     async def recv(self) -> RtpReady:
         if self.readyState != "live":
             raise MediaStreamError
         if self._catch_up:
-            # Cached GOP: send at once, squeezed just before the newest cached frame.
-            packet = self._catch_up.popleft()
-            ready = rtp_ready(packet, packet.pts - len(self._catch_up) * CATCH_UP_STEP_US)
+            packet, pts = self._catch_up.popleft()
+            ready = rtp_ready(packet, pts)
         else:
             try:
                 packet = await self.subscription.get()
             except SubscriptionClosed:
                 self.stop()
                 raise MediaStreamError from None
+            pts = packet.pts
             ready = rtp_ready(packet)
-            self.stats.record(time.monotonic() - packet.received_at)
+            self.egress.queue_delay.record(time.monotonic() - packet.received_at)
+        self._last_pts = pts
         self.packets_sent += 1
         return ready
 
@@ -148,6 +184,7 @@ class WebRtcEgress:
         self.sessions: dict[str, ViewerSession] = {}
         self.queue_delay = LatencyStats()
         self.sessions_opened = 0
+        self.keyframe_replays = 0
         self._timeouts: set[asyncio.Task] = set()
 
     @property
@@ -217,11 +254,13 @@ class WebRtcEgress:
         pc = session.pc
         for kind in kinds:
             sub = session.stream.subscribe([kind], label=f"viewer-{session.id}-{kind}")
-            track = PacketTrack(kind, sub, self.queue_delay)
+            track = PacketTrack(kind, sub, self)
             session.tracks.append(track)
             transceiver = pc.addTransceiver(track, direction="sendonly")
             if kind == "video":
                 transceiver.setCodecPreferences(h264_preferences())
+                # aiortc turns PLI/FIR into a request to its encoder; we have none.
+                transceiver.sender._send_keyframe = track.request_keyframe
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())

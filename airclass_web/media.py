@@ -139,6 +139,11 @@ class MediaServices:
         viewers.add_metric([], egress.viewer_count)
         opened = CounterMetricFamily("airclass_webrtc_sessions_opened", "WHEP sessions opened")
         opened.add_metric([], egress.sessions_opened)
+        replays = CounterMetricFamily(
+            "airclass_webrtc_keyframe_replays",
+            "Cached GOPs replayed to viewers that lost the picture (PLI/FIR)",
+        )
+        replays.add_metric([], egress.keyframe_replays)
         delay = SummaryMetricFamily(
             "airclass_hub_queue_delay_seconds",
             "Ingest to hand-over to the WebRTC sender (recent packets)",
@@ -159,7 +164,7 @@ class MediaServices:
         rtmp.add_metric([], len(self.rtmp.connections))
         for session in self.publishers.values():
             transcode.add_metric([session.stream.name], session.transcode_seconds)
-        return [viewers, opened, delay, quantiles, transcode, rtmp]
+        return [viewers, opened, replays, delay, quantiles, transcode, rtmp]
 
     def _publisher_closed(self, session: PublishSession) -> None:
         self.publishers.pop(session.publisher_id, None)

@@ -231,3 +231,24 @@ async def test_demo_stream_plays(node_factory, players):
     player = await players(grant["whep_url"], grant["token"])
     stats = await player.wait_frames(video=15, audio=25, timeout=30)
     assert (stats.width, stats.height) == (1280, 720)
+
+
+async def test_picture_loss_is_answered_with_the_cached_gop(node, processes, players):
+    publish(node, "lossy", processes, size="640x360")
+    grant = node.token("lossy")
+    player = await players(grant["whep_url"], grant["token"])
+    await player.wait_frames(video=10, timeout=30)
+    video = next(t for t in player.pc.getTransceivers() if t.kind == "video")
+    section = player.pc.remoteDescription.sdp.split("m=video", 1)[1].split("m=", 1)[0]
+    ssrc = int(next(x for x in section.splitlines() if x.startswith("a=ssrc:"))[7:].split()[0])
+    await video.receiver._send_rtcp_pli(ssrc)  # what a browser sends when it cannot decode
+
+    def replays() -> float:
+        text = http_json("GET", f"{node.url}/metrics")[1]
+        line = next(
+            x for x in text.splitlines() if x.startswith("airclass_webrtc_keyframe_replays")
+        )
+        return float(line.split()[-1])
+
+    await async_wait_for(lambda: replays() >= 1, 10, "a keyframe replay")
+    await player.wait_frames(video=30, timeout=20)  # and the picture goes on

@@ -125,3 +125,17 @@ def test_amf0_round_trip_and_garbage():
 )
 def test_stream_key_forms(key, expected):
     assert split_stream_key(key) == expected
+
+
+def test_squeezed_replay_is_monotonic_after_what_was_sent():
+    from airclass_media.webrtc import CATCH_UP_STEP_US, squeeze
+
+    gop = [video(i, keyframe=i == 0) for i in range(30)]
+    fresh = [pts for _, pts in squeeze(gop, None)]
+    assert fresh[-1] == gop[-1].pts  # ends on the newest frame: live latency
+    assert all(b - a == CATCH_UP_STEP_US for a, b in zip(fresh, fresh[1:], strict=False))
+    # A viewer that was already sent the second newest frame: strictly after it.
+    after = gop[-2].pts
+    replay = [pts for _, pts in squeeze(gop, after)]
+    assert replay[0] > after and replay == sorted(set(replay))
+    assert replay[-1] <= gop[-1].pts + len(gop)
