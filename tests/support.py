@@ -200,7 +200,11 @@ class RedisServer:
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
 
-        wait_for(ping, 10, "redis-server")
+        try:
+            wait_for(ping, 10, "redis-server")
+        except TimeoutError:
+            self.stop()  # never leave a server behind
+            raise
         return self
 
     def stop(self) -> None:
