@@ -83,6 +83,28 @@ class LatencyStats:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def add_public_candidates(answer: str, public_ips: list[str]) -> str:
+    """Repeat each host candidate with a public address (same port) after it.
+
+    For a node behind a 1:1 NAT or Docker port mapping: aioice can only advertise
+    addresses it binds, but clients must be told the address they can reach.
+    """
+    if not public_ips:
+        return answer
+    out = []
+    for line in answer.split("\r\n"):
+        out.append(line)
+        if line.startswith("a=candidate:") and line.endswith(" typ host"):
+            fields = line.split(" ")
+            for i, address in enumerate(public_ips):
+                extra = list(fields)
+                extra[0] = f"{fields[0]}p{i}"  # its own foundation
+                extra[3] = str(max(int(fields[3]) - 1 - i, 1))  # just below the original
+                extra[4] = address
+                out.append(" ".join(extra))
+    return "\r\n".join(out)
+
+
 def squeeze(gop: list[MediaPacket], after: int | None) -> deque[tuple[MediaPacket, int]]:
     """Timestamps for replaying a cached GOP at once: packed just before its newest frame
     (so the picture shows immediately, at live latency) and, for a viewer that already
@@ -178,8 +200,14 @@ class ViewerSession:
 class WebRtcEgress:
     """All WebRTC viewer sessions of this node."""
 
-    def __init__(self, ice_servers: list[str] | None = None, capacity: int = 150) -> None:
+    def __init__(
+        self,
+        ice_servers: list[str] | None = None,
+        capacity: int = 150,
+        public_ips: list[str] | None = None,
+    ) -> None:
         self.ice_servers = [RTCIceServer(urls=u) for u in (ice_servers or [])]
+        self.public_ips = list(public_ips or [])
         self.capacity = capacity
         self.sessions: dict[str, ViewerSession] = {}
         self.queue_delay = LatencyStats()
@@ -266,7 +294,7 @@ class WebRtcEgress:
             await pc.setLocalDescription(await pc.createAnswer())
         except (InvalidAccessError, InvalidStateError, OperationError) as exc:
             raise BadOffer(str(exc)) from exc
-        session.answer_sdp = pc.localDescription.sdp
+        session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
 
     async def _expire_unconnected(self, session: ViewerSession) -> None:
         with contextlib.suppress(TimeoutError):

@@ -123,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
         "repeatable [AIRCLASS_ICE_HOST, comma-separated]",
     )
     serve.add_argument(
+        "--ice-public-ip",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help="address clients reach this node at through a 1:1 NAT or Docker port mapping "
+        "(same UDP ports): added to the ICE candidates; repeatable [AIRCLASS_ICE_PUBLIC_IP, "
+        "comma-separated]",
+    )
+    serve.add_argument(
         "--udp-ports",
         default=_env("UDP_PORTS", ""),
         metavar="LO-HI",
@@ -200,6 +209,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         http_port=args.http_port,
         rtmp_port=args.rtmp_port,
         ice_hosts=args.ice_host if args.ice_host else _env_list("ICE_HOST"),
+        ice_public_ips=args.ice_public_ip or _env_list("ICE_PUBLIC_IP"),
         udp_ports=parse_port_range(args.udp_ports) if args.udp_ports else None,
         ice_servers=args.ice_server if args.ice_server else _env_list("ICE_SERVERS"),
         data_dir=Path(args.data_dir),

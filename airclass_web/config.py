@@ -21,6 +21,8 @@ class Config:
     rtmp_port: int = 1935
     #: Only these host addresses are gathered and advertised as ICE candidates.
     ice_hosts: list[str] = field(default_factory=list)
+    #: Addresses clients reach this node at through a 1:1 NAT / port mapping (same ports).
+    ice_public_ips: list[str] = field(default_factory=list)
     #: Media UDP ports stay in this inclusive range.
     udp_ports: tuple[int, int] | None = None
     #: STUN/TURN URLs handed to clients (Link rel="ice-server") and used by the server.

@@ -40,7 +40,9 @@ class MediaServices:
     def __init__(self, node: Node) -> None:
         self.node = node
         config = node.config
-        self.egress = WebRtcEgress(config.ice_servers, capacity=config.capacity)
+        self.egress = WebRtcEgress(
+            config.ice_servers, capacity=config.capacity, public_ips=config.ice_public_ips
+        )
         self.rtmp = RtmpServer(config.host, config.rtmp_port, self.authorize_publish)
         self.publishers: dict[str, PublishSession] = {}
         self.demo: asyncio.subprocess.Process | None = None

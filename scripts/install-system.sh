@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages AIRClass needs: ffmpeg (test publisher, ffprobe),
-# redis-server (cluster/events), chromium (browser tests), iproute2 (test netns).
+# redis-server (cluster/events), chromium (browser tests), iproute2 + nftables (test
+# network namespace and its NAT).
 set -euo pipefail
-pkgs=(ffmpeg redis-server chromium iproute2 util-linux)
+pkgs=(ffmpeg redis-server chromium iproute2 util-linux nftables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+
+import pytest
 
 from .support import (
     TEST_HOST,
@@ -252,3 +256,40 @@ async def test_picture_loss_is_answered_with_the_cached_gop(node, processes, pla
 
     await async_wait_for(lambda: replays() >= 1, 10, "a keyframe replay")
     await player.wait_frames(video=30, timeout=20)  # and the picture goes on
+
+
+PUBLIC_IP = "10.77.0.99"
+NAT_PORTS = "42000-42009"
+
+
+@pytest.fixture
+def nat():
+    """A 1:1 NAT in the test's network namespace: PUBLIC_IP -> TEST_HOST for the node's
+    media ports, whose direct address is unreachable, as behind Docker or a cloud NAT."""
+    if TEST_HOST.startswith("127.") or not shutil.which("nft") or os.geteuid() != 0:
+        pytest.skip("needs scripts/run-tests.sh's private network namespace, root and nft")
+    rules = f"""
+table ip airclass_nat_test {{
+  chain out_nat {{ type nat hook output priority -100; ip daddr {PUBLIC_IP} dnat to {TEST_HOST}; }}
+  chain out_filter {{
+    type filter hook output priority 0;
+    ip daddr {TEST_HOST} udp dport {NAT_PORTS} ct status dnat accept;
+    ip daddr {TEST_HOST} udp dport {NAT_PORTS} drop;
+  }}
+}}
+"""
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+    yield PUBLIC_IP
+    subprocess.run(["nft", "delete", "table", "ip", "airclass_nat_test"], check=False)
+
+
+async def test_node_behind_nat_is_reached_through_its_public_address(
+    node_factory, processes, players, nat
+):
+    node = node_factory("--udp-ports", NAT_PORTS, "--ice-public-ip", nat)
+    publish(node, "natted", processes, size="320x240")
+    grant = node.token("natted")
+    player = await players(grant["whep_url"], grant["token"])
+    await player.wait_frames(video=15, timeout=30)
+    answer = player.pc.remoteDescription.sdp
+    assert f" {nat} 4200" in answer  # the public candidate, same port as the host one
