@@ -48,6 +48,15 @@ def public_base_url(node: Node, request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
+async def viewer_whep_url(node: Node, request: web.Request, user_id: str, stream: str) -> str:
+    """WHEP URL a viewer should use: a sub node chosen by the cluster router, else this one.
+    The router may raise 503 (every node full) before any token is issued."""
+    base = None
+    if node.viewer_router is not None:
+        base = await node.viewer_router(user_id, stream)
+    return f"{base or public_base_url(node, request)}/live/{stream}/whep"
+
+
 async def issue_token(request: web.Request) -> web.Response:
     node = node_of(request)
     params = await request_params(request)
@@ -74,14 +83,15 @@ async def issue_token(request: web.Request) -> web.Response:
         raise json_error(401, "teacher credentials required")
     if action == "publish":
         node.hub.stream(stream)  # announce: viewers may now wait for it
-    base = None
-    if action == "read" and node.viewer_router is not None:
-        base = await node.viewer_router(user_id, stream)
+    if action == "read":
+        whep_url = await viewer_whep_url(node, request, user_id, stream)
+    else:
+        whep_url = f"{public_base_url(node, request)}/live/{stream}/whep"
     token, expires_at = node.tokens.issue(
         role=user_type, user_id=user_id, action=action, stream=stream
     )
     body = {"token": token, "expires_at": expires_at, "user_id": user_id, "stream": stream}
-    body["whep_url"] = f"{base or public_base_url(node, request)}/live/{stream}/whep"
+    body["whep_url"] = whep_url
     if action == "publish":
         host = request.host.rsplit(":", 1)[0] if not node.config.public_url else None
         rtmp_host = host or node.config.advertised_host

@@ -12,7 +12,12 @@ from aiohttp import web
 from ..auth import Claims, TokenError, require, token_from_request
 from ..errors import json_error
 from ..node import node_of
-from ..token_routes import check_teacher_password, public_base_url, request_params
+from ..token_routes import (
+    check_teacher_password,
+    public_base_url,
+    request_params,
+    viewer_whep_url,
+)
 from .chat import RateLimiter
 from .errors import ClassroomError
 from .quiz import staff_view
@@ -170,9 +175,7 @@ async def join_session(request: web.Request) -> web.Response:
     params = await request_params(request)
     session, student_id, name = await c.sessions.join(params.get("join_code"), params.get("name"))
     stream = session["stream"]
-    base = None
-    if node.viewer_router is not None:
-        base = await node.viewer_router(student_id, stream)
+    whep_url = await viewer_whep_url(node, request, student_id, stream)
     token, expires_at = node.tokens.issue(
         role="student",
         user_id=student_id,
@@ -189,7 +192,7 @@ async def join_session(request: web.Request) -> web.Response:
             "name": name,
             "title": session["title"],
             "stream": stream,
-            "whep_url": f"{base or public_base_url(node, request)}/live/{stream}/whep",
+            "whep_url": whep_url,
         }
     )
 
