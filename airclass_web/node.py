@@ -39,7 +39,7 @@ class Node:
         #: MediaServices (RTMP ingest, WebRTC egress), set by media_routes.setup.
         self.media = None
         #: async (node, request, params) -> bool: may this request publish as a teacher?
-        self.teacher_auth: Callable[..., Awaitable[bool]] | None = None
+        self.teacher_auth: Callable[..., Awaitable[str | None]] | None = None
         #: async (user_id, stream) -> base URL of the node a viewer should watch from,
         #: None for this node. A cluster main sets it to send students to a sub node.
         self.viewer_router: Callable[[str, str], Awaitable[str | None]] | None = None

@@ -17,11 +17,19 @@ log = logging.getLogger(__name__)
 USER_TYPES = ("student", "teacher", "monitor")
 
 
-async def check_teacher_password(node: Node, request: web.Request, params: dict) -> bool:
-    """Interim teacher credential: the node's AIRCLASS_TEACHER_PASSWORD."""
+#: The one identity the interim shared password (AIRCLASS_TEACHER_PASSWORD) stands for.
+BOOTSTRAP_TEACHER = "teacher"
+
+
+async def check_teacher_password(node: Node, request: web.Request, params: dict) -> str | None:
+    """Interim teacher credential: the node's AIRCLASS_TEACHER_PASSWORD.
+
+    Returns the identity it proves (always BOOTSTRAP_TEACHER), or None."""
     expected = node.config.teacher_password
     given = str(params.get("password", ""))
-    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+    if expected and hmac.compare_digest(given.encode(), expected.encode()):
+        return BOOTSTRAP_TEACHER
+    return None
 
 
 async def request_params(request: web.Request) -> dict:
@@ -74,13 +82,13 @@ async def issue_token(request: web.Request) -> web.Response:
         raise json_error(400, "user_id too long")
     if action == "publish" and user_type != "teacher":
         raise json_error(403, "only teachers may publish")
-    # Any token carrying the teacher role needs teacher credentials (not in --dev).
-    if (
-        user_type == "teacher"
-        and not node.config.dev
-        and not await node.teacher_auth(node, request, params)
-    ):
-        raise json_error(401, "teacher credentials required")
+    if user_type == "teacher":
+        # A teacher token's identity comes only from verified credentials, never from the
+        # caller's user_id. Under --dev a caller without credentials may name itself.
+        identity = await node.teacher_auth(node, request, params)
+        if identity is None and not node.config.dev:
+            raise json_error(401, "teacher credentials required")
+        user_id = identity or user_id
     if action == "publish":
         node.hub.stream(stream)  # announce: viewers may now wait for it
     if action == "read":

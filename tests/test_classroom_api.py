@@ -111,6 +111,24 @@ async def test_teacher_auth_replaces_interim_password(api: Api):
     assert status == 401
 
 
+async def test_teacher_cannot_mint_another_teachers_token(api: Api):
+    """A teacher token's identity is the one its credentials prove, never the caller's
+    user_id: lee cannot get a token for kim and then read kim's sessions."""
+    import jwt
+
+    kim_token, _, _ = await new_session(api, "kim", stream="kims-class")
+    lee_token = await api.login("lee")
+    q = "/api/token?user_type=teacher&action=publish&stream=math&user_id=kim"
+    for creds, token in (({}, lee_token), ({"username": "lee", "password": PASSWORD}, "")):
+        status, body = await api.call("POST", q, creds, token=token)
+        assert status == 200
+        assert jwt.decode(body["token"], options={"verify_signature": False})["sub"] == "lee"
+        sessions = await api.ok("GET", "/api/sessions", token=body["token"])
+        assert all(s["stream"] != "kims-class" for s in sessions["sessions"])
+    kim_sessions = await api.ok("GET", "/api/sessions", token=kim_token)
+    assert any(s["stream"] == "kims-class" for s in kim_sessions["sessions"])
+
+
 async def test_sessions_join_and_bad_input(api: Api, classroom_node):
     token, sid, code = await new_session(api)
     assert len(code) == 6

@@ -61,26 +61,30 @@ def teacher_claims(request: web.Request) -> Claims:
     return claims
 
 
-async def teacher_auth(node, request: web.Request, params: dict) -> bool:
-    """May this request publish as a teacher? (node.teacher_auth)
+async def teacher_auth(node, request: web.Request, params: dict) -> str | None:
+    """Which teacher do this request's credentials prove? (node.teacher_auth)
 
-    Accepts a signed-in teacher's Bearer token, or username + password of a teacher
-    account. AIRCLASS_TEACHER_PASSWORD is honoured only while no account exists.
+    A signed-in teacher's Bearer token proves its own subject; username + password prove
+    that account. AIRCLASS_TEACHER_PASSWORD is honoured only while no account exists.
+    None when nothing is proven.
     """
     classroom: Classroom = request.app[CLASSROOM]
     token = token_from_request(request)
     if token:
         try:
-            if is_teacher_claims(node.tokens.verify(token)):
-                return True
+            claims = node.tokens.verify(token)
+            if is_teacher_claims(claims):
+                return claims.user_id
         except TokenError:
             pass
     username, password = str(params.get("username", "")), str(params.get("password", ""))
-    if username and password and await classroom.teachers.authenticate(username, password):
-        return True
+    if username and password:
+        teacher = await classroom.teachers.authenticate(username, password)
+        if teacher is not None:
+            return teacher["username"]
     if await classroom.teachers.count() == 0:
         return await check_teacher_password(node, request, params)
-    return False
+    return None
 
 
 # -- auth -------------------------------------------------------------------------------
