@@ -5,7 +5,7 @@
 # says why.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PYTEST=(.venv/bin/python -m pytest -p no:cacheprovider "$@")
+PYTEST=(.venv/bin/python -m pytest -p no:cacheprovider -rs "$@")
 if unshare -n true 2>/dev/null && command -v ip >/dev/null; then
   echo "run-tests: private network namespace, test address 10.77.0.1"
   bash scripts/in-netns.sh "${PYTEST[@]}"
