@@ -13,7 +13,7 @@ from .errors import json_error
 
 ROLES = ("teacher", "student", "monitor", "node")
 ACTIONS = ("read", "publish", "admin")
-STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" accepts a trailing newline
 ALGORITHM = "HS256"
 
 

@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 META_FILE = "recording.json"
 FINAL_FILE = "recording.mp4"
-RECORDING_ID = re.compile(r"^[A-Za-z0-9_-]{1,120}$")
-SEGMENT_FILE = re.compile(r"^seg-\d{5}\.mp4$")
-SHOT_FILE = re.compile(r"^\d{9}\.jpg$")
+RECORDING_ID = re.compile(r"^[A-Za-z0-9_-]{1,120}\Z")  # \Z: "$" accepts a trailing newline
+SEGMENT_FILE = re.compile(r"^seg-\d{5}\.mp4\Z")
+SHOT_FILE = re.compile(r"^\d{9}\.jpg\Z")
 
 #: Statuses: recording -> stopping -> finalizing -> complete (or failed).
 #: A crash leaves recording/stopping/finalizing; recovery at start-up finishes them.

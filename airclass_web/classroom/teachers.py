@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from ..store import DuplicateError, Store
 from .errors import ClassroomError
 
-USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")  # \Z, not $ (trailing newline)
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 # scrypt parameters: ~16 MiB, ~50 ms per hash.
