@@ -187,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="viewers this node serves at most [AIRCLASS_CAPACITY, default: 150]",
     )
     serve.add_argument(
+        "--rtmp-max-connections",
+        type=int,
+        default=int(_env("RTMP_MAX_CONNECTIONS", 200)),
+        help="RTMP connections at once [AIRCLASS_RTMP_MAX_CONNECTIONS, default: 200]",
+    )
+    serve.add_argument(
+        "--rtmp-max-per-ip",
+        type=int,
+        default=int(_env("RTMP_MAX_PER_IP", 10)),
+        help="RTMP connections at once from one address [AIRCLASS_RTMP_MAX_PER_IP, default: 10]",
+    )
+    serve.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING [AIRCLASS_LOG_LEVEL, default: INFO]",
@@ -224,6 +236,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         redis_url=args.redis_url,
         mongo_url=args.mongo_url,
         capacity=args.capacity,
+        rtmp_max_connections=args.rtmp_max_connections,
+        rtmp_max_per_ip=args.rtmp_max_per_ip,
         log_level=args.log_level,
         record_segment_seconds=args.record_segment_seconds,
         screenshot_interval=args.screenshot_interval,

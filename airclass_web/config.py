@@ -40,6 +40,9 @@ class Config:
     redis_url: str = ""
     mongo_url: str = ""
     capacity: int = 150
+    #: RTMP connections at once, in total and from one client address.
+    rtmp_max_connections: int = 200
+    rtmp_max_per_ip: int = 10
     #: Largest request body accepted (bytes); larger gets 413.
     max_body: int = 256 * 1024
     log_level: str = "INFO"

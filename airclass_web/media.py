@@ -43,7 +43,13 @@ class MediaServices:
         self.egress = WebRtcEgress(
             config.ice_servers, capacity=config.capacity, public_ips=config.ice_public_ips
         )
-        self.rtmp = RtmpServer(config.host, config.rtmp_port, self.authorize_publish)
+        self.rtmp = RtmpServer(
+            config.host,
+            config.rtmp_port,
+            self.authorize_publish,
+            max_connections=config.rtmp_max_connections,
+            max_per_ip=config.rtmp_max_per_ip,
+        )
         self.publishers: dict[str, PublishSession] = {}
         self.demo: asyncio.subprocess.Process | None = None
         self._stopping = False

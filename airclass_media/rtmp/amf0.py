@@ -16,6 +16,8 @@ NUMBER, BOOLEAN, STRING, OBJECT, NULL, UNDEFINED, ECMA_ARRAY, OBJECT_END = (
     0x09,
 )
 STRICT_ARRAY, DATE, LONG_STRING = 0x0A, 0x0B, 0x0C
+#: Deepest nesting of objects and arrays accepted (RTMP commands use 2 or 3).
+MAX_DEPTH = 32
 
 
 class AMFError(ValueError):
@@ -73,18 +75,19 @@ def _decode_string_body(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos + 2 : pos + 2 + n].decode(errors="replace"), pos + 2 + n
 
 
-def _decode_properties(data: bytes, pos: int) -> tuple[dict, int]:
+def _decode_properties(data: bytes, pos: int, depth: int) -> tuple[dict, int]:
     obj: dict[str, Any] = {}
     while True:
         key, pos = _decode_string_body(data, pos)
         _need(data, pos, 1)
         if key == "" and data[pos] == OBJECT_END:
             return obj, pos + 1
-        obj[key], pos = _decode(data, pos)
+        obj[key], pos = _decode(data, pos, depth + 1)
 
 
 def _decode(data: bytes, pos: int, depth: int = 0) -> tuple[Any, int]:
-    if depth > 32:
+    """One value at pos; objects and arrays nest at most MAX_DEPTH deep."""
+    if depth > MAX_DEPTH:
         raise AMFError("AMF0 nesting too deep")
     _need(data, pos, 1)
     marker = data[pos]
@@ -103,10 +106,10 @@ def _decode(data: bytes, pos: int, depth: int = 0) -> tuple[Any, int]:
         _need(data, pos + 4, n)
         return data[pos + 4 : pos + 4 + n].decode(errors="replace"), pos + 4 + n
     if marker == OBJECT:
-        return _decode_properties(data, pos)
+        return _decode_properties(data, pos, depth)
     if marker == ECMA_ARRAY:
         _need(data, pos, 4)
-        return _decode_properties(data, pos + 4)
+        return _decode_properties(data, pos + 4, depth)
     if marker == STRICT_ARRAY:
         _need(data, pos, 4)
         (n,) = struct.unpack_from(">I", data, pos)

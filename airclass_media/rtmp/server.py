@@ -3,7 +3,9 @@
 Publish-only: clients connect, createStream and publish; media messages are handed to a
 `PublishHandler` made by the server's `authorize` callback. Everything a client sends is
 bounded (message size, chunk streams, time to handshake, idle time); a misbehaving
-connection is dropped on its own without touching any other.
+connection is dropped on its own without touching any other. Until a publish succeeds the
+bounds are tight (64 KiB messages, 8 chunk streams, 10 s to publish), and connections are
+capped per client address and in total.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ log = logging.getLogger(__name__)
 HANDSHAKE_SIZE = 1536
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 MAX_CHUNK_STREAMS = 64
+#: Before a successful publish: commands only, so small messages and few chunk streams.
+PREPUBLISH_MAX_MESSAGE = 64 * 1024
+PREPUBLISH_MAX_CHUNK_STREAMS = 8
+#: Seconds from accept (or from the end of a publish) to a successful publish.
+PUBLISH_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
+#: Default connection caps (RtmpServer options).
+MAX_CONNECTIONS = 200
+MAX_CONNECTIONS_PER_IP = 10
 IDLE_TIMEOUT = 30.0
 OUT_CHUNK_SIZE = 4096
 WINDOW_ACK_SIZE = 2_500_000
@@ -38,6 +48,10 @@ DATA_AMF3, COMMAND_AMF3, DATA_AMF0, COMMAND_AMF0 = 15, 17, 18, 20
 
 class RtmpError(Exception):
     """Protocol violation: the connection is dropped."""
+
+
+class PublishTimeout(RtmpError):
+    """No successful publish in time."""
 
 
 class PublishRejected(Exception):
@@ -102,17 +116,39 @@ class RtmpConnection:
         self.tc_url = ""
         self.connect_params: dict = {}
         self.handler: PublishHandler | None = None
+        self.publish_timeout = server.publish_timeout
+        #: Monotonic time by which a publish must succeed (while there is no handler).
+        self.publish_deadline = time.monotonic() + self.publish_timeout
 
     # -- reading --------------------------------------------------------------------
+    async def _read_exactly(self, n: int, idle: float) -> bytes:
+        """n bytes within the idle time and, until a publish succeeds, the publish deadline."""
+        timeout, by_deadline = idle, False
+        if self.handler is None:
+            left = max(0.0, self.publish_deadline - time.monotonic())
+            timeout, by_deadline = min(idle, left), left < idle
+        try:
+            return await asyncio.wait_for(self.reader.readexactly(n), timeout)
+        except TimeoutError:
+            if by_deadline:
+                raise PublishTimeout(f"no publish within {self.publish_timeout:g} s") from None
+            raise
+
     async def _read(self, n: int) -> bytes:
-        data = await asyncio.wait_for(self.reader.readexactly(n), IDLE_TIMEOUT)
+        data = await self._read_exactly(n, IDLE_TIMEOUT)
         self.bytes_in += n
         return data
 
+    @property
+    def max_message_size(self) -> int:
+        return MAX_MESSAGE_SIZE if self.handler is not None else PREPUBLISH_MAX_MESSAGE
+
+    @property
+    def max_chunk_streams(self) -> int:
+        return MAX_CHUNK_STREAMS if self.handler is not None else PREPUBLISH_MAX_CHUNK_STREAMS
+
     async def handshake(self) -> None:
-        c0c1 = await asyncio.wait_for(
-            self.reader.readexactly(1 + HANDSHAKE_SIZE), HANDSHAKE_TIMEOUT
-        )
+        c0c1 = await self._read_exactly(1 + HANDSHAKE_SIZE, HANDSHAKE_TIMEOUT)
         if c0c1[0] != 3:
             raise RtmpError(f"not RTMP (version byte 0x{c0c1[0]:02x})")
         # Simple handshake: a zero version field tells clients not to expect digests.
@@ -120,7 +156,7 @@ class RtmpConnection:
         s1 += os.urandom(HANDSHAKE_SIZE - 8)
         self.writer.write(b"\x03" + s1 + c0c1[1:])
         await self.writer.drain()
-        await asyncio.wait_for(self.reader.readexactly(HANDSHAKE_SIZE), HANDSHAKE_TIMEOUT)
+        await self._read_exactly(HANDSHAKE_SIZE, HANDSHAKE_TIMEOUT)
         self.bytes_in = 1 + 2 * HANDSHAKE_SIZE
 
     async def read_message(self) -> tuple[int, int, int, bytes]:
@@ -135,8 +171,8 @@ class RtmpConnection:
                 csid = 64 + b[0] + b[1] * 256
             cs = self.chunk_streams.get(csid)
             if cs is None:
-                if len(self.chunk_streams) >= MAX_CHUNK_STREAMS:
-                    raise RtmpError("too many chunk streams")
+                if len(self.chunk_streams) >= self.max_chunk_streams:
+                    raise RtmpError(f"too many chunk streams (over {self.max_chunk_streams})")
                 if fmt != 0:
                     raise RtmpError(f"chunk stream {csid} starts without a full header")
                 cs = self.chunk_streams[csid] = _ChunkStream()
@@ -147,8 +183,11 @@ class RtmpConnection:
                 if fmt <= 1:
                     cs.length = int.from_bytes(header[3:6], "big")
                     cs.type_id = header[6]
-                    if cs.length > MAX_MESSAGE_SIZE:
-                        raise RtmpError(f"message of {cs.length} bytes is too large")
+                    if cs.length > self.max_message_size:
+                        raise RtmpError(
+                            f"message of {cs.length} bytes is too large "
+                            f"(limit {self.max_message_size})"
+                        )
                 if fmt == 0:
                     cs.stream_id = struct.unpack_from("<I", header, 7)[0]
                 cs.extended = ts == 0xFFFFFF
@@ -221,6 +260,8 @@ class RtmpConnection:
     def _end_publish(self) -> None:
         handler, self.handler = self.handler, None
         if handler is not None:
+            # Unpublished: the pre-publish limits and deadline apply again.
+            self.publish_deadline = time.monotonic() + self.publish_timeout
             try:
                 handler.close()
             except Exception:
@@ -245,16 +286,16 @@ class RtmpConnection:
                 meta = values[1] if isinstance(values[1], dict) else {}
                 self.handler.on_metadata(meta)
         elif type_id == SET_CHUNK_SIZE:
-            size = struct.unpack(">I", payload[:4])[0] & 0x7FFFFFFF
+            size = _u32(payload, "set chunk size") & 0x7FFFFFFF
             if not 1 <= size <= MAX_MESSAGE_SIZE:
                 raise RtmpError(f"bad chunk size {size}")
             self.in_chunk_size = size
         elif type_id == ABORT:
-            csid = struct.unpack(">I", payload[:4])[0]
+            csid = _u32(payload, "abort")
             if csid in self.chunk_streams:
                 self.chunk_streams[csid].buffer.clear()
         elif type_id == WINDOW_ACK:
-            self.ack_window = struct.unpack(">I", payload[:4])[0]
+            self.ack_window = _u32(payload, "window acknowledgement size")
         elif type_id == USER_CONTROL:
             event = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else -1
             if event == 6:  # ping request -> ping response
@@ -326,14 +367,40 @@ class RtmpConnection:
         await self.writer.drain()
 
 
-class RtmpServer:
-    """Accepts RTMP publishers on one port; many streams at once."""
+def _u32(payload: bytes, what: str) -> int:
+    """The big-endian 32-bit field a control message starts with (RtmpError if short)."""
+    if len(payload) < 4:
+        raise RtmpError(f"{what} message of {len(payload)} bytes is too short")
+    return struct.unpack_from(">I", payload)[0]
 
-    def __init__(self, host: str, port: int, authorize: Authorize) -> None:
+
+class RtmpServer:
+    """Accepts RTMP publishers on one port; many streams at once.
+
+    At most `max_connections` connections at once, `max_per_ip` from one client address;
+    more are closed at once (before the handshake).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        authorize: Authorize,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_ip: int = MAX_CONNECTIONS_PER_IP,
+        publish_timeout: float = PUBLISH_TIMEOUT,
+    ) -> None:
         self.host = host
         self.port = port
         self.authorize = authorize
+        self.max_connections = max_connections
+        self.max_per_ip = max_per_ip
+        self.publish_timeout = publish_timeout
         self.connections: set[RtmpConnection] = set()
+        #: Open connections per client address (entries removed at zero).
+        self.per_ip: dict[str, int] = {}
+        self.refused = 0
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -343,14 +410,39 @@ class RtmpServer:
         log.info("RTMP ingest on %s:%d", self.host, self.port)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        ip = str(peer[0])
+        if len(self.connections) >= self.max_connections or self.per_ip.get(ip, 0) >= (
+            self.max_per_ip
+        ):
+            self.refused += 1
+            if self.refused in (1, 10) or self.refused % 100 == 0:
+                log.warning(
+                    "rtmp %s:%s: refused: too many connections (%d open, %d from this address;"
+                    " %d refused so far)",
+                    ip,
+                    peer[1] if len(peer) > 1 else 0,
+                    len(self.connections),
+                    self.per_ip.get(ip, 0),
+                    self.refused,
+                )
+            writer.transport.abort()
+            return
         conn = RtmpConnection(reader, writer, self.authorize, self)
         self.connections.add(conn)
-        self._tasks.add(asyncio.current_task())
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        task = asyncio.current_task()
+        self._tasks.add(task)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
-            self._tasks.discard(asyncio.current_task())
+            self._tasks.discard(task)
+            left = self.per_ip.get(ip, 1) - 1
+            if left > 0:
+                self.per_ip[ip] = left
+            else:
+                self.per_ip.pop(ip, None)
 
     async def stop(self) -> None:
         if self._server is not None:
