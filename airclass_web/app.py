@@ -8,7 +8,16 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import classroom, cluster, media_routes, metrics, pages, recording_routes, token_routes
+from . import (
+    classroom,
+    cluster,
+    media_routes,
+    metrics,
+    pages,
+    recording_routes,
+    security_headers,
+    token_routes,
+)
 from .config import Config
 from .errors import json_errors_middleware
 from .node import NODE, Node
@@ -24,6 +33,7 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
         middlewares=[json_errors_middleware],
     )
     app[NODE] = node
+    security_headers.setup(app)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
     app.router.add_static("/static", STATIC_DIR, name="static")
     # Order matters only for start-up: media first, then what uses it.

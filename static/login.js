@@ -8,6 +8,16 @@
           "login.submit": "Sign in", "login.hint": "Accounts are created with: airclass teacher add <username>",
           "login.failed": "Wrong username or password.", "login.limited": "Too many attempts. Try again in a moment." },
   });
+  // Where to go after signing in: a path of this origin only (no open redirect). Browsers
+  // read "/\\evil.com" as "//evil.com", so the URL is resolved and its origin compared.
+  function safeNext(next) {
+    if (!next || next[0] !== "/" || /[\\\u0000-\u001f]/.test(next)) return "/teacher";
+    let url;
+    try { url = new URL(next, location.origin); } catch (err) { return "/teacher"; }
+    if (url.origin !== location.origin) return "/teacher";
+    return url.pathname + url.search + url.hash;
+  }
+  window.AirLogin = { safeNext };
   const form = document.getElementById("login-form");
   const error = document.getElementById("login-error");
   form.addEventListener("submit", async (e) => {
@@ -22,8 +32,7 @@
       const data = await resp.json();
       sessionStorage.setItem("airclass.teacher_token", data.token);
       sessionStorage.setItem("airclass.teacher", data.username);
-      const next = new URLSearchParams(location.search).get("next");
-      location.href = next && next.startsWith("/") && !next.startsWith("//") ? next : "/teacher";
+      location.href = safeNext(new URLSearchParams(location.search).get("next"));
     } catch (err) { error.textContent = String(err); }
   });
 })();
