@@ -130,6 +130,7 @@ async def test_every_collection_round_trips(store: Store):
         "engagement_events",
         "recordings",
         "teachers",
+        "streams",
     }
     for name, coll in SCHEMA.items():
         doc = {"id": f"{name}-1", **{f: f"v-{f}" for f in coll.fields}, "extra": {"n": [1, 2]}}
@@ -171,6 +172,17 @@ async def test_teacher_helpers(store: Store):
     assert (await store.get_teacher("kim"))["password_hash"] == "h"
     assert await store.get_teacher("lee") is None
     assert await store.count_teachers() == 1
+
+
+async def test_stream_claims_first_wins_and_public_flag(store: Store):
+    claims = await asyncio.gather(*(store.claim_stream("math", f"t{i}", 1.0) for i in range(8)))
+    owners = {c["owner"] for c in claims}
+    assert len(owners) == 1  # one owner under concurrency, everyone sees the same
+    assert (await store.get_stream("math"))["owner"] in owners
+    assert await store.public_streams() == []
+    await store.set_stream_public("math", True)
+    assert [d["id"] for d in await store.public_streams()] == ["math"]
+    assert await store.set_stream_public("nope", True) is None
 
 
 async def test_data_survives_reopen(tmp_path):

@@ -64,6 +64,9 @@ SCHEMA: dict[str, Collection] = {
             indexes=(("session_id", "timestamp"), ("session_id", "student_id", "timestamp")),
         ),
         Collection(
+            "streams", ("owner", "public", "claimed_at"), indexes=(("owner", "claimed_at"),)
+        ),
+        Collection(
             "recordings",
             ("stream", "session_id", "started_at"),
             indexes=(("stream", "started_at"), ("session_id", "started_at")),
@@ -143,6 +146,26 @@ class Store(abc.ABC):
 
     async def count_teachers(self) -> int:
         return await self.count("teachers")
+
+    # -- streams: who owns a stream name, is it public --------------------------------
+    async def claim_stream(self, name: str, owner: str, now: float) -> Doc:
+        """The stream's document; the first claimer becomes its owner (atomic: a unique
+        id), a later claimer gets the existing document back unchanged."""
+        doc = {"id": name, "owner": owner, "claimed_at": now, "public": False}
+        try:
+            return await self.insert("streams", doc)
+        except DuplicateError:
+            existing = await self.get("streams", name)
+            return existing if existing is not None else doc
+
+    async def get_stream(self, name: str) -> Doc | None:
+        return await self.get("streams", name)
+
+    async def set_stream_public(self, name: str, public: bool) -> Doc | None:
+        return await self.update("streams", name, {"public": bool(public)})
+
+    async def public_streams(self) -> list[Doc]:
+        return await self.find("streams", {"public": True})
 
     # -- recordings (used by the recorder) ------------------------------------------
     async def save_recording(self, doc: Doc) -> Doc:
