@@ -18,8 +18,13 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 COPY . /app
-RUN pip install -e . && mkdir -p /data
+# The node runs as an unprivileged user (uid 10001) that owns only /data.
+RUN pip install -e . \
+    && groupadd --system --gid 10001 airclass \
+    && useradd --system --uid 10001 --gid airclass --home-dir /data --shell /usr/sbin/nologin airclass \
+    && mkdir -p /data && chown airclass:airclass /data
 
+USER airclass:airclass
 VOLUME ["/data"]
 # HTTP (pages, API, WHEP, relay), RTMP ingest. WebRTC media uses the UDP range given
 # by --udp-ports; see docker-compose.yml.
