@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import NodeProcess, RedisServer, stop_process
+from .support import NodeProcess, RedisServer, stop_process, take_log_problems
 
 
 @pytest.fixture
@@ -15,9 +15,9 @@ def node_factory(tmp_path):
     nodes: list[NodeProcess] = []
 
     def start(*extra: str, **kwargs) -> NodeProcess:
-        node = NodeProcess(tmp_path, *extra, **kwargs).start()
-        nodes.append(node)
-        return node
+        node = NodeProcess(tmp_path, *extra, **kwargs)
+        nodes.append(node)  # stopped even if it never became ready
+        return node.start()
 
     yield start
     for node in nodes:
@@ -92,3 +92,19 @@ async def browser():
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         await browser.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Fail the test (or its set-up/tear-down) when a node it ran logged a traceback."""
+    outcome = yield
+    report = outcome.get_result()
+    problems = take_log_problems()
+    if not problems:
+        return
+    text = "\n\n".join(problems)
+    if report.failed:
+        report.sections.append(("node log problems", text))
+    else:
+        report.outcome = "failed"
+        report.longrepr = f"node log shows a traceback or an unhandled task error:\n\n{text}"

@@ -1,7 +1,13 @@
 """Real parts for tests: free ports, node processes, redis-server, ffmpeg publishers.
 
 Nothing here mocks a component: every helper starts the real program and waits on a
-condition (never a fixed sleep).
+condition (never a fixed sleep). Async tests use the async helpers (`async_http_json`,
+`async_wait_for`, `NodeProcess.atoken`) so that they never block the event loop their
+WebRTC viewers run on.
+
+A node whose log shows a traceback or an unhandled task error fails the test that ran it:
+`NodeProcess.stop`/`kill` collect such lines (see `LOG_PROBLEMS`) and conftest's report
+hook turns them into a failure.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +32,22 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Chromium (which gathers no loopback candidates) can do WebRTC too.
 TEST_HOST = os.environ.get("AIRCLASS_TEST_HOST", "127.0.0.1")
 TEST_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+#: AIRCLASS_DATA_KEY of test nodes (a Fernet key: AI keys are encrypted at rest with it).
+TEST_DATA_KEY = "dGVzdC1kYXRhLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE="
+#: Lines in a node's log that fail the test: a crash somewhere, even if the node went on.
+LOG_PROBLEM = re.compile(
+    r"Traceback \(most recent call last\)|Task exception was never retrieved"
+    r"|Exception in callback|Task was destroyed but it is pending"
+)
+#: Problems found in node logs since the last test report (drained by conftest).
+LOG_PROBLEMS: list[str] = []
+
+
+def take_log_problems() -> list[str]:
+    """Problems found in node logs since the last call."""
+    found = LOG_PROBLEMS[:]
+    LOG_PROBLEMS.clear()
+    return found
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -60,6 +83,27 @@ async def async_wait_for(predicate, timeout: float, what: str, interval=0.05):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+async def async_http_json(
+    method: str, url: str, body: bytes | None = None, headers=None, timeout: float = 10
+):
+    """http_json for async tests (aiohttp: the event loop keeps running)."""
+    import json
+
+    import aiohttp
+
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with (
+        aiohttp.ClientSession(timeout=client_timeout) as http,
+        http.request(method, url, data=body, headers=headers or {}) as resp,
+    ):
+        raw = await resp.read()
+        status, hdrs = resp.status, resp.headers
+    try:
+        return status, json.loads(raw), hdrs
+    except ValueError:
+        return status, raw.decode(errors="replace"), hdrs
+
+
 def http_json(method: str, url: str, body: bytes | None = None, headers=None, timeout=10):
     """(status, parsed JSON or text, headers) of one HTTP request, errors included."""
     import json
@@ -80,7 +124,13 @@ class NodeProcess:
     """A real `airclass serve` process on free ports of TEST_HOST."""
 
     def __init__(
-        self, tmp_path: Path, *extra: str, env: dict | None = None, dev=True, name: str = "node"
+        self,
+        tmp_path: Path,
+        *extra: str,
+        env: dict | None = None,
+        dev=True,
+        name: str = "node",
+        check_log: bool = True,
     ) -> None:
         self.http_port = free_port()
         self.rtmp_port = free_port()
@@ -104,12 +154,35 @@ class NodeProcess:
             *(["--dev"] if dev else []),
             *extra,
         ]
-        self.env = {**os.environ, "AIRCLASS_JWT_SECRET": TEST_SECRET, **(env or {})}
+        self.env = {
+            **os.environ,
+            "AIRCLASS_JWT_SECRET": TEST_SECRET,
+            "AIRCLASS_DATA_KEY": TEST_DATA_KEY,
+            **(env or {}),
+        }
         self.proc: subprocess.Popen | None = None
+        #: Fail the test if the log shows a traceback (checked once, at stop or kill).
+        self.check_log = check_log
 
     @property
     def url(self) -> str:
         return f"http://{TEST_HOST}:{self.http_port}"
+
+    def log_problems(self) -> list[str]:
+        """Lines of the log that show a traceback or an unhandled task error, with context."""
+        lines = self.log().splitlines()
+        found = []
+        for i, line in enumerate(lines):
+            if LOG_PROBLEM.search(line):
+                found.append("\n".join(lines[max(0, i - 1) : i + 25]))
+        return found
+
+    def _check_log(self) -> None:
+        if not self.check_log:
+            return
+        self.check_log = False  # once
+        for problem in self.log_problems():
+            LOG_PROBLEMS.append(f"{self.log_path.name}:\n{problem}")
 
     def rtmp_url(self, stream: str, token: str = "") -> str:
         query = f"?token={token}" if token else ""
@@ -132,13 +205,25 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def token(self, stream: str, user_type="student", action="read", user_id="", **extra):
+    def _token_url(self, stream: str, user_type: str, action: str, user_id: str, extra) -> str:
         from urllib.parse import urlencode
 
         query = {"user_type": user_type, "action": action, "stream": stream, **extra}
         if user_id:
             query["user_id"] = user_id
-        status, body, _ = http_json("POST", f"{self.url}/api/token?{urlencode(query)}")
+        return f"{self.url}/api/token?{urlencode(query)}"
+
+    def token(self, stream: str, user_type="student", action="read", user_id="", **extra):
+        status, body, _ = http_json(
+            "POST", self._token_url(stream, user_type, action, user_id, extra)
+        )
+        assert status == 200, body
+        return body
+
+    async def atoken(self, stream: str, user_type="student", action="read", user_id="", **extra):
+        """token() for async tests."""
+        url = self._token_url(stream, user_type, action, user_id, extra)
+        status, body, _ = await async_http_json("POST", url)
         assert status == 200, body
         return body
 
@@ -146,6 +231,9 @@ class NodeProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(10)
+        with contextlib.suppress(Exception):
+            self._log.close()
+        self._check_log()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -157,6 +245,7 @@ class NodeProcess:
                 self.proc.wait(5)
         with contextlib.suppress(Exception):
             self._log.close()
+        self._check_log()
 
 
 class RedisServer:
