@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import Config, ConfigError, parse_port_range
+from .config import VIEWERS_PER_CORE, Config, ConfigError, parse_port_range
 
 
 def _env(name: str, default=None):
@@ -183,8 +183,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--capacity",
         type=int,
-        default=int(_env("CAPACITY", 150)),
-        help="viewers this node serves at most [AIRCLASS_CAPACITY, default: 150]",
+        default=int(_env("CAPACITY", 0)),
+        help="viewers this node serves at most [AIRCLASS_CAPACITY, default: "
+        f"{VIEWERS_PER_CORE} x workers]",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", 1)),
+        help="media worker processes serving WebRTC viewers; 1 serves them in the node "
+        "process [AIRCLASS_WORKERS, default: 1]",
+    )
+    serve.add_argument(
+        "--max-viewers-per-user",
+        type=int,
+        default=int(_env("MAX_VIEWERS_PER_USER", 5)),
+        help="concurrent viewer sessions per user, 0 = no limit; more get 429 "
+        "[AIRCLASS_MAX_VIEWERS_PER_USER, default: 5]",
+    )
+    serve.add_argument(
+        "--max-viewers-per-ip",
+        type=int,
+        default=int(_env("MAX_VIEWERS_PER_IP", 1000)),
+        help="concurrent viewer sessions per client address, 0 = no limit; more get 429 "
+        "[AIRCLASS_MAX_VIEWERS_PER_IP, default: 1000]",
     )
     serve.add_argument(
         "--rtmp-max-connections",
@@ -236,6 +258,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         redis_url=args.redis_url,
         mongo_url=args.mongo_url,
         capacity=args.capacity,
+        workers=args.workers,
+        max_viewers_per_user=args.max_viewers_per_user,
+        max_viewers_per_ip=args.max_viewers_per_ip,
         rtmp_max_connections=args.rtmp_max_connections,
         rtmp_max_per_ip=args.rtmp_max_per_ip,
         log_level=args.log_level,

@@ -9,6 +9,10 @@ from pathlib import Path
 #: Secret used only under --dev when AIRCLASS_JWT_SECRET is not set.
 DEV_JWT_SECRET = "airclass-dev-secret-do-not-use-in-production"
 
+#: WebRTC viewers one media worker (one core) serves, measured by scripts/bench_media.py.
+#: The default --capacity of a node is this times its worker count.
+VIEWERS_PER_CORE = 300
+
 
 class ConfigError(Exception):
     """The configuration cannot start a node."""
@@ -39,7 +43,13 @@ class Config:
     cluster_secret: str = ""
     redis_url: str = ""
     mongo_url: str = ""
-    capacity: int = 150
+    #: Viewers this node serves at most; 0: VIEWERS_PER_CORE x workers (set by validate).
+    capacity: int = 0
+    #: Media worker processes (1: viewers are served in the node process itself).
+    workers: int = 1
+    #: Concurrent viewer sessions one user / one client address may have (0: no limit).
+    max_viewers_per_user: int = 5
+    max_viewers_per_ip: int = 1000
     #: RTMP connections at once, in total and from one client address.
     rtmp_max_connections: int = 200
     rtmp_max_per_ip: int = 10
@@ -80,6 +90,14 @@ class Config:
             raise ConfigError("recording intervals, retention and disk threshold must be >= 0")
         if self.udp_ports and self.udp_ports[0] > self.udp_ports[1]:
             raise ConfigError("--udp-ports LO-HI needs LO <= HI")
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if self.udp_ports and self.udp_ports[1] - self.udp_ports[0] + 1 < self.workers:
+            raise ConfigError("--udp-ports needs at least one port per worker")
+        if self.capacity < 0 or self.max_viewers_per_user < 0 or self.max_viewers_per_ip < 0:
+            raise ConfigError("--capacity and the per-user / per-IP caps must be >= 0")
+        if not self.capacity:
+            self.capacity = VIEWERS_PER_CORE * self.workers
 
     @property
     def advertised_host(self) -> str:

@@ -1,4 +1,9 @@
-"""Wire the media services into a node: RTMP ingest with token checks, WebRTC egress."""
+"""Wire the media services into a node: RTMP ingest with token checks, WebRTC viewers.
+
+Viewers are served by the node process itself (`--workers 1`) or by media worker
+processes (`workers.pool`); either way every WHEP offer first takes an admission ticket
+(capacity, per-user and per-IP caps), released when the offer fails or the session ends.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ import logging
 import secrets
 import sys
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from airclass_media.hub import StreamBusy
+from airclass_media.hub import Stream, StreamBusy
 from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
 from airclass_media.ingest import PublishSession
 from airclass_media.rtmp.server import PublishRejected, PublishRequest, RtmpServer
@@ -18,6 +23,9 @@ from airclass_media.webrtc import WebRtcEgress
 
 from .auth import STREAM_NAME, TokenError, split_stream_key
 from .node import Node
+from .workers.admission import Admission, Ticket
+from .workers.pool import WorkerPool
+from .workers.viewers import LocalViewers, Opened, Viewers
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +48,20 @@ class MediaServices:
     def __init__(self, node: Node) -> None:
         self.node = node
         config = node.config
-        self.egress = WebRtcEgress(
-            config.ice_servers, capacity=config.capacity, public_ips=config.ice_public_ips
+        self.admission = Admission(
+            config.capacity, config.max_viewers_per_user, config.max_viewers_per_ip
         )
+        self._tickets: dict[str, Ticket] = {}
+        #: The in-process egress (`--workers 1`), None with media workers.
+        self.egress: WebRtcEgress | None = None
+        self.viewers: Viewers
+        if config.workers > 1:
+            self.viewers = WorkerPool(config, node.hub, on_closed=self._session_closed)
+        else:
+            self.egress = WebRtcEgress(
+                config.ice_servers, capacity=config.capacity, public_ips=config.ice_public_ips
+            )
+            self.viewers = LocalViewers(self.egress, on_closed=self._session_closed)
         self.rtmp = RtmpServer(
             config.host,
             config.rtmp_port,
@@ -56,9 +75,11 @@ class MediaServices:
 
     async def start(self) -> None:
         config = self.node.config
-        restrict_host_addresses(config.ice_hosts)
-        if config.udp_ports:
-            restrict_udp_ports(asyncio.get_running_loop(), *config.udp_ports)
+        if self.egress is not None:  # workers apply their own ICE settings
+            restrict_host_addresses(config.ice_hosts)
+            if config.udp_ports:
+                restrict_udp_ports(asyncio.get_running_loop(), *config.udp_ports)
+        await self.viewers.start()
         await self.rtmp.start()
         self.node.spawn(self._forget_idle_streams(), "forget-idle-streams")
         if config.demo:
@@ -103,7 +124,7 @@ class MediaServices:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.demo.wait(), 5)
         await self.rtmp.stop()
-        await self.egress.close_all()
+        await self.viewers.stop()
 
     async def _forget_idle_streams(self) -> None:
         while True:
@@ -140,31 +161,37 @@ class MediaServices:
         log.info("rtmp %s: %s publishes %s", request.peer, claims.user_id, stream_name)
         return session
 
+    # -- viewers ---------------------------------------------------------------------
+    async def open_viewer(self, stream: Stream, offer_sdp: str, user_id: str, ip: str) -> Opened:
+        """Admit and open a viewer session.
+
+        Raises AdmissionRefused (node full, too many sessions), BadOffer or Overloaded.
+        The slot is reserved before the first await, so concurrent offers cannot overshoot.
+        """
+        ticket = self.admission.reserve(user_id, ip)
+        try:
+            opened = await self.viewers.open(stream, offer_sdp, user_id)
+        except BaseException:
+            ticket.release()
+            raise
+        if self.viewers.active(opened.id):
+            self._tickets[opened.id] = ticket
+        else:
+            ticket.release()  # it ended while its answer was on the way
+        return opened
+
+    def _session_closed(self, session_id: str) -> None:
+        ticket = self._tickets.pop(session_id, None)
+        if ticket is not None:
+            ticket.release()
+
     def metrics(self) -> list:
         """Prometheus families for the media path (read at every scrape)."""
-        egress = self.egress
-        viewers = GaugeMetricFamily("airclass_webrtc_viewers", "WebRTC viewer sessions")
-        viewers.add_metric([], egress.viewer_count)
-        opened = CounterMetricFamily("airclass_webrtc_sessions_opened", "WHEP sessions opened")
-        opened.add_metric([], egress.sessions_opened)
-        replays = CounterMetricFamily(
-            "airclass_webrtc_keyframe_replays",
-            "Cached GOPs replayed to viewers that lost the picture (PLI/FIR)",
+        refused = CounterMetricFamily(
+            "airclass_whep_refused", "WHEP offers refused by admission", labels=["reason"]
         )
-        replays.add_metric([], egress.keyframe_replays)
-        delay = SummaryMetricFamily(
-            "airclass_hub_queue_delay_seconds",
-            "Ingest to hand-over to the WebRTC sender (recent packets)",
-        )
-        stats = egress.queue_delay
-        delay.add_metric([], count_value=stats.count, sum_value=0.0)
-        quantiles = GaugeMetricFamily(
-            "airclass_hub_queue_delay_quantile_seconds",
-            "Quantiles of ingest to sender hand-over delay (recent packets)",
-            labels=["quantile"],
-        )
-        for q in (0.5, 0.95, 0.99):
-            quantiles.add_metric([str(q)], stats.percentile(q))
+        for reason in ("capacity", "user", "ip"):
+            refused.add_metric([reason], self.admission.refused[reason])
         transcode = CounterMetricFamily(
             "airclass_audio_transcode_seconds", "CPU time spent in AAC->Opus", labels=["stream"]
         )
@@ -172,7 +199,7 @@ class MediaServices:
         rtmp.add_metric([], len(self.rtmp.connections))
         for session in self.publishers.values():
             transcode.add_metric([session.stream.name], session.transcode_seconds)
-        return [viewers, opened, replays, delay, quantiles, transcode, rtmp]
+        return [*self.viewers.metrics(), refused, transcode, rtmp]
 
     def _publisher_closed(self, session: PublishSession) -> None:
         self.publishers.pop(session.publisher_id, None)

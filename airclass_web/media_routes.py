@@ -10,6 +10,8 @@ from .auth import require
 from .errors import json_error
 from .media import MediaServices
 from .node import NODE, node_of
+from .workers.admission import AdmissionRefused
+from .workers.viewers import BadCandidate, IceRestart, SessionNotFound
 
 MEDIA = web.AppKey("media", MediaServices)
 VIEWER_ROLES = ("student", "teacher", "monitor")
@@ -37,7 +39,7 @@ async def whep_cors(request: web.Request, handler):
 
 
 def ice_link_headers(media: MediaServices) -> list[tuple[str, str]]:
-    return [("Link", f'<{server.urls}>; rel="ice-server"') for server in media.egress.ice_servers]
+    return [("Link", f'<{url}>; rel="ice-server"') for url in media.node.config.ice_servers]
 
 
 async def whep_options(request: web.Request) -> web.Response:
@@ -60,11 +62,12 @@ async def whep_offer(request: web.Request) -> web.Response:
     if stream is None:
         raise json_error(404, f"unknown stream {name}")
     try:
-        session = await media.egress.open(stream, offer, claims.user_id)
+        session = await media.open_viewer(stream, offer, claims.user_id, request.remote or "")
     except BadOffer as exc:
         raise json_error(400, f"malformed SDP offer: {exc}") from exc
-    except Overloaded as exc:
-        error = json_error(503, f"node is full: {exc}")
+    except (Overloaded, AdmissionRefused) as exc:
+        status = exc.status if isinstance(exc, AdmissionRefused) else 503
+        error = json_error(status, f"node is full: {exc}" if status == 503 else str(exc))
         error.headers["Retry-After"] = "5"
         raise error from exc
     location = f"/live/{name}/whep/{session.id}"
@@ -78,32 +81,30 @@ async def whep_offer(request: web.Request) -> web.Response:
     return web.Response(status=201, text=session.answer_sdp, headers=headers)
 
 
-def _session(request: web.Request):
-    media = request.app[MEDIA]
-    session = media.egress.sessions.get(request.match_info["session"])
-    if session is None or session.stream.name != request.match_info["stream"]:
-        raise json_error(404, "unknown WHEP session")
-    return media, session
-
-
 async def whep_delete(request: web.Request) -> web.Response:
-    media, session = _session(request)
-    await media.egress.close(session.id)
+    """Ends the session; 200 also for one that ended lately (the WHEP reference client
+    closes its peer connection before it sends DELETE)."""
+    media = request.app[MEDIA]
+    if not await media.viewers.close(request.match_info["session"], request.match_info["stream"]):
+        raise json_error(404, "unknown WHEP session")
     return web.Response(status=200)
 
 
 async def whep_patch(request: web.Request) -> web.Response:
-    media, session = _session(request)
+    media = request.app[MEDIA]
+    session_id, name = request.match_info["session"], request.match_info["stream"]
+    if not media.viewers.active(session_id, name):
+        raise json_error(404, "unknown WHEP session")
     if request.content_type != "application/trickle-ice-sdpfrag":
         raise json_error(415, "PATCH takes application/trickle-ice-sdpfrag")
     fragment = await request.text()
-    remote = session.pc.remoteDescription.sdp if session.pc.remoteDescription else ""
-    for line in fragment.splitlines():
-        if line.startswith("a=ice-ufrag:") and line.strip() not in remote:
-            raise json_error(422, "ICE restart is not supported; start a new session")
     try:
-        await media.egress.add_candidates(session.id, fragment)
-    except (ValueError, IndexError) as exc:
+        await media.viewers.add_candidates(session_id, name, fragment)
+    except SessionNotFound as exc:
+        raise json_error(404, "unknown WHEP session") from exc
+    except IceRestart as exc:
+        raise json_error(422, str(exc)) from exc
+    except BadCandidate as exc:
         raise json_error(400, f"bad candidate: {exc}") from exc
     return web.Response(status=204)
 
@@ -114,7 +115,7 @@ async def list_streams(request: web.Request) -> web.Response:
     streams = []
     for stream in node.hub.streams():
         status = stream.status()
-        status["viewers"] = media.egress.viewers_of(stream.name)
+        status["viewers"] = media.viewers.viewers_of(stream.name)
         streams.append(status)
     return web.json_response({"streams": streams})
 
@@ -125,8 +126,19 @@ async def stream_status(request: web.Request) -> web.Response:
     if stream is None:
         raise json_error(404, "unknown stream")
     status = stream.status()
-    status["viewers"] = request.app[MEDIA].egress.viewers_of(stream.name)
+    status["viewers"] = request.app[MEDIA].viewers.viewers_of(stream.name)
     return web.json_response(status)
+
+
+async def stream_viewers(request: web.Request) -> web.Response:
+    """Every viewer session of a stream (teacher token): status, and worker if any."""
+    node = node_of(request)
+    require(request, node.tokens, roles=("teacher",))
+    name = request.match_info["stream"]
+    if node.hub.get(name) is None:
+        raise json_error(404, "unknown stream")
+    sessions = await request.app[MEDIA].viewers.statuses(name)
+    return web.json_response({"stream": name, "viewers": sessions})
 
 
 def setup(app: web.Application) -> None:
@@ -145,3 +157,4 @@ def setup(app: web.Application) -> None:
     app.router.add_patch(whep + "/{session}", whep_patch)
     app.router.add_get("/api/streams", list_streams)
     app.router.add_get("/api/streams/{stream}", stream_status)
+    app.router.add_get("/api/streams/{stream}/viewers", stream_viewers)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 
@@ -38,8 +38,11 @@ class RelayManager:
         sign: Signer,
         kinds: Iterable[str] = DEFAULT_KINDS,
         linger: float = DEFAULT_LINGER,
+        connector: Callable[[], aiohttp.BaseConnector] | None = None,
     ) -> None:
         self.hub = hub
+        #: Makes the HTTP connector (e.g. a unix socket one, for a node's media workers).
+        self._connector = connector
         self.main_url = main_url
         self.sign = sign
         self.kinds = tuple(kinds)
@@ -50,7 +53,10 @@ class RelayManager:
         self._watch: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(connect=5, sock_read=None))
+        self._http = aiohttp.ClientSession(
+            connector=self._connector() if self._connector is not None else None,
+            timeout=aiohttp.ClientTimeout(connect=5, sock_read=None),
+        )
         self._watch = asyncio.ensure_future(self._drop_idle())
 
     async def stop(self) -> None:
@@ -110,4 +116,3 @@ class RelayManager:
 
     def status(self) -> list[dict]:
         return [client.status() for client, _task in self.relays.values()]
-

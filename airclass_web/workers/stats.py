@@ -1,0 +1,115 @@
+"""Media metrics: of one egress (in-process or inside a worker), and summed over workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+from airclass_media.webrtc import WebRtcEgress
+
+QUANTILES = (0.5, 0.95, 0.99)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def egress_snapshot(egress: WebRtcEgress) -> dict:
+    """The egress's counters as plain JSON (a worker sends this to the node every second)."""
+    delay = egress.queue_delay
+    return {
+        "viewers": egress.viewer_count,
+        "sessions_opened": egress.sessions_opened,
+        "keyframe_replays": egress.keyframe_replays,
+        "queue_delay_count": delay.count,
+        "queue_delay": {str(q): delay.percentile(q) for q in QUANTILES},
+    }
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def _families(snapshots: Iterable[dict]) -> list:
+    """The node-wide media families, from one or several egress snapshots."""
+    snapshots = list(snapshots)
+    viewers = GaugeMetricFamily("airclass_webrtc_viewers", "WebRTC viewer sessions")
+    viewers.add_metric([], sum(s["viewers"] for s in snapshots))
+    opened = CounterMetricFamily("airclass_webrtc_sessions_opened", "WHEP sessions opened")
+    opened.add_metric([], sum(s["sessions_opened"] for s in snapshots))
+    replays = CounterMetricFamily(
+        "airclass_webrtc_keyframe_replays",
+        "Cached GOPs replayed to viewers that lost the picture (PLI/FIR)",
+    )
+    replays.add_metric([], sum(s["keyframe_replays"] for s in snapshots))
+    delay = SummaryMetricFamily(
+        "airclass_hub_queue_delay_seconds",
+        "Ingest to hand-over to the WebRTC sender (recent packets)",
+    )
+    delay.add_metric([], count_value=sum(s["queue_delay_count"] for s in snapshots), sum_value=0.0)
+    quantiles = GaugeMetricFamily(
+        "airclass_hub_queue_delay_quantile_seconds",
+        "Quantiles of ingest to sender hand-over delay (recent packets; worst worker)",
+        labels=["quantile"],
+    )
+    for q in QUANTILES:
+        worst = max((s["queue_delay"][str(q)] for s in snapshots), default=0.0)
+        quantiles.add_metric([str(q)], worst)
+    return [viewers, opened, replays, delay, quantiles]
+
+
+def egress_families(egress: WebRtcEgress) -> list:
+    """Media families of the egress in this process (`--workers 1`)."""
+    return _families([egress_snapshot(egress)])
+
+
+def pool_families(workers: list[tuple[str, dict, float, int, bool]]) -> list:
+    """Summed families plus per-worker ones, labelled `worker`.
+
+    Each worker is (label, snapshot, cpu seconds, restarts, up). Counters of a worker
+    that restarted continue from its predecessors' totals (the snapshot says so).
+    """
+    families = _families(snapshot for _, snapshot, _, _, _ in workers)
+    per = {
+        "viewers": GaugeMetricFamily(
+            "airclass_worker_viewers", "Viewer sessions per media worker", labels=["worker"]
+        ),
+        "sessions_opened": CounterMetricFamily(
+            "airclass_worker_sessions_opened", "WHEP sessions opened per worker", labels=["worker"]
+        ),
+        "keyframe_replays": CounterMetricFamily(
+            "airclass_worker_keyframe_replays", "Keyframe replays per worker", labels=["worker"]
+        ),
+    }
+    delay = GaugeMetricFamily(
+        "airclass_worker_queue_delay_quantile_seconds",
+        "Ingest to sender hand-over delay per worker (recent packets)",
+        labels=["worker", "quantile"],
+    )
+    cpu = CounterMetricFamily(
+        "airclass_worker_cpu_seconds",
+        "CPU seconds (user + system) of the ingest process and of each media worker",
+        labels=["worker"],
+    )
+    cpu.add_metric(["ingest"], process_cpu_seconds(os.getpid()))
+    restarts = CounterMetricFamily(
+        "airclass_worker_restarts", "Media worker restarts", labels=["worker"]
+    )
+    up = GaugeMetricFamily(
+        "airclass_worker_up", "1 when the media worker serves", labels=["worker"]
+    )
+    for label, snapshot, cpu_seconds, restart_count, is_up in workers:
+        for key, family in per.items():
+            family.add_metric([label], snapshot[key])
+        for q in QUANTILES:
+            delay.add_metric([label, str(q)], snapshot["queue_delay"][str(q)])
+        cpu.add_metric([label], cpu_seconds)
+        restarts.add_metric([label], restart_count)
+        up.add_metric([label], 1 if is_up else 0)
+    return [*families, *per.values(), delay, cpu, restarts, up]
