@@ -90,16 +90,16 @@ class Cluster:
     # -- registry --------------------------------------------------------------------
     def record(self) -> NodeRecord:
         config = self.node.config
-        egress = self.node.media.egress if self.node.media is not None else None
+        viewers = self.node.media.viewers if self.node.media is not None else None
         return NodeRecord(
             node_id=config.node_id,
             role=config.role,
             url=config.http_url,
             capacity=config.capacity,
-            load=egress.viewer_count if egress is not None else 0,
+            load=viewers.viewer_count if viewers is not None else 0,
             rtmp_url=config.rtmp_url if config.role != "sub" else "",
             streams=sorted(s.name for s in self.node.hub.live_streams()),
-            viewers=sorted({v.user_id for v in egress.sessions.values()}) if egress else [],
+            viewers=sorted(viewers.user_ids()) if viewers is not None else [],
         )
 
     async def _beat(self) -> None:
