@@ -29,6 +29,9 @@ class Claims:
     stream: str  # a stream name, or "*" for any stream
     session_id: str
     expires_at: int
+    #: When the token was issued (Unix seconds, millisecond precision): a password
+    #: change revokes older teacher tokens.
+    issued_at: float = 0.0
 
     def allows_stream(self, name: str) -> bool:
         return self.stream in ("*", name)
@@ -56,7 +59,8 @@ class TokenService:
             raise ValueError(f"unknown role {role!r}")
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
-        now = int(time.time())
+        issued = time.time()
+        now = int(issued)
         expires_at = now + (ttl or self.ttl)
         payload = {
             "sub": user_id,
@@ -65,6 +69,7 @@ class TokenService:
             "stream": stream,
             "sid": session_id,
             "iat": now,
+            "iatm": int(issued * 1000),
             "exp": expires_at,
         }
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM), expires_at
@@ -93,6 +98,7 @@ class TokenService:
             stream=str(payload.get("stream", "*")),
             session_id=str(payload.get("sid", "")),
             expires_at=int(payload["exp"]),
+            issued_at=float(payload.get("iatm", payload.get("iat", 0) * 1000)) / 1000,
         )
 
 

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import VIEWERS_PER_CORE, Config, ConfigError, parse_port_range
+from .config import DEV_JWT_SECRET, VIEWERS_PER_CORE, Config, ConfigError, parse_port_range
 
 
 def _env(name: str, default=None):
@@ -99,8 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--host",
-        default=_env("HOST", "0.0.0.0"),
-        help="address to bind HTTP and RTMP [AIRCLASS_HOST, default: 0.0.0.0]",
+        default=_env("HOST"),
+        help="address to bind HTTP and RTMP [AIRCLASS_HOST, default: 0.0.0.0; "
+        "127.0.0.1 under --dev]",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=None,
+        metavar="IP/CIDR",
+        help="reverse proxy whose X-Forwarded-For gives the client address (rate limits, "
+        "password attempts); repeatable [AIRCLASS_TRUSTED_PROXY, comma-separated]",
+    )
+    serve.add_argument(
+        "--ip-rate-limit",
+        type=float,
+        default=float(_env("IP_RATE_LIMIT", 5)),
+        help="/api/token and /api/sessions/join requests per second per client address, "
+        "burst ten times that, 0 = no limit [AIRCLASS_IP_RATE_LIMIT, default: 5]",
     )
     serve.add_argument(
         "--http-port",
@@ -149,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dev",
         action="store_true",
         default=_env_flag("DEV"),
-        help="development mode: dev JWT secret, publish tokens without "
-        "credentials [AIRCLASS_DEV=1]",
+        help="development mode, INSECURE: dev JWT secret, teacher tokens without "
+        "credentials, every stream public, binds 127.0.0.1 unless --host [AIRCLASS_DEV=1]",
     )
     serve.add_argument(
         "--demo",
@@ -229,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_recording_options(serve)
     serve.epilog = (
         "Secrets come only from the environment: AIRCLASS_JWT_SECRET (required unless "
-        "--dev), AIRCLASS_CLUSTER_SECRET (main/sub), AIRCLASS_TEACHER_PASSWORD."
+        "--dev, 32+ bytes), AIRCLASS_CLUSTER_SECRET (main/sub, 32+ bytes), "
+        "AIRCLASS_DATA_KEY (Fernet keys for AI keys at rest), AIRCLASS_METRICS_TOKEN "
+        "(Bearer token for /metrics), AIRCLASS_TEACHER_PASSWORD."
     )
     from .classroom.cli import add_teacher_command
 
@@ -238,8 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    host = args.host or ("127.0.0.1" if args.dev else "0.0.0.0")
     return Config(
-        host=args.host,
+        host=host,
+        trusted_proxies=args.trusted_proxy or _env_list("TRUSTED_PROXY"),
+        ip_rate_limit=args.ip_rate_limit,
+        metrics_token=_env("METRICS_TOKEN", ""),
+        data_keys=_env("DATA_KEY", ""),
         http_port=args.http_port,
         rtmp_port=args.rtmp_port,
         ice_hosts=args.ice_host if args.ice_host else _env_list("ICE_HOST"),
@@ -275,6 +298,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 async def _serve(config: Config) -> None:
     from .app import create_node
+
+    if config.dev:
+        logging.getLogger("airclass").warning(
+            "--dev: INSECURE development mode: %s, teacher tokens without credentials, "
+            "every stream public, /metrics open. Never use it on a network.",
+            "the public dev JWT secret"
+            if config.jwt_secret == DEV_JWT_SECRET
+            else "AIRCLASS_JWT_SECRET",
+        )
 
     node, app = create_node(config)
     stop = asyncio.Event()

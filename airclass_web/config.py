@@ -12,6 +12,8 @@ DEV_JWT_SECRET = "airclass-dev-secret-do-not-use-in-production"
 #: WebRTC viewers one media worker (one core) serves, measured by scripts/bench_media.py.
 #: The default --capacity of a node is this times its worker count.
 VIEWERS_PER_CORE = 300
+#: Shortest AIRCLASS_JWT_SECRET / AIRCLASS_CLUSTER_SECRET accepted (bytes).
+MIN_SECRET_BYTES = 32
 
 
 class ConfigError(Exception):
@@ -56,6 +58,16 @@ class Config:
     #: Largest request body accepted (bytes); larger gets 413.
     max_body: int = 256 * 1024
     log_level: str = "INFO"
+    #: Proxies (IPs/CIDRs) whose X-Forwarded-For is believed for the client address.
+    trusted_proxies: list[str] = field(default_factory=list)
+    #: /api/token and /api/sessions/join requests per second per client address (burst
+    #: ten times that); 0 = unlimited.
+    ip_rate_limit: float = 5.0
+    #: Bearer token /metrics requires (AIRCLASS_METRICS_TOKEN); without one, /metrics is
+    #: open only under --dev.
+    metrics_token: str = ""
+    #: Fernet key(s) for data at rest (AI keys), comma-separated; the first encrypts.
+    data_keys: str = ""
     #: Recording (recorder/): segment length, screenshot interval (0 = none), retention
     #: in days (0 = keep), free disk below which recording refuses/stops, auto-recorded
     #: streams ("*" = all), seconds a stream may stay offline before its recording ends.
@@ -76,6 +88,28 @@ class Config:
                     "or run with --dev for development."
                 )
             self.jwt_secret = DEV_JWT_SECRET
+        for name, value in (
+            ("AIRCLASS_JWT_SECRET", self.jwt_secret),
+            ("AIRCLASS_CLUSTER_SECRET", self.cluster_secret),
+        ):
+            if value and len(value.encode()) < MIN_SECRET_BYTES:
+                raise ConfigError(
+                    f"{name} is {len(value.encode())} bytes; it must be at least "
+                    f"{MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+                )
+        if self.data_keys:
+            from .crypto import DataKeyError, data_cipher
+
+            try:
+                data_cipher(self.data_keys)
+            except DataKeyError as exc:
+                raise ConfigError(str(exc)) from exc
+        try:
+            from .limits import parse_networks
+
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"--trusted-proxy: {exc}") from exc
         if self.role not in ("standalone", "main", "sub"):
             raise ConfigError(f"unknown role {self.role!r}")
         if self.role == "sub" and not self.main_url:

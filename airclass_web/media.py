@@ -21,8 +21,10 @@ from airclass_media.ingest import PublishSession
 from airclass_media.rtmp.server import PublishRejected, PublishRequest, RtmpServer
 from airclass_media.webrtc import WebRtcEgress
 
+from .access import AccessDenied
 from .auth import STREAM_NAME, TokenError, split_stream_key
 from .node import Node
+from .store import StoreError
 from .workers.admission import Admission, Ticket
 from .workers.pool import WorkerPool
 from .workers.viewers import LocalViewers, Opened, Viewers
@@ -148,6 +150,13 @@ class MediaServices:
             raise PublishRejected("NetStream.Publish.Rejected", "token may not publish")
         if not claims.allows_stream(stream_name):
             raise PublishRejected("NetStream.Publish.Rejected", "token is for another stream")
+        try:  # a revoked token, or another teacher's stream (ownership: airclass_web.access)
+            await self.node.access.check_teacher_token(claims)
+            await self.node.access.claim(stream_name, claims.user_id)
+        except AccessDenied as exc:
+            raise PublishRejected("NetStream.Publish.Rejected", exc.message) from exc
+        except StoreError as exc:
+            raise PublishRejected("NetStream.Publish.Failed", f"store: {exc}") from exc
         stream = self.node.hub.stream(stream_name)
         publisher_id = f"rtmp-{request.peer}-{secrets.token_hex(3)}"
         try:

@@ -10,6 +10,7 @@ from .auth import require
 from .errors import json_error
 from .media import MediaServices
 from .node import NODE, node_of
+from .token_routes import visible_streams
 from .workers.admission import AdmissionRefused
 from .workers.viewers import BadCandidate, IceRestart, SessionNotFound
 
@@ -113,7 +114,10 @@ async def list_streams(request: web.Request) -> web.Response:
     node = node_of(request)
     media = request.app[MEDIA]
     streams = []
+    visible = await visible_streams(request, [s.name for s in node.hub.streams()])
     for stream in node.hub.streams():
+        if stream.name not in visible:  # private streams: only their owner and class
+            continue
         status = stream.status()
         status["viewers"] = media.viewers.viewers_of(stream.name)
         streams.append(status)
@@ -123,7 +127,7 @@ async def list_streams(request: web.Request) -> web.Response:
 async def stream_status(request: web.Request) -> web.Response:
     node = node_of(request)
     stream = node.hub.get(request.match_info["stream"])
-    if stream is None:
+    if stream is None or not await visible_streams(request, [stream.name]):
         raise json_error(404, "unknown stream")
     status = stream.status()
     status["viewers"] = request.app[MEDIA].viewers.viewers_of(stream.name)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .errors import json_error
 from .node import NODE, Node
 
 
@@ -44,7 +47,20 @@ class NodeCollector:
         yield from self.node.extra_metrics()
 
 
+def check_metrics_access(request: web.Request) -> None:
+    """/metrics names every stream: it needs `Authorization: Bearer AIRCLASS_METRICS_TOKEN`
+    (open without one only under --dev)."""
+    config = request.app[NODE].config
+    if config.metrics_token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), config.metrics_token.encode()):
+            raise json_error(401, "metrics need Authorization: Bearer AIRCLASS_METRICS_TOKEN")
+    elif not config.dev:
+        raise json_error(403, "metrics are off: set AIRCLASS_METRICS_TOKEN to scrape them")
+
+
 async def metrics(request: web.Request) -> web.Response:
+    check_metrics_access(request)
     registry: CollectorRegistry = request.app[REGISTRY]
     body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -48,6 +48,9 @@ class Node:
         self.stream_resolver: Callable[[str], Awaitable[Stream | None]] | None = None
         #: The persistent store (airclass_web.store.Store), set by classroom.setup.
         self.store = None
+        #: Stream ownership / viewing rules (airclass_web.access.StreamAccess), set by
+        #: token_routes.setup.
+        self.access = None
 
     def add_metrics(self, source: Callable[[], list]) -> None:
         """source() returns Prometheus metric families; read at every scrape."""

@@ -7,12 +7,15 @@ from aiohttp import web
 
 from .auth import STREAM_NAME
 from .node import node_of
+from .token_routes import visible_streams
 
 
 @aiohttp_jinja2.template("index.html")
 async def index(request: web.Request) -> dict:
     node = node_of(request)
-    return {"streams": [s.status() for s in node.hub.streams()], "config": node.config}
+    visible = await visible_streams(request, [s.name for s in node.hub.streams()])
+    streams = [s.status() for s in node.hub.streams() if s.name in visible]
+    return {"streams": streams, "config": node.config}
 
 
 @aiohttp_jinja2.template("student.html")

@@ -15,10 +15,11 @@ from recorder import metadata
 from recorder.manager import RecordingError, RecordingManager
 from recorder.settings import RecorderSettings
 
-from .auth import STREAM_NAME, Claims, require
+from .access import AccessDenied
+from .auth import STREAM_NAME, Claims
 from .errors import json_error
 from .node import NODE, Node, node_of
-from .token_routes import request_params
+from .token_routes import denied, request_params, signed_in_teacher
 
 RECORDER = web.AppKey("recorder", RecordingManager)
 ERROR_STATUS = {"not_found": 404, "conflict": 409, "not_live": 409, "disk_low": 507}
@@ -30,14 +31,35 @@ def manager_of(request: web.Request) -> RecordingManager:
     return request.app[RECORDER]
 
 
-def teacher(request: web.Request, stream: str | None = None) -> Claims:
-    """A signed-in teacher's claims (401 without a valid token, 403 otherwise)."""
-    claims = require(request, node_of(request).tokens, roles=("teacher",))
-    if claims.action not in ("publish", "admin"):
-        raise json_error(403, "sign in as a teacher (this token may only read)")
-    if stream is not None and not claims.allows_stream(stream):
-        raise json_error(403, f"token is not valid for stream {stream}")
+async def teacher(request: web.Request, stream: str | None = None) -> Claims:
+    """A signed-in teacher's claims (401 without a valid or with a revoked token, 403
+    otherwise); with `stream`, also 403 unless the teacher owns that stream."""
+    claims = await signed_in_teacher(request)
+    if stream is not None:
+        if not claims.allows_stream(stream):
+            raise json_error(403, f"token is not valid for stream {stream}")
+        await require_owner(request, stream, claims)
     return claims
+
+
+async def require_owner(request: web.Request, stream: str, claims: Claims) -> None:
+    """403 unless these claims' teacher owns the stream (recordings belong to the owner
+    of their stream)."""
+    try:
+        await node_of(request).access.require_owner(stream, claims.user_id)
+    except AccessDenied as exc:
+        raise denied(exc) from exc
+
+
+async def owned(request: web.Request, claims: Claims, docs: list[dict]) -> list[dict]:
+    """The documents (with a "stream") whose stream this teacher owns."""
+    access = node_of(request).access
+    mine = []
+    for doc in docs:
+        stream = doc.get("stream", "")
+        if claims.allows_stream(stream) and await access.owner(stream) in (None, claims.user_id):
+            mine.append(doc)
+    return mine
 
 
 def failed(exc: RecordingError) -> web.HTTPException:
@@ -89,7 +111,7 @@ async def start(request: web.Request) -> web.Response:
     stream = str(params.get("stream", ""))
     if not STREAM_NAME.match(stream):
         raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
-    claims = teacher(request, stream)
+    claims = await teacher(request, stream)
     session_id = str(params.get("session_id") or claims.session_id or "")[:128]
     try:
         doc = await manager_of(request).start_recording(stream, session_id, reason="manual")
@@ -111,7 +133,7 @@ async def stop(request: web.Request) -> web.Response:
         if doc is None:
             raise json_error(404, f"unknown recording {recording_id}")
         stream = doc["stream"]
-    teacher(request, stream)
+    await teacher(request, stream)
     try:
         doc = await manager.stop_recording(stream=stream, recording_id=recording_id)
     except RecordingError as exc:
@@ -121,34 +143,35 @@ async def stop(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    claims = teacher(request)
+    claims = await teacher(request)
     body = manager_of(request).status()
-    body["recordings"] = [d for d in body["recordings"] if claims.allows_stream(d["stream"])]
+    body["recordings"] = await owned(request, claims, body["recordings"])
     return web.json_response(body)
 
 
 async def list_recordings(request: web.Request) -> web.Response:
-    claims = teacher(request)
+    claims = await teacher(request)
     stream = request.query.get("stream") or None
-    docs = await manager_of(request).list(stream)
+    docs = await owned(request, claims, await manager_of(request).list(stream))
     node = node_of(request)
     ttl = node.config.token_ttl
-    docs = [with_urls(node, d, ttl) for d in docs if claims.allows_stream(d.get("stream", ""))]
+    docs = [with_urls(node, d, ttl) for d in docs]
     return web.json_response({"recordings": docs})
 
 
 async def storage(request: web.Request) -> web.Response:
-    teacher(request)
+    await teacher(request)
     return web.json_response(await manager_of(request).storage())
 
 
 async def _teacher_doc(request: web.Request) -> dict:
-    claims = teacher(request)
+    claims = await teacher(request)
     doc = await manager_of(request).get(request.match_info["id"])
     if doc is None:
         raise json_error(404, "unknown recording")
     if not claims.allows_stream(doc.get("stream", "")):
         raise json_error(403, f"token is not valid for stream {doc.get('stream')}")
+    await require_owner(request, doc.get("stream", ""), claims)
     return doc
 
 
@@ -190,9 +213,11 @@ async def vod_list_page(request: web.Request) -> dict:
 
 @aiohttp_jinja2.template("vod.html")
 async def vod_page(request: web.Request) -> dict:
+    """The player page: only for a signed link (teachers' list links are signed too)."""
     rid = request.match_info["id"]
     if not metadata.RECORDING_ID.match(rid):
         raise json_error(404, "unknown recording")
+    check_signature(request, rid)
     return {"recording_id": rid}
 
 

@@ -1,15 +1,19 @@
-"""POST /api/token: tokens for students, teachers and monitors."""
+"""POST /api/token: tokens for students, teachers and monitors; stream claims and the
+public flag; the admission guards (client address, rate limits, password attempts)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import secrets
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from .auth import STREAM_NAME
+from .access import AccessDenied, StreamAccess
+from .auth import STREAM_NAME, Claims, TokenError, require, token_from_request
 from .errors import json_error
+from .limits import IpRateLimit, Network, PasswordLimiter, TokenBuckets, client_ip, parse_networks
 from .node import Node, node_of
 
 log = logging.getLogger(__name__)
@@ -19,15 +23,84 @@ USER_TYPES = ("student", "teacher", "monitor")
 
 #: The one identity the interim shared password (AIRCLASS_TEACHER_PASSWORD) stands for.
 BOOTSTRAP_TEACHER = "teacher"
+#: Under --dev, a teacher token asked for without credentials nor user_id is for this one.
+DEV_TEACHER = "dev-teacher"
+#: Wrong join codes per client address: 10, then one every 3 s (guessing an 8-character
+#: code from 31 letters at that rate takes longer than a school exists).
+JOIN_FAIL_BURST, JOIN_FAIL_REFILL = 10, 3.0
+
+
+@dataclass
+class Guards:
+    """The node's admission guards, shared by every route."""
+
+    trusted: list[Network]
+    passwords: PasswordLimiter
+    token_rate: IpRateLimit
+    join_rate: IpRateLimit
+    join_failures: TokenBuckets
+
+    def ip(self, request: web.Request) -> str:
+        return client_ip(request, self.trusted)
+
+
+GUARDS = web.AppKey("guards", Guards)
+
+
+def guards_of(request: web.Request) -> Guards:
+    return request.app[GUARDS]
+
+
+def access_of(request: web.Request) -> StreamAccess:
+    return node_of(request).access
+
+
+def denied(exc: AccessDenied) -> web.HTTPException:
+    return json_error(exc.status, exc.message)
+
+
+def optional_claims(request: web.Request) -> Claims | None:
+    """The request's token claims, or None (anonymous, bad or expired token)."""
+    token = token_from_request(request)
+    if not token:
+        return None
+    try:
+        return node_of(request).tokens.verify(token)
+    except TokenError:
+        return None
+
+
+async def visible_streams(request: web.Request, names: list[str]) -> set[str]:
+    """The stream names this caller may see listed: public ones (every one under --dev),
+    a signed-in teacher's own, a class member's stream."""
+    return await access_of(request).visible(names, optional_claims(request))
+
+
+async def signed_in_teacher(request: web.Request) -> Claims:
+    """The claims of a signed-in teacher's token (publish/admin action, not revoked):
+    401 without a valid token, 403 for another role or a read-only teacher token."""
+    claims = require(request, node_of(request).tokens, roles=("teacher",))
+    if claims.action not in ("publish", "admin"):
+        raise json_error(403, "sign in as a teacher (this token may only read)")
+    try:
+        await access_of(request).check_teacher_token(claims)
+    except AccessDenied as exc:
+        raise denied(exc) from exc
+    return claims
 
 
 async def check_teacher_password(node: Node, request: web.Request, params: dict) -> str | None:
     """Interim teacher credential: the node's AIRCLASS_TEACHER_PASSWORD.
 
-    Returns the identity it proves (always BOOTSTRAP_TEACHER), or None."""
+    Returns the identity it proves (always BOOTSTRAP_TEACHER), or None. The attempt
+    counts on the password limiter first."""
     expected = node.config.teacher_password
     given = str(params.get("password", ""))
-    if expected and hmac.compare_digest(given.encode(), expected.encode()):
+    if not expected or not given:
+        return None
+    keys = guards_of(request).passwords.attempt(guards_of(request).ip(request), BOOTSTRAP_TEACHER)
+    if hmac.compare_digest(given.encode(), expected.encode()):
+        guards_of(request).passwords.succeeded(keys)
         return BOOTSTRAP_TEACHER
     return None
 
@@ -67,6 +140,8 @@ async def viewer_whep_url(node: Node, request: web.Request, user_id: str, stream
 
 async def issue_token(request: web.Request) -> web.Response:
     node = node_of(request)
+    guards = guards_of(request)
+    guards.token_rate.check(guards.ip(request), "token")
     params = await request_params(request)
     user_type = str(params.get("user_type", "student"))
     action = str(params.get("action", "read"))
@@ -82,13 +157,28 @@ async def issue_token(request: web.Request) -> web.Response:
         raise json_error(400, "user_id too long")
     if action == "publish" and user_type != "teacher":
         raise json_error(403, "only teachers may publish")
+    access = node.access
     if user_type == "teacher":
         # A teacher token's identity comes only from verified credentials, never from the
         # caller's user_id. Under --dev a caller without credentials may name itself.
         identity = await node.teacher_auth(node, request, params)
         if identity is None and not node.config.dev:
             raise json_error(401, "teacher credentials required")
-        user_id = identity or user_id
+        user_id = identity or str(params.get("user_id") or DEV_TEACHER)
+    try:
+        if action == "publish":
+            await access.claim(stream, user_id)  # 403: another teacher's stream
+        elif user_type == "teacher":
+            if not await access.is_public(stream):
+                await access.require_owner(stream, user_id)
+        elif not await access.is_public(stream):
+            raise AccessDenied(
+                403,
+                f"stream {stream} is private: join its class session, or its teacher "
+                "marks it public",
+            )
+    except AccessDenied as exc:
+        raise denied(exc) from exc
     if action == "publish":
         node.hub.stream(stream)  # announce: viewers may now wait for it
     if action == "read":
@@ -108,10 +198,56 @@ async def issue_token(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+def _stream_param(request: web.Request) -> str:
+    stream = request.match_info["stream"]
+    if not STREAM_NAME.match(stream):
+        raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
+    return stream
+
+
+def stream_view(doc: dict) -> dict:
+    return {"stream": doc["id"], "owner": doc["owner"], "public": bool(doc.get("public"))}
+
+
+async def claim_stream(request: web.Request) -> web.Response:
+    """POST /api/streams/NAME/claim (teacher): make an unclaimed stream yours."""
+    claims = await signed_in_teacher(request)
+    try:
+        doc = await access_of(request).claim(_stream_param(request), claims.user_id)
+    except AccessDenied as exc:
+        raise denied(exc) from exc
+    return web.json_response(stream_view(doc))
+
+
+async def set_public(request: web.Request) -> web.Response:
+    """PUT /api/streams/NAME/public {"public": bool} (its owner): anyone may watch it."""
+    claims = await signed_in_teacher(request)
+    params = await request_params(request)
+    public = params.get("public", True)
+    if not isinstance(public, bool):
+        public = str(public).lower() in ("1", "true", "yes", "on")
+    try:
+        doc = await access_of(request).set_public(_stream_param(request), claims.user_id, public)
+    except AccessDenied as exc:
+        raise denied(exc) from exc
+    return web.json_response(stream_view(doc))
+
+
 def setup(app: web.Application) -> None:
     from .node import NODE
 
     node = app[NODE]
+    config = node.config
+    node.access = StreamAccess(lambda: node.store, config.dev)
+    app[GUARDS] = Guards(
+        trusted=parse_networks(config.trusted_proxies),
+        passwords=PasswordLimiter(),
+        token_rate=IpRateLimit(config.ip_rate_limit),
+        join_rate=IpRateLimit(config.ip_rate_limit),
+        join_failures=TokenBuckets(JOIN_FAIL_BURST, JOIN_FAIL_REFILL),
+    )
     if node.teacher_auth is None:
         node.teacher_auth = check_teacher_password
     app.router.add_post("/api/token", issue_token)
+    app.router.add_post("/api/streams/{stream}/claim", claim_stream)
+    app.router.add_put("/api/streams/{stream}/public", set_public)

@@ -42,6 +42,12 @@ async def new_session(api: Api, teacher: str = "kim", stream: str = "math"):
     return token, data["session_id"], data["join_code"]
 
 
+async def open_monitor_token(api: Api, node: NodeProcess, teacher_token: str) -> str:
+    """A monitor token from /api/token, bound to no session: only for a public stream."""
+    await api.ok("PUT", "/api/streams/open-room/public", {"public": True}, token=teacher_token)
+    return node.token("open-room", user_type="monitor")["token"]
+
+
 def sqlite_rows(node: NodeProcess, sql: str, *args):
     conn = sqlite3.connect(node.data_dir / "airclass.sqlite3")
     try:
@@ -85,11 +91,12 @@ async def test_cli_accounts_login_and_encrypted_api_key(api: Api, classroom_node
     doc = json.loads(stored)
     assert secret_key not in stored and doc["api_key_encrypted"]
     assert doc["password_hash"].startswith("scrypt$") and PASSWORD not in stored
-    from airclass_web.classroom.teachers import fernet_for
+    from cryptography.fernet import Fernet
 
-    from .support import TEST_SECRET
+    from .support import TEST_DATA_KEY
 
-    assert fernet_for(TEST_SECRET).decrypt(doc["api_key_encrypted"].encode()).decode() == (
+    # Encrypted with AIRCLASS_DATA_KEY (not derived from the JWT secret).
+    assert Fernet(TEST_DATA_KEY.encode()).decrypt(doc["api_key_encrypted"].encode()).decode() == (
         secret_key
     )
 
@@ -118,7 +125,7 @@ async def test_teacher_cannot_mint_another_teachers_token(api: Api):
 
     kim_token, _, _ = await new_session(api, "kim", stream="kims-class")
     lee_token = await api.login("lee")
-    q = "/api/token?user_type=teacher&action=publish&stream=math&user_id=kim"
+    q = "/api/token?user_type=teacher&action=publish&stream=lees-room&user_id=kim"
     for creds, token in (({}, lee_token), ({"username": "lee", "password": PASSWORD}, "")):
         status, body = await api.call("POST", q, creds, token=token)
         assert status == 200
@@ -131,7 +138,7 @@ async def test_teacher_cannot_mint_another_teachers_token(api: Api):
 
 async def test_sessions_join_and_bad_input(api: Api, classroom_node):
     token, sid, code = await new_session(api)
-    assert len(code) == 6
+    assert len(code) == 8
     # Bad / missing / wrong-role tokens.
     body = {"title": "x", "stream": "math"}
     assert (await api.call("POST", "/api/sessions", body))[0] == 401
@@ -218,8 +225,8 @@ async def test_websocket_auth_errors(api: Api, classroom_node):
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await api.http.ws_connect(f"{base}/ws/session/ses-unknown?token={token}")
     assert info.value.status == 404
-    # An open /api/token monitor token is bound to no session: refused.
-    monitor = classroom_node.token("math", user_type="monitor")["token"]
+    # An open /api/token monitor token (of a public stream) is bound to no session: refused.
+    monitor = await open_monitor_token(api, classroom_node, token)
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await api.http.ws_connect(f"{base}/ws/session/{sid}?token={monitor}")
     assert info.value.status == 403
@@ -500,7 +507,7 @@ async def test_engagement_and_confusion(api: Api, classroom_node):
     mon = await api.ok("POST", f"/api/sessions/{sid}/monitor-token", token=token)
     assert (await api.call("GET", f"/api/engagement/session/{sid}", token=mon["token"]))[0] == 200
     assert (await api.call("GET", f"/api/engagement/session/{sid}", token=a["token"]))[0] == 403
-    open_monitor = classroom_node.token("math", user_type="monitor")["token"]
+    open_monitor = await open_monitor_token(api, classroom_node, token)
     assert (await api.call("GET", f"/api/engagement/session/{sid}", token=open_monitor))[0] == 403
     assert (await api.call("GET", f"/api/engagement/student/{sid}/stu-nope", token=token))[0] == 404
     for ws in (teacher, sa, sb):

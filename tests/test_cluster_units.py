@@ -112,8 +112,12 @@ def test_full_subs_are_skipped_then_no_capacity():
     assigner = Assigner()
     full, free = sub(1, capacity=2, load=2), sub(2, capacity=3)
     assert {assigner.choose(f"u{i}", [full, free]).url for i in range(3)} == {free.url}
+    # Tokens alone fill nothing: `free` is full once its heartbeat reports the three
+    # viewer sessions (their WHEP POSTs).
+    assert assigner.choose("u4", [full, free]).url == free.url
+    free.viewers, free.load = ["u0", "u1", "u2"], 3
     with pytest.raises(NoCapacity) as err:
-        assigner.choose("u4", [full, free])  # three pending on `free`
+        assigner.choose("u4", [full, free])
     assert err.value.full
     with pytest.raises(NoCapacity) as err:
         assigner.choose("u5", [NodeRecord("m", "main", "http://m", 150)])

@@ -30,7 +30,7 @@ async def _with_teachers(args: argparse.Namespace, action):
     config = Config(data_dir=Path(args.data_dir), mongo_url=args.mongo_url)
     store = await open_store(config)
     try:
-        return await action(TeacherService(store, ""))
+        return await action(TeacherService(store))
     finally:
         await store.close()
 
@@ -40,13 +40,13 @@ def teacher_add(args: argparse.Namespace) -> int:
         password = read_password()
 
         async def add(teachers: TeacherService):
-            await teachers.add(args.username, password, replace=args.reset)
+            await teachers.add(args.username, password, replace=args.replace)
 
         asyncio.run(_with_teachers(args, add))
     except ClassroomError as exc:
         print(f"airclass: {exc.message}", file=sys.stderr)
         return 1
-    print(f"teacher {args.username} {'updated' if args.reset else 'added'}")
+    print(f"teacher {args.username} {'updated' if args.replace else 'added'}")
     return 0
 
 
@@ -69,7 +69,13 @@ def add_teacher_command(commands, add_store_options: Callable) -> None:
         "terminal (first line), else asked twice.",
     )
     add.add_argument("username")
-    add.add_argument("--reset", action="store_true", help="replace an existing password")
+    add.add_argument(
+        "--replace",
+        "--reset",
+        dest="replace",
+        action="store_true",
+        help="replace an existing password; revokes every token issued before",
+    )
     add_store_options(add)
     add.set_defaults(handler=teacher_add)
     lst = sub.add_parser("list", help="list teacher accounts")

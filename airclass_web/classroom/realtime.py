@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
+from ..access import AccessDenied
 from ..auth import TokenError, token_from_request
 from ..errors import json_error
 from .errors import ClassroomError
@@ -194,6 +195,10 @@ class RealtimeHub:
                 name = await c.sessions.student_name(session["id"], claims.user_id)
         except ClassroomError as exc:
             raise json_error(exc.status, exc.message) from exc
+        try:
+            await c.node.access.check_teacher_token(claims)  # revoked by a password change
+        except AccessDenied as exc:
+            raise json_error(exc.status, exc.message) from exc
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME)
         await ws.prepare(request)
         client = Client(ws, session["id"], role, claims.user_id, name)
@@ -251,6 +256,8 @@ class RealtimeHub:
             "quiz": None,
             "limits": {"message_bytes": MAX_MESSAGE, "chat_length": c.chat_max_length},
         }
+        if client.role != "teacher":  # the join code is the teacher's to hand out
+            message["session"].pop("join_code", None)
         if client.role == "student":
             message["muted"] = client.user_id in (session.get("muted") or [])
             if quiz:

@@ -9,16 +9,20 @@ import time
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..auth import Claims, TokenError, require, token_from_request
+from ..access import AccessDenied
+from ..auth import STREAM_NAME, Claims, TokenError, require, token_from_request
 from ..errors import json_error
+from ..limits import too_many
 from ..node import node_of
 from ..token_routes import (
     check_teacher_password,
+    denied,
+    guards_of,
     public_base_url,
     request_params,
+    signed_in_teacher,
     viewer_whep_url,
 )
-from .chat import RateLimiter
 from .errors import ClassroomError
 from .quiz import staff_view
 from .service import Classroom
@@ -27,8 +31,7 @@ from .sessions import is_teacher_claims, public_session
 log = logging.getLogger(__name__)
 
 CLASSROOM = web.AppKey("classroom", Classroom)
-#: Failed sign-ins per client address and username: 10, then one every 6 seconds.
-login_limiter = RateLimiter(burst=10, refill=6.0)
+EVERY_ROLE = ("teacher", "student", "monitor")
 
 
 def classroom_of(request: web.Request) -> Classroom:
@@ -48,17 +51,19 @@ def api(handler):
     return wrapped
 
 
-def claims_of(request: web.Request, *roles: str) -> Claims:
-    return require(
+async def claims_of(request: web.Request, *roles: str) -> Claims:
+    """The token's claims; a teacher token revoked by a password change gets 401."""
+    claims = require(
         request, node_of(request).tokens, roles=roles or ("teacher", "student", "monitor")
     )
-
-
-def teacher_claims(request: web.Request) -> Claims:
-    claims = claims_of(request, "teacher")
-    if not is_teacher_claims(claims):
-        raise json_error(403, "sign in as a teacher (this token may only read)")
+    try:
+        await node_of(request).access.check_teacher_token(claims)
+    except AccessDenied as exc:
+        raise denied(exc) from exc
     return claims
+
+
+teacher_claims = signed_in_teacher
 
 
 async def teacher_auth(node, request: web.Request, params: dict) -> str | None:
@@ -74,13 +79,17 @@ async def teacher_auth(node, request: web.Request, params: dict) -> str | None:
         try:
             claims = node.tokens.verify(token)
             if is_teacher_claims(claims):
+                await node.access.check_teacher_token(claims)
                 return claims.user_id
-        except TokenError:
+        except (TokenError, AccessDenied):
             pass
     username, password = str(params.get("username", "")), str(params.get("password", ""))
     if username and password:
+        guards = guards_of(request)
+        keys = guards.passwords.attempt(guards.ip(request), username)  # counts first
         teacher = await classroom.teachers.authenticate(username, password)
         if teacher is not None:
+            guards.passwords.succeeded(keys)
             return teacher["username"]
     if await classroom.teachers.count() == 0:
         return await check_teacher_password(node, request, params)
@@ -93,13 +102,12 @@ async def login(request: web.Request) -> web.Response:
     c = classroom_of(request)
     params = await request_params(request)
     username = str(params.get("username", ""))[:64]
-    key = (request.remote or "", username)
-    if not login_limiter.available(key):
-        raise ClassroomError(429, "too many failed sign-in attempts; wait a moment")
+    guards = guards_of(request)
+    keys = guards.passwords.attempt(guards.ip(request), username)  # counts before checking
     teacher = await c.teachers.authenticate(username, str(params.get("password", "")))
     if teacher is None:
-        login_limiter.allow(key)  # only failures count
         raise ClassroomError(401, "wrong username or password")
+    guards.passwords.succeeded(keys)
     token, expires_at = c.node.tokens.issue(
         role="teacher", user_id=teacher["username"], action="publish", stream="*"
     )
@@ -111,7 +119,7 @@ async def login(request: web.Request) -> web.Response:
 
 @api
 async def me(request: web.Request) -> web.Response:
-    claims = teacher_claims(request)
+    claims = await teacher_claims(request)
     c = classroom_of(request)
     teacher = await c.store.get_teacher(claims.user_id)
     return web.json_response(
@@ -125,7 +133,7 @@ async def me(request: web.Request) -> web.Response:
 
 @api
 async def set_api_key(request: web.Request) -> web.Response:
-    claims = teacher_claims(request)
+    claims = await teacher_claims(request)
     params = await request_params(request)
     key = params.get("api_key", "")
     if not isinstance(key, str):
@@ -137,10 +145,16 @@ async def set_api_key(request: web.Request) -> web.Response:
 # -- sessions ---------------------------------------------------------------------------
 @api
 async def create_session(request: web.Request) -> web.Response:
-    claims = teacher_claims(request)
+    claims = await teacher_claims(request)
     c = classroom_of(request)
     params = await request_params(request)
-    session = await c.sessions.create(claims.user_id, params.get("title"), params.get("stream"))
+    stream = params.get("stream")
+    if isinstance(stream, str) and STREAM_NAME.match(stream):
+        try:
+            await c.node.access.claim(stream, claims.user_id)  # 403: another's stream
+        except AccessDenied as exc:
+            raise denied(exc) from exc
+    session = await c.sessions.create(claims.user_id, params.get("title"), stream)
     c.node.hub.stream(session["stream"])  # announce: students may wait for it
     return web.json_response(
         {
@@ -154,7 +168,7 @@ async def create_session(request: web.Request) -> web.Response:
 
 @api
 async def list_sessions(request: web.Request) -> web.Response:
-    claims = teacher_claims(request)
+    claims = await teacher_claims(request)
     return web.json_response(
         {"sessions": await classroom_of(request).sessions.list_for_teacher(claims.user_id)}
     )
@@ -164,7 +178,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, role = await c.session_for(
-        claims_of(request), request.match_info["session_id"], ("teacher", "student", "monitor")
+        await claims_of(request), request.match_info["session_id"], EVERY_ROLE
     )
     body = public_session(session)
     if role == "monitor":
@@ -176,8 +190,16 @@ async def get_session(request: web.Request) -> web.Response:
 async def join_session(request: web.Request) -> web.Response:
     c = classroom_of(request)
     node = c.node
+    guards = guards_of(request)
+    ip = guards.ip(request)
+    guards.join_rate.check(ip, "join")
     params = await request_params(request)
+    # A join code attempt counts before the code is checked; a good one is given back.
+    wait = guards.join_failures.take(ip)
+    if wait:
+        raise too_many("too many wrong join codes from this address; wait", wait)
     session, student_id, name = await c.sessions.join(params.get("join_code"), params.get("name"))
+    guards.join_failures.give_back(ip)
     stream = session["stream"]
     whep_url = await viewer_whep_url(node, request, student_id, stream)
     token, expires_at = node.tokens.issue(
@@ -205,7 +227,7 @@ async def join_session(request: web.Request) -> web.Response:
 async def end_session(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
-        teacher_claims(request), request.match_info["session_id"], ("teacher",)
+        await teacher_claims(request), request.match_info["session_id"], ("teacher",)
     )
     return web.json_response(public_session(await c.end_session(session)))
 
@@ -213,7 +235,7 @@ async def end_session(request: web.Request) -> web.Response:
 @api
 async def monitor_token(request: web.Request) -> web.Response:
     c = classroom_of(request)
-    claims = teacher_claims(request)
+    claims = await teacher_claims(request)
     session, _ = await c.session_for(claims, request.match_info["session_id"], ("teacher",))
     token, expires_at = c.node.tokens.issue(
         role="monitor",
@@ -236,7 +258,7 @@ async def monitor_token(request: web.Request) -> web.Response:
 async def chat_history(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
-        claims_of(request), request.match_info["session_id"], ("teacher", "student", "monitor")
+        await claims_of(request), request.match_info["session_id"], EVERY_ROLE
     )
     try:
         limit = int(request.query.get("limit", 50))
@@ -248,7 +270,7 @@ async def chat_history(request: web.Request) -> web.Response:
 @api
 async def post_chat(request: web.Request) -> web.Response:
     c = classroom_of(request)
-    claims = claims_of(request)
+    claims = await claims_of(request)
     session, role = await c.session_for(
         claims, request.match_info["session_id"], ("teacher", "student")
     )
@@ -264,7 +286,7 @@ async def post_chat(request: web.Request) -> web.Response:
 @api
 async def quiz_create(request: web.Request) -> web.Response:
     c = classroom_of(request)
-    claims = claims_of(request)
+    claims = await claims_of(request)
     params = await request_params(request)
     session, _ = await c.session_for(claims, params.get("session_id"), ("teacher",))
     quiz = await c.create_quiz(session, params, claims.user_id)
@@ -275,7 +297,7 @@ async def quiz_create(request: web.Request) -> web.Response:
 async def quiz_publish(request: web.Request) -> web.Response:
     c = classroom_of(request)
     params = await request_params(request)
-    quiz, _, _ = await c.quiz_for(claims_of(request), params.get("quiz_id"), ("teacher",))
+    quiz, _, _ = await c.quiz_for(await claims_of(request), params.get("quiz_id"), ("teacher",))
     quiz = await c.quizzes.publish_quiz(await c.quizzes.get(quiz["id"], fresh=True))
     return web.json_response({"quiz": staff_view(quiz)})
 
@@ -284,7 +306,7 @@ async def quiz_publish(request: web.Request) -> web.Response:
 async def quiz_close(request: web.Request) -> web.Response:
     c = classroom_of(request)
     params = await request_params(request)
-    quiz, _, _ = await c.quiz_for(claims_of(request), params.get("quiz_id"), ("teacher",))
+    quiz, _, _ = await c.quiz_for(await claims_of(request), params.get("quiz_id"), ("teacher",))
     quiz = await c.quizzes.close(await c.quizzes.get(quiz["id"], fresh=True))
     return web.json_response({"quiz": staff_view(quiz), "stats": await c.quizzes.statistics(quiz)})
 
@@ -292,7 +314,7 @@ async def quiz_close(request: web.Request) -> web.Response:
 @api
 async def quiz_response(request: web.Request) -> web.Response:
     c = classroom_of(request)
-    claims = claims_of(request)
+    claims = await claims_of(request)
     params = await request_params(request)
     quiz, session, _ = await c.quiz_for(claims, params.get("quiz_id"), ("student",))
     doc = await c.answer(quiz, session, claims.user_id, params.get("answer"))
@@ -311,7 +333,7 @@ async def quiz_response(request: web.Request) -> web.Response:
 async def quiz_statistics(request: web.Request) -> web.Response:
     c = classroom_of(request)
     quiz, _, _ = await c.quiz_for(
-        claims_of(request), request.match_info["quiz_id"], ("teacher", "monitor")
+        await claims_of(request), request.match_info["quiz_id"], ("teacher", "monitor")
     )
     return web.json_response(await c.quizzes.statistics(quiz))
 
@@ -320,7 +342,7 @@ async def quiz_statistics(request: web.Request) -> web.Response:
 async def quiz_list(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
-        claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
+        await claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
     )
     quizzes = await c.quizzes.for_session(session["id"])
     return web.json_response({"quizzes": [staff_view(q) for q in quizzes]})
@@ -331,7 +353,7 @@ async def quiz_list(request: web.Request) -> web.Response:
 async def engagement_session(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
-        claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
+        await claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
     )
     return web.json_response(await c.engagement.session_report(session))
 
@@ -340,7 +362,7 @@ async def engagement_session(request: web.Request) -> web.Response:
 async def engagement_student(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
-        claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
+        await claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
     )
     report = await c.engagement.student_report(session, request.match_info["student_id"])
     if report is None:

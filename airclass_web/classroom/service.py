@@ -29,7 +29,11 @@ class Classroom:
         self.node = node
         self.store: Store = store or make_store(node.config)
         self.bus: EventBus = make_bus(node.config.node_id, self.on_event, node.config.redis_url)
-        self.teachers = TeacherService(self.store, node.config.jwt_secret)
+        self.teachers = TeacherService(
+            self.store,
+            node.config.data_keys,
+            dev_key_dir=node.config.data_dir if node.config.dev else None,
+        )
         self.sessions = SessionService(self.store)
         self.chat = ChatService(self.store, self.publish)
         self.engagement = EngagementService(self.store, self.publish)

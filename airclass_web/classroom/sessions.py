@@ -9,9 +9,10 @@ from ..auth import STREAM_NAME, Claims
 from ..store import DuplicateError, Store
 from .errors import ClassroomError
 
-#: Join codes: 6 characters without look-alikes (0/O, 1/I/L).
+#: Join codes: 8 characters without look-alikes (0/O, 1/I/L): 31^8 ~ 8.5e11 codes, so
+#: guessing one at the limited rate of wrong codes (token_routes.JOIN_FAIL_*) is hopeless.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
-CODE_LENGTH = 6
+CODE_LENGTH = 8
 MAX_TITLE = 200
 MAX_NAME = 40
 #: Cached session documents are re-read after this many seconds.

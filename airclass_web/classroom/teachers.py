@@ -1,4 +1,5 @@
-"""Teacher accounts: scrypt password hashes, sign-in, API keys encrypted at rest (Fernet)."""
+"""Teacher accounts: scrypt password hashes, sign-in, token revocation on a password change,
+API keys encrypted at rest (Fernet with AIRCLASS_DATA_KEY, see airclass_web.crypto)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import hmac
 import re
 import secrets
 import time
+from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import InvalidToken, MultiFernet
 
+from ..crypto import DataKeyError, data_cipher, dev_data_keys
 from ..store import DuplicateError, Store
 from .errors import ClassroomError
 
@@ -50,12 +53,6 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-def fernet_for(secret: str) -> Fernet:
-    """Fernet key derived from the JWT secret (HKDF-like: HMAC-SHA256 with a label)."""
-    key = hmac.new(secret.encode(), b"airclass teacher api-key encryption v1", "sha256").digest()
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise ClassroomError(400, f"password must have at least {MIN_PASSWORD} characters")
@@ -64,9 +61,13 @@ def check_new_password(password: str) -> None:
 
 
 class TeacherService:
-    def __init__(self, store: Store, secret: str) -> None:
+    def __init__(self, store: Store, data_keys: str = "", *, dev_key_dir: Path | None = None):
+        """data_keys: AIRCLASS_DATA_KEY; dev_key_dir: under --dev, where a key file may be
+        made when there is none."""
         self.store = store
-        self._fernet = fernet_for(secret) if secret else None
+        self._data_keys = data_keys
+        self._dev_key_dir = dev_key_dir
+        self._cipher: MultiFernet | None = None
         # A hash to spend the same time on unknown usernames (no user enumeration).
         self._dummy_hash = hash_password(secrets.token_hex(8))
 
@@ -79,12 +80,20 @@ class TeacherService:
         if existing is not None:
             if not replace:
                 raise ClassroomError(409, f"teacher {username} already exists")
-            return await self.store.update("teachers", existing["id"], {"password_hash": hashed})
+            # A new password revokes every token issued before it.
+            return await self.store.update(
+                "teachers",
+                existing["id"],
+                {"password_hash": hashed, "tokens_valid_after": time.time()},
+            )
+        now = time.time()
         doc = {
             "id": username,
             "username": username,
             "password_hash": hashed,
-            "created_at": time.time(),
+            "created_at": now,
+            # Tokens for this name from before the account existed (bootstrap, --dev) die.
+            "tokens_valid_after": now,
             "api_key_encrypted": None,
         }
         try:
@@ -107,10 +116,23 @@ class TeacherService:
     async def list(self) -> list[dict]:
         return await self.store.find("teachers", order_by="username")
 
-    def _require_fernet(self) -> Fernet:
-        if self._fernet is None:
-            raise ClassroomError(500, "no secret to encrypt API keys with")
-        return self._fernet
+    def _require_fernet(self) -> MultiFernet:
+        if self._cipher is None:
+            keys = self._data_keys
+            if not keys and self._dev_key_dir is not None:
+                keys = dev_data_keys(self._dev_key_dir)
+            if not keys:
+                raise ClassroomError(
+                    503,
+                    "AI keys are stored encrypted with AIRCLASS_DATA_KEY, which is not set "
+                    "on this node: set it (a Fernet key) to store API keys",
+                    code="no_data_key",
+                )
+            try:
+                self._cipher = data_cipher(keys)
+            except DataKeyError as exc:
+                raise ClassroomError(503, str(exc), code="no_data_key") from exc
+        return self._cipher
 
     async def set_api_key(self, username: str, api_key: str) -> None:
         """Store the key encrypted (empty string clears it)."""
@@ -127,4 +149,6 @@ class TeacherService:
         try:
             return self._require_fernet().decrypt(teacher["api_key_encrypted"].encode()).decode()
         except InvalidToken as exc:
-            raise ClassroomError(500, "API key cannot be decrypted (JWT secret changed?)") from exc
+            raise ClassroomError(
+                500, "API key cannot be decrypted (AIRCLASS_DATA_KEY changed?)"
+            ) from exc

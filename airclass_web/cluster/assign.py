@@ -6,6 +6,11 @@ highest score among the healthy subs that have room. "Room" is the node's capaci
 to keep a class evenly spread, at most (1 + BALANCE) times its fair share of the
 current viewers (consistent hashing with bounded loads). A student already watching on
 (or just sent to) a live sub stays there. When a sub leaves only its own students move.
+
+Capacity counts only real viewer sessions, which exist from the WHEP POST on (the sub
+reports them in its heartbeat; it refuses offers beyond its capacity itself). Users just
+sent somewhere (a token from /api/token) only steer the balance: a stranger asking for
+tokens in a loop cannot make the cluster look full.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from collections.abc import Iterable
 
 from .registry import NodeRecord
 
-#: A token handed out counts on its sub's load until the sub's heartbeat shows the viewer.
+#: A user just sent to a sub counts towards its share (not its capacity) this long.
 PENDING_SECONDS = 10.0
+#: At most this many pending users are remembered per sub (strangers cannot grow it).
+MAX_PENDING = 10_000
 #: A sub may take this much more than its fair share of the viewers.
 BALANCE = 0.05
 
@@ -57,11 +64,21 @@ class Assigner:
         return set(node.viewers) | set(self._pending.get(node.url, ()))
 
     def load(self, node: NodeRecord, user_id: str = "") -> int:
-        """Sessions on the node plus pending users, not counting `user_id`."""
+        """Sessions on the node plus pending users, not counting `user_id` (for the
+        balance between subs)."""
         users = self.users(node)
         users.discard(user_id)
-        extra_sessions = max(node.load - len(set(node.viewers)), 0)  # same user twice
-        return len(users) + extra_sessions
+        return len(users) + self._extra_sessions(node)
+
+    def seated(self, node: NodeRecord, user_id: str = "") -> int:
+        """Viewer sessions the node reports, not counting `user_id` (for its capacity)."""
+        viewers = set(node.viewers)
+        viewers.discard(user_id)
+        return len(viewers) + self._extra_sessions(node)
+
+    @staticmethod
+    def _extra_sessions(node: NodeRecord) -> int:
+        return max(node.load - len(set(node.viewers)), 0)  # same user twice
 
     def choose(self, user_id: str, nodes: Iterable[NodeRecord]) -> NodeRecord:
         """The sub for this user, or NoCapacity."""
@@ -69,25 +86,32 @@ class Assigner:
         subs = _dedupe(n for n in nodes if n.role == "sub")
         if not subs:
             raise NoCapacity("no sub node is available", full=False)
+        seated = {node.url: self.seated(node, user_id) for node in subs}
         for node in subs:
-            if user_id in self.users(node):
-                return self._assign(user_id, node)  # already there: stay
+            if user_id in node.viewers:
+                return self._assign(user_id, node)  # already watching there: stay
+        for node in subs:
+            if user_id in self._pending.get(node.url, ()) and seated[node.url] < node.capacity:
+                return self._assign(user_id, node)  # just sent there: stay
         loads = {node.url: self.load(node, user_id) for node in subs}
         total = sum(loads.values()) + 1
         capacity = sum(max(n.capacity, 1) for n in subs)
         for node in rank(user_id, subs):
             share = math.ceil((1 + self.balance) * total * max(node.capacity, 1) / capacity)
-            if loads[node.url] < min(node.capacity, share):
+            if loads[node.url] < share and seated[node.url] < node.capacity:
                 return self._assign(user_id, node)
         for node in rank(user_id, subs):  # everyone is above their share: any room left
-            if loads[node.url] < node.capacity:
+            if seated[node.url] < node.capacity:
                 return self._assign(user_id, node)
         raise NoCapacity(f"all {len(subs)} sub nodes are full", full=True)
 
     def _assign(self, user_id: str, node: NodeRecord) -> NodeRecord:
         for users in self._pending.values():
             users.pop(user_id, None)
-        self._pending.setdefault(node.url, {})[user_id] = time.monotonic() + self.pending_seconds
+        pending = self._pending.setdefault(node.url, {})
+        if len(pending) >= MAX_PENDING:
+            pending.pop(next(iter(pending)))  # the oldest
+        pending[user_id] = time.monotonic() + self.pending_seconds
         return node
 
     def _expire(self) -> None:

@@ -13,6 +13,7 @@ from relay.server import DEFAULT_KINDS
 from ..auth import STREAM_NAME
 from ..errors import json_error
 from ..node import node_of
+from ..token_routes import visible_streams
 from .registry import RegistryError
 from .service import Cluster
 from .signing import SignatureError
@@ -41,7 +42,11 @@ async def list_nodes(request: web.Request) -> web.Response:
     except RegistryError as exc:
         raise json_error(503, f"registry unreachable: {exc}") from exc
     nodes.sort(key=lambda n: (n.role != "main", n.role, n.url))
-    body = {"self": node_of(request).config.node_id, "nodes": [n.public() for n in nodes]}
+    records = [n.public() for n in nodes]
+    visible = await visible_streams(request, sorted({s for r in records for s in r["streams"]}))
+    for record in records:  # private streams are not listed to strangers
+        record["streams"] = [s for s in record["streams"] if s in visible]
+    body = {"self": node_of(request).config.node_id, "nodes": records}
     return web.json_response(body)
 
 
@@ -113,6 +118,11 @@ async def relay_status(request: web.Request) -> web.Response:
         body["serving"] = cluster.relay_server.status()
     if cluster.relays is not None:
         body["pulling"] = cluster.relays.status()
+    names = sorted({r["stream"] for key in ("serving", "pulling") for r in body.get(key, [])})
+    visible = await visible_streams(request, names)
+    for key in ("serving", "pulling"):  # private streams are not listed to strangers
+        if key in body:
+            body[key] = [r for r in body[key] if r["stream"] in visible]
     return web.json_response(body)
 
 

@@ -1,0 +1,134 @@
+"""Who may do what with a stream: ownership, public viewing, revoked teacher tokens.
+
+A stream belongs to the teacher who first claims it (creates a class session on it, gets a
+publish token for it, publishes it, or claims it explicitly). The owner alone may publish,
+record, stop, share and delete its recordings, and mark it public. Anyone may watch a
+public stream; everyone else watches through a class session's join token. Under --dev
+every stream is public. Ownership lives in the store (shared by a cluster's nodes); nodes
+cache what they read for a moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from .auth import Claims
+
+log = logging.getLogger(__name__)
+
+#: Stream documents and teachers' revocation times are re-read after this many seconds.
+CACHE_SECONDS = 2.0
+_MISSING: dict = {}
+
+
+class AccessDenied(Exception):
+    """The caller may not do this (HTTP `status`: 401 revoked token, 403 not yours)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class StreamAccess:
+    def __init__(self, store: Callable[[], object], dev: bool) -> None:
+        """store: returns the node's opened Store (set up after this service)."""
+        self._store = store
+        self.dev = dev
+        self._streams: dict[str, tuple[float, dict]] = {}
+        self._valid_after: dict[str, tuple[float, float]] = {}
+
+    @property
+    def store(self):
+        store = self._store()
+        if store is None:
+            raise AccessDenied(503, "the store is not available")
+        return store
+
+    # -- streams ---------------------------------------------------------------------
+    async def stream(self, name: str, *, fresh: bool = False) -> dict | None:
+        """The stream's document ({id, owner, public, claimed_at}) or None if unclaimed."""
+        cached = self._streams.get(name)
+        if cached and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1] or None
+        doc = await self.store.get_stream(name)
+        self._remember(name, doc)
+        return doc
+
+    def _remember(self, name: str, doc: dict | None) -> None:
+        if len(self._streams) > 10_000:
+            self._streams.clear()
+        self._streams[name] = (time.monotonic(), doc or _MISSING)
+
+    async def owner(self, name: str) -> str | None:
+        doc = await self.stream(name)
+        return doc["owner"] if doc else None
+
+    async def claim(self, name: str, teacher: str) -> dict:
+        """Make `teacher` the owner of an unclaimed stream; AccessDenied 403 when another
+        teacher owns it. Returns the stream's document."""
+        doc = await self.stream(name)
+        if doc is None:
+            doc = await self.store.claim_stream(name, teacher, time.time())
+            self._remember(name, doc)
+            if doc["owner"] == teacher:
+                log.info("stream %s now belongs to %s", name, teacher)
+        if doc["owner"] != teacher:
+            raise AccessDenied(403, f"stream {name} belongs to another teacher")
+        return doc
+
+    async def require_owner(self, name: str, teacher: str) -> None:
+        """AccessDenied 403 unless `teacher` owns the stream (or nobody does yet)."""
+        owner = await self.owner(name)
+        if owner is not None and owner != teacher:
+            raise AccessDenied(403, f"stream {name} belongs to another teacher")
+
+    async def set_public(self, name: str, teacher: str, public: bool) -> dict:
+        await self.claim(name, teacher)
+        doc = await self.store.set_stream_public(name, public)
+        self._remember(name, doc)
+        log.info("stream %s marked %s by %s", name, "public" if public else "private", teacher)
+        return doc
+
+    async def is_public(self, name: str) -> bool:
+        if self.dev:
+            return True
+        doc = await self.stream(name)
+        return bool(doc and doc.get("public"))
+
+    async def may_view(self, name: str, claims: Claims | None) -> bool:
+        """May a caller with these claims (None: anonymous) get a read token / see it?"""
+        if await self.is_public(name):
+            return True
+        if claims is None:
+            return False
+        if claims.role == "teacher" and claims.action in ("publish", "admin"):
+            return await self.owner(name) in (None, claims.user_id)
+        return claims.role in ("student", "monitor") and claims.session_id != "" and (
+            claims.stream == name
+        )
+
+    async def visible(self, names: list[str], claims: Claims | None) -> set[str]:
+        """The names among these a caller may see listed."""
+        return {n for n in names if await self.may_view(n, claims)}
+
+    # -- teacher tokens ----------------------------------------------------------------
+    async def check_teacher_token(self, claims: Claims) -> None:
+        """AccessDenied 401 when the teacher's password changed after this token."""
+        if claims.role != "teacher":
+            return
+        cached = self._valid_after.get(claims.user_id)
+        if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+            valid_after = cached[1]
+        else:
+            teacher = await self.store.get_teacher(claims.user_id)
+            valid_after = float(teacher.get("tokens_valid_after") or 0) if teacher else 0.0
+            if len(self._valid_after) > 10_000:
+                self._valid_after.clear()
+            self._valid_after[claims.user_id] = (time.monotonic(), valid_after)
+        # Tokens carry milliseconds: compare at that precision.
+        if claims.issued_at < math.floor(valid_after * 1000) / 1000:
+            raise AccessDenied(401, "token revoked (the password changed); sign in again")
