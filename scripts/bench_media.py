@@ -105,13 +105,14 @@ def run_publisher(url: str, clip: Path) -> None:
     import av
 
     with av.open(str(clip)) as probe:
-        duration = probe.duration / 1_000_000  # microseconds
         fps = float(probe.streams.video[0].average_rate)
     start = time.monotonic()
-    offset = 0.0  # seconds of clip already sent (loops)
+    offset = 0.0  # output time (s) at which the current pass of the clip starts
     with av.open(url, "w", format="flv", timeout=10) as out:
         streams = None
+        lowest = 0.0  # earliest dts in the clip (AAC priming makes it negative)
         while True:
+            end = offset
             with av.open(str(clip)) as src:
                 if streams is None:
                     streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
@@ -119,7 +120,9 @@ def run_publisher(url: str, clip: Path) -> None:
                     if packet.dts is None:
                         continue
                     in_tb = packet.time_base
+                    lowest = min(lowest, float(packet.dts * in_tb))
                     at = offset + float(packet.dts * in_tb)
+                    end = max(end, at + float((packet.duration or 0) * in_tb))
                     wait = start + at - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)  # real-time pacing of a copied clip
@@ -133,7 +136,8 @@ def run_publisher(url: str, clip: Path) -> None:
                     out.mux(packet)
                     if is_video:
                         print(index, time.time(), flush=True)
-            offset += duration
+            # The next pass starts where this one ended: timestamps keep rising.
+            offset = end - lowest
 
 
 # -- probe process: one decoding aiortc viewer --------------------------------------------
