@@ -40,8 +40,10 @@ class Cluster:
         self.tmp = tmp
         self.redis = RedisServer(tmp).start()
         self.main = NodeProcess(
-            tmp, "--role", "main", "--redis-url", self.redis.url, env=CLUSTER_ENV, name="main"
-        ).start()
+            tmp, "--role", "main", "--redis-url", self.redis.url,
+            "--ip-rate-limit", "0",  # the spread test asks for hundreds of tokens at once
+            env=CLUSTER_ENV, name="main",
+        ).start()  # fmt: skip
         # Room for the 300 students of the spread test (tokens count for a while).
         self.subs = [self.start_sub(f"sub{i}", "--capacity", str(SUB_CAPACITY)) for i in (1, 2)]
         self.publisher = None
