@@ -1,33 +1,44 @@
-"""Process-wide adjustments to aiortc for a passthrough server, applied on import.
+"""Everything AIRClass takes over from aiortc, in one place, each with its reason.
 
-aiortc has no options for these, so each is made at the narrowest point and kept here,
-in one place, with the reason:
+aiortc (pinned to 1.16.x in pyproject.toml; tests/test_fanout.py checks every internal
+used here) negotiates, runs ICE (aioice) and DTLS, reads RTCP and sends sender reports.
+It has no options for what follows, so each change is made at the narrowest point:
+
 - H.264 High and Main profiles are added to the codecs it negotiates (it lists only
   Baseline), so browsers are told the truth about OBS/Android High profile streams.
-- Its sender accepts `RtpReady` (payloads cut once per stream, shared by every viewer)
-  besides frames and `av.Packet`s, which it would packetize again for every viewer.
-- Its NTP clock (two calls per RTP packet sent) is computed from `time.time_ns()` rather
-  than through `datetime` objects: same value, a fraction of the cost.
+- A viewer's RTP is sent by `airclass_media.fanout`, not by aiortc's per-packet sender
+  loop (`RTCRtpSender._run_rtp`: an `RtpPacket` object, a serialize, an SRTP call and a
+  `sendto` per packet per viewer; 78 % of a loaded node's time). `take_over_rtp`
+  replaces that loop on each viewer's sender with one that hands the fan-out what it
+  needs: the negotiated payload types, SSRCs and header-extension bytes, the DTLS
+  transport's SRTP session, and the socket and remote address of the nominated ICE
+  pair (dup'ed, so the fan-out can use `sendmsg` with UDP GSO, which asyncio lacks).
+  aiortc's RTCP loop keeps sending sender reports from the counters we update, and its
+  NACK and PLI/FIR handling calls into the fan-out (`_retransmit`, `_send_keyframe`).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
 
-import aiortc.clock
-import aiortc.rtcrtpsender
+from aiortc import RTCRtpSender
 from aiortc.codecs import CODECS
-from aiortc.codecs.h264 import H264Encoder
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from .packets import MediaPacket
+from .fanout import RtpBinding, UdpPath
+
+log = logging.getLogger(__name__)
 
 #: H.264 profiles negotiated besides aiortc's Baseline ones.
 EXTRA_H264_PROFILES = ("64001f", "4d001f")
-CLOCK_RATES = {"video": 90_000, "audio": 48_000}
-#: Seconds from the NTP epoch (1900) to the Unix epoch (1970).
-NTP_UNIX_OFFSET = 2_208_988_800
+#: Send buffer asked for each viewer's socket: a keyframe burst to many viewers.
+SEND_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 def _register_h264_profiles() -> None:
@@ -67,57 +78,108 @@ def _register_h264_profiles() -> None:
 _register_h264_profiles()
 
 
-@dataclass(slots=True)
-class RtpReady:
-    """An encoded packet already cut into RTP payloads, with its RTP timestamp."""
+def take_over_rtp(
+    sender: RTCRtpSender,
+    run: Callable[[RtpBinding], Awaitable[None]],
+    on_keyframe_request: Callable[[], None],
+    on_nack: Callable[[int], None],
+) -> None:
+    """Replace this sender's RTP loop: once DTLS is up aiortc starts `_run_rtp(codec)`;
+    ours describes the viewer's RTP stream and awaits `run(binding)` until the sender
+    stops (its task is cancelled by `RTCRtpSender.stop`)."""
 
-    payloads: list[bytes]
-    timestamp: int
+    async def run_rtp(codec: RTCRtpCodecParameters) -> None:
+        sender._RTCRtpSender__rtp_started.set()
+        try:
+            await run(describe(sender, codec))
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("RTP fan-out of a %s sender failed", sender.kind)
+        finally:
+            sender._RTCRtpSender__rtp_exited.set()
 
+    async def retransmit(sequence_number: int) -> None:
+        on_nack(sequence_number)
 
-def rtp_ready(packet: MediaPacket, pts: int | None = None) -> RtpReady:
-    """RTP payloads of a packet, packetized once per stream and shared by every viewer.
-
-    aiortc would otherwise split and fragment the same H.264 access unit again for each
-    viewer; only the RTP header and SRTP are left per viewer. `pts` gives a viewer its
-    own timestamp (GOP catch-up) with the shared payloads.
-    """
-    ready = packet.rtp
-    if ready is None:
-        if packet.kind == "video":
-            payloads = H264Encoder._packetize(H264Encoder._split_bitstream(packet.data))
-        else:
-            payloads = [packet.data]
-        ready = packet.rtp = RtpReady(payloads, packet.pts * CLOCK_RATES[packet.kind] // 1_000_000)
-    if pts is None or pts == packet.pts:
-        return ready
-    return RtpReady(ready.payloads, pts * CLOCK_RATES[packet.kind] // 1_000_000)
-
-
-_original_get_encoder = aiortc.rtcrtpsender.get_encoder
-
-
-def _get_encoder(codec):
-    """aiortc's encoder, taught to send RtpReady packets as they are."""
-    encoder = _original_get_encoder(codec)
-    pack = encoder.pack
-
-    def pack_ready(data):
-        if isinstance(data, RtpReady):
-            return data.payloads, data.timestamp
-        return pack(data)
-
-    encoder.pack = pack_ready
-    return encoder
+    sender._run_rtp = run_rtp
+    sender._retransmit = retransmit
+    sender._send_keyframe = on_keyframe_request
 
 
-aiortc.rtcrtpsender.get_encoder = _get_encoder
+def _header(
+    payload_type: int, ssrc: int, mid: str | None, extensions: HeaderExtensionsMap
+) -> tuple[int, bytes]:
+    """(first byte, bytes after the timestamp) of this stream's RTP header."""
+    packet = RtpPacket(payload_type=payload_type, ssrc=ssrc)
+    packet.extensions.mid = mid
+    raw = packet.serialize(extensions)
+    return raw[0], raw[8:]
 
 
-def current_ntp_time() -> int:
-    """64-bit NTP timestamp of now, as aiortc.clock.current_ntp_time but cheaper."""
-    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
-    return ((seconds + NTP_UNIX_OFFSET) << 32) | (nanos << 32) // 1_000_000_000
+def _udp_path(sender: RTCRtpSender) -> UdpPath:
+    """The nominated ICE pair's socket (dup'ed) and remote address; aioice's own send
+    path when it is not a plain UDP socket (a TURN relay, for instance)."""
+    connection = sender.transport.transport._connection
+    pair = connection._nominated.get(1)
+    if pair is None:
+        raise ConnectionError("no nominated ICE pair")
+    transport = getattr(pair.protocol, "transport", None)
+    raw = transport.get_extra_info("socket") if transport is not None else None
+    if pair.local_candidate.type == "host" and raw is not None and raw.type == socket.SOCK_DGRAM:
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        return UdpPath(sock, pair.remote_addr)
+
+    def fallback(data: bytes) -> None:
+        asyncio.ensure_future(connection.send(data))
+
+    return UdpPath(None, pair.remote_addr, fallback)
 
 
-aiortc.clock.current_ntp_time = current_ntp_time
+def describe(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> RtpBinding:
+    """Everything the fan-out needs to send this sender's RTP stream."""
+    mid = sender._RTCRtpSender__mid
+    extensions = sender._RTCRtpSender__rtp_header_extensions_map
+    first_byte, tail = _header(codec.payloadType, sender._ssrc, mid, extensions)
+    rtx_type = sender._RTCRtpSender__rtx_payload_type
+    rtx_tail = _header(rtx_type, sender._rtx_ssrc, mid, extensions)[1] if rtx_type else b""
+
+    def report(rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None:
+        # What aiortc's own loop records per packet; its RTCP loop builds reports from it.
+        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+        sender._RTCRtpSender__ntp_timestamp = ntp_timestamp
+        sender._RTCRtpSender__packet_count += packets
+        sender._RTCRtpSender__octet_count += octets
+
+    return RtpBinding(
+        kind=sender.kind,
+        payload_type=codec.payloadType,
+        header_tail=tail,
+        first_byte=first_byte,
+        protect=sender.transport._tx_srtp.protect,
+        path=_udp_path(sender),
+        rtx_payload_type=rtx_type,
+        rtx_header_tail=rtx_tail,
+        report=report,
+        initial_sequence=int.from_bytes(os.urandom(2)) % 32768,
+        timestamp_origin=int.from_bytes(os.urandom(4)),
+    )
+
+
+def receiver_report(sender: RTCRtpSender) -> dict:
+    """The viewer's latest RTCP receiver report figures for this sender."""
+    out: dict = {}
+    rtt = sender._RTCRtpSender__rtt
+    if rtt is not None:
+        out["rtt_ms"] = round(rtt * 1000, 1)
+    for stats in sender._RTCRtpSender__stats.values():
+        if stats.type == "remote-inbound-rtp":
+            out["packets_lost"] = stats.packetsLost
+            out["fraction_lost"] = round(stats.fractionLost / 256, 4)
+            out["jitter_ms"] = round(
+                stats.jitter * 1000 / (90_000 if sender.kind == "video" else 48_000), 2
+            )
+    return out

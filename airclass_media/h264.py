@@ -221,3 +221,54 @@ def parse_sps(sps: bytes) -> SpsInfo:
     return SpsInfo(
         width, height, PROFILES.get(profile_idc, str(profile_idc)), profile_idc, level_idc
     )
+
+
+#: RTP payload types of RFC 6184 used when packetizing.
+STAP_A = 24
+FU_A = 28
+
+
+def rtp_payloads(access_unit: bytes, max_size: int) -> list[bytes]:
+    """RTP payloads (RFC 6184, packetization-mode 1) of one Annex-B access unit.
+
+    Small NAL units travel together in STAP-A packets; a NAL unit larger than `max_size`
+    is cut into FU-A fragments that are ALL exactly `max_size` bytes but the last. Equal
+    sizes let a frame go out in one UDP GSO call (equal-size segments); aiortc's own
+    packetizer spreads the bytes evenly, so its fragments differ by one byte.
+    """
+    payloads: list[bytes] = []
+    pending: list[bytes] = []  # small NAL units waiting to be aggregated
+    pending_size = 1  # the STAP-A header byte
+
+    def flush() -> None:
+        nonlocal pending, pending_size
+        if len(pending) == 1:
+            payloads.append(pending[0])
+        elif pending:
+            nri = max(nal[0] & 0x60 for nal in pending)
+            parts = [bytes([nri | STAP_A])]
+            for nal in pending:
+                parts.append(len(nal).to_bytes(2, "big"))
+                parts.append(nal)
+            payloads.append(b"".join(parts))
+        pending = []
+        pending_size = 1
+
+    for nal in split_annexb(access_unit):
+        if len(nal) > max_size:
+            flush()
+            indicator = (nal[0] & 0xE0) | FU_A
+            nal_type = nal[0] & 0x1F
+            chunk = max_size - 2
+            body = memoryview(nal)[1:]
+            last = len(body) - 1
+            for pos in range(0, len(body), chunk):
+                flags = (0x80 if pos == 0 else 0) | (0x40 if pos + chunk > last else 0)
+                payloads.append(bytes((indicator, flags | nal_type)) + body[pos : pos + chunk])
+            continue
+        if pending_size + 2 + len(nal) > max_size:
+            flush()
+        pending.append(nal)
+        pending_size += 2 + len(nal)
+    flush()
+    return payloads

@@ -30,7 +30,7 @@ class MediaPacket:
     #: time.monotonic() when the node received the packet: for per-stage latency.
     received_at: float = field(default_factory=time.monotonic)
     #: RTP payloads and timestamp, made by the first WebRTC viewer and shared by all the
-    #: others (see airclass_media.webrtc.rtp_ready). Nothing else writes to a packet.
+    #: others (see airclass_media.fanout.rtp_ready). Nothing else writes to a packet.
     rtp: object = None
 
 

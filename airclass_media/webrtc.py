@@ -1,15 +1,17 @@
-"""WebRTC egress with aiortc: H.264 passed through, Opus shared, per-viewer cost = RTP only.
+"""WebRTC egress: aiortc negotiates each viewer, the fan-out sends everyone's RTP.
 
-A viewer's tracks return packets already cut into RTP payloads once per stream (no
-encoder, no packetizer per viewer: aiortc adds the RTP header and SRTP). Video starts
-from the stream's cached GOP with squeezed timestamps, so the first picture shows at
-once and at live latency; audio starts live.
+H.264 is passed through and Opus made once per stream; per viewer only RTP headers,
+SRTP and the syscalls remain (airclass_media.fanout). Video starts from the stream's
+cached GOP with squeezed timestamps, so the first picture shows at once and at live
+latency; audio starts live.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -28,18 +30,15 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationEr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
-from .aiortc_tuning import RtpReady, rtp_ready
-from .hub import Stream, Subscription, SubscriptionClosed
+from .aiortc_tuning import receiver_report, take_over_rtp
+from .fanout import Fanout, RtpBinding, RtpTarget
+from .hub import Stream
 from .packets import MediaPacket
 
 log = logging.getLogger(__name__)
 
 #: Not connected by then: the session is dropped.
 CONNECT_TIMEOUT = 30.0
-#: Spacing of cached-GOP frames replayed to a new viewer (microseconds).
-CATCH_UP_STEP_US = 1000
-#: A viewer asking for keyframes gets the cached GOP at most this often (seconds).
-KEYFRAME_REPLAY_INTERVAL = 1.0
 H264_PREFERENCE = ("64", "4d", "42e0", "4200")
 
 
@@ -66,15 +65,30 @@ def h264_preferences():
 
 
 class LatencyStats:
-    """Recent values (seconds) of one pipeline stage, for percentiles at scrape time."""
+    """Recent values (seconds) of one pipeline stage, for percentiles at scrape time,
+    plus a histogram of every value (Prometheus buckets, cumulative at scrape)."""
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
     def __init__(self, size: int = 2048) -> None:
         self.values: deque[float] = deque(maxlen=size)
         self.count = 0
+        self.sum = 0.0
+        self.bucket_counts = [0] * (len(self.BUCKETS) + 1)
 
     def record(self, seconds: float) -> None:
         self.values.append(seconds)
         self.count += 1
+        self.sum += seconds
+        self.bucket_counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (upper bound, count) pairs, "+Inf" last."""
+        out, total = [], 0
+        for bound, count in zip((*self.BUCKETS, None), self.bucket_counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound is None else str(bound), total))
+        return out
 
     def percentile(self, q: float) -> float:
         if not self.values:
@@ -105,73 +119,16 @@ def add_public_candidates(answer: str, public_ips: list[str]) -> str:
     return "\r\n".join(out)
 
 
-def squeeze(gop: list[MediaPacket], after: int | None) -> deque[tuple[MediaPacket, int]]:
-    """Timestamps for replaying a cached GOP at once: packed just before its newest frame
-    (so the picture shows immediately, at live latency) and, for a viewer that already
-    played something, strictly after the last timestamp it was sent."""
-    n = len(gop)
-    if not n:
-        return deque()
-    end = gop[-1].pts
-    start = end - (n - 1) * CATCH_UP_STEP_US
-    if after is not None and start <= after:
-        start = after + 1
-    step = max(1, (end - start) // (n - 1)) if n > 1 else 0
-    return deque((packet, start + i * step) for i, packet in enumerate(gop))
+class FanoutTrack(MediaStreamTrack):
+    """A viewer's track as aiortc sees it. Its sender's RTP loop is taken over by the
+    fan-out (see aiortc_tuning.take_over_rtp), so `recv` is never called."""
 
-
-class PacketTrack(MediaStreamTrack):
-    """A track fed from a hub subscription; `recv` returns packets ready for RTP."""
-
-    def __init__(self, kind: str, subscription: Subscription, egress: WebRtcEgress) -> None:
+    def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
-        self.subscription = subscription
-        self.egress = egress
-        self.packets_sent = 0
-        self.keyframe_replays = 0
-        self._last_pts: int | None = None
-        self._last_replay = 0.0
-        self._catch_up = squeeze(subscription.backlog, None)
-        subscription.backlog = []
 
-    def request_keyframe(self) -> None:
-        """The viewer lost the picture (PLI/FIR). The teacher's encoder cannot be asked for
-        a keyframe over RTMP, so replay the stream's cached GOP to this viewer alone."""
-        now = time.monotonic()
-        if self.kind != "video" or now - self._last_replay < KEYFRAME_REPLAY_INTERVAL:
-            return
-        gop = self.subscription.stream.gop_snapshot()
-        if not gop:
-            return
-        self._last_replay = now
-        self.keyframe_replays += 1
-        self.egress.keyframe_replays += 1
-        self.subscription.clear()  # what is queued is in the snapshot too
-        self._catch_up = squeeze(gop, self._last_pts)
-
-    async def recv(self) -> RtpReady:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._catch_up:
-            packet, pts = self._catch_up.popleft()
-            ready = rtp_ready(packet, pts)
-        else:
-            try:
-                packet = await self.subscription.get()
-            except SubscriptionClosed:
-                self.stop()
-                raise MediaStreamError from None
-            pts = packet.pts
-            ready = rtp_ready(packet)
-            self.egress.queue_delay.record(time.monotonic() - packet.received_at)
-        self._last_pts = pts
-        self.packets_sent += 1
-        return ready
-
-    def stop(self) -> None:
-        super().stop()
-        self.subscription.close()
+    async def recv(self):
+        raise MediaStreamError
 
 
 @dataclass
@@ -180,20 +137,28 @@ class ViewerSession:
     stream: Stream
     user_id: str
     pc: RTCPeerConnection
-    tracks: list[PacketTrack] = field(default_factory=list)
+    #: The viewer's RTP streams by kind, once DTLS is up and the fan-out feeds them.
+    targets: dict[str, RtpTarget] = field(default_factory=dict)
+    senders: dict[str, RTCRtpSender] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
     answer_sdp: str = ""
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def status(self) -> dict:
+        """State, and per kind what was sent and what the viewer's RTCP reports say."""
+        media = {}
+        for kind, target in self.targets.items():
+            media[kind] = {**target.stats(), **receiver_report(self.senders[kind])}
         return {
             "id": self.id,
             "stream": self.stream.name,
             "user_id": self.user_id,
             "state": self.pc.connectionState,
             "age_s": round(time.monotonic() - self.created_at, 1),
-            "packets_sent": sum(t.packets_sent for t in self.tracks),
-            "dropped": sum(t.subscription.dropped for t in self.tracks),
+            "packets_sent": sum(t.packets for t in self.targets.values()),
+            "dropped": sum(t.binding.path.dropped for t in self.targets.values()),
+            "media": media,
         }
 
 
@@ -210,10 +175,22 @@ class WebRtcEgress:
         self.public_ips = list(public_ips or [])
         self.capacity = capacity
         self.sessions: dict[str, ViewerSession] = {}
+        #: Node receive -> fan-out picks the packet up (all streams).
         self.queue_delay = LatencyStats()
+        #: Node receive -> on the wire to every viewer of this process, per stream.
+        self.wire_delay: dict[str, LatencyStats] = {}
         self.sessions_opened = 0
         self.keyframe_replays = 0
+        self.nacks = 0
+        self.fanout = Fanout(on_sent=self._packet_sent)
         self._timeouts: set[asyncio.Task] = set()
+
+    def _packet_sent(self, stream: str, packet: MediaPacket, started: float, now: float) -> None:
+        self.queue_delay.record(started - packet.received_at)
+        stats = self.wire_delay.get(stream)
+        if stats is None:
+            stats = self.wire_delay[stream] = LatencyStats(size=256)
+        stats.record(now - packet.received_at)
 
     @property
     def viewer_count(self) -> int:
@@ -232,12 +209,12 @@ class WebRtcEgress:
         session = ViewerSession(secrets.token_urlsafe(12), stream, user_id, pc)
         try:
             await self._negotiate(session, offer_sdp)
-        except BadOffer:
-            await self._discard(session)
+        except BaseException as exc:
+            # Whatever went wrong (cancellation included), nothing of it is left behind.
+            await asyncio.shield(self._discard(session))
+            if isinstance(exc, (ValueError, KeyError, IndexError, AttributeError, TypeError)):
+                raise BadOffer(f"cannot use this offer: {exc}") from exc
             raise
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-            await self._discard(session)
-            raise BadOffer(f"cannot use this offer: {exc}") from exc
         self.sessions[session.id] = session
         self.sessions_opened += 1
 
@@ -281,20 +258,44 @@ class WebRtcEgress:
             raise BadOffer("offer has no H.264 video codec")
         pc = session.pc
         for kind in kinds:
-            sub = session.stream.subscribe([kind], label=f"viewer-{session.id}-{kind}")
-            track = PacketTrack(kind, sub, self)
-            session.tracks.append(track)
-            transceiver = pc.addTransceiver(track, direction="sendonly")
+            transceiver = pc.addTransceiver(FanoutTrack(kind), direction="sendonly")
             if kind == "video":
                 transceiver.setCodecPreferences(h264_preferences())
-                # aiortc turns PLI/FIR into a request to its encoder; we have none.
-                transceiver.sender._send_keyframe = track.request_keyframe
+            session.senders[kind] = transceiver.sender
+            take_over_rtp(
+                transceiver.sender,
+                functools.partial(self._feed, session),
+                functools.partial(self._keyframe_requested, session),
+                functools.partial(self._nack, session, kind),
+            )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except (InvalidAccessError, InvalidStateError, OperationError) as exc:
             raise BadOffer(str(exc)) from exc
         session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
+
+    async def _feed(self, session: ViewerSession, binding: RtpBinding) -> None:
+        """Feed one of the viewer's RTP streams from the fan-out until the session ends."""
+        target = RtpTarget(binding)
+        session.targets[binding.kind] = target
+        self.fanout.add(session.stream, target)
+        try:
+            await session.closed.wait()
+        finally:
+            self.fanout.remove(target)
+            binding.path.close()
+
+    def _keyframe_requested(self, session: ViewerSession) -> None:
+        target = session.targets.get("video")
+        if target is not None and target.request_keyframe():
+            self.keyframe_replays += 1
+
+    def _nack(self, session: ViewerSession, kind: str, sequence_number: int) -> None:
+        target = session.targets.get(kind)
+        if target is not None:
+            self.nacks += 1
+            target.retransmit(sequence_number)
 
     async def _expire_unconnected(self, session: ViewerSession) -> None:
         with contextlib.suppress(TimeoutError):
@@ -321,8 +322,7 @@ class WebRtcEgress:
         return added
 
     async def _discard(self, session: ViewerSession) -> None:
-        for track in session.tracks:
-            track.stop()
+        session.closed.set()
         await session.pc.close()
 
     async def close(self, session_id: str) -> bool:
@@ -338,3 +338,4 @@ class WebRtcEgress:
             await self.close(session_id)
         for task in list(self._timeouts):
             task.cancel()
+        self.fanout.close()

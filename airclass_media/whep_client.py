@@ -35,6 +35,8 @@ class PlayStats:
     first_frame_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
     last_video_frame: object = None
+    #: Presentation timestamps of the decoded video frames (RTP clock), in arrival order.
+    video_pts: list[int] = field(default_factory=list)
 
     @property
     def first_frame_delay(self) -> float | None:
@@ -81,6 +83,7 @@ class WhepPlayer:
                 now = time.monotonic()
                 if track.kind == "video":
                     self.stats.video_frames += 1
+                    self.stats.video_pts.append(frame.pts)
                     self.stats.width, self.stats.height = frame.width, frame.height
                     if self.stats.first_frame_at is None:
                         self.stats.first_frame_at = now

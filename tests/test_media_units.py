@@ -128,7 +128,7 @@ def test_stream_key_forms(key, expected):
 
 
 def test_squeezed_replay_is_monotonic_after_what_was_sent():
-    from airclass_media.webrtc import CATCH_UP_STEP_US, squeeze
+    from airclass_media.fanout import CATCH_UP_STEP_US, squeeze
 
     gop = [video(i, keyframe=i == 0) for i in range(30)]
     fresh = [pts for _, pts in squeeze(gop, None)]

@@ -1,0 +1,504 @@
+"""Fan-out RTP sender: one loop per stream sends every viewer's RTP.
+
+Per packet and viewer only what must differ is done: a 12-byte RTP header (sequence
+number, timestamp, marker) in front of the viewer's constant SSRC and header-extension
+bytes, the viewer's SRTP protection, and a share of one UDP GSO `sendmsg` per frame
+(equal-size FU-A fragments make one run of equal segments). Payloads are cut once per
+stream (`MediaPacket.rtp`), sequence numbers come from one shared history per stream
+(a viewer's sequence number is the stream's packet index plus its own offset), so
+NACKs are answered from that history, with RTX when the viewer negotiated it.
+
+aiortc still negotiates, runs ICE and DTLS, reads RTCP and sends sender reports; how a
+viewer's aiortc sender is bound to this module lives in `aiortc_tuning.bind_sender`.
+This module knows nothing of aiortc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .h264 import rtp_payloads
+from .hub import GOP_CACHE_MAX_PACKETS, Stream, Subscription, SubscriptionClosed
+from .packets import MediaPacket
+
+log = logging.getLogger(__name__)
+
+#: RTP payload bytes per packet: FU-A fragments are cut to exactly this size. Leaves room
+#: for RTP header + extensions (~20), SRTP tag (16), UDP/IP (28) and a TURN wrap in 1500.
+RTP_PAYLOAD_MAX = 1200
+CLOCK_RATES = {"video": 90_000, "audio": 48_000}
+#: Linux UDP_SEGMENT socket option (not exported by Python's socket module).
+UDP_SEGMENT = 103
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65_000
+#: Errors that mean "this socket or route will not do GSO": fall back to one packet a call.
+GSO_REFUSED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
+#: Packets kept per stream and kind for retransmission (NACK): ~5 s of 2 Mbps video.
+HISTORY_SIZE = 1024
+#: Bytes of cached GOP sent to one catching-up viewer per event-loop turn.
+CATCH_UP_BURST_BYTES = 64 * 1024
+#: Spacing of cached-GOP frames replayed to a viewer (microseconds).
+CATCH_UP_STEP_US = 1000
+#: A viewer asking for keyframes gets the cached GOP at most this often (seconds).
+KEYFRAME_REPLAY_INTERVAL = 1.0
+#: Queue of the one hub subscription a stream's fan-out reads (all viewers share it).
+FANOUT_QUEUE_PACKETS = 600
+#: Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+NTP_UNIX_OFFSET = 2_208_988_800
+
+#: (stream name, packet, fan-out picked it up, sent to every viewer) monotonic times.
+OnSent = Callable[[str, MediaPacket, float, float], None]
+
+RTP_HEADER = struct.Struct("!BBHI")  # V/P/X/CC, M/PT, sequence number, timestamp
+RTX_OSN = struct.Struct("!H")
+
+
+@dataclass(slots=True)
+class RtpReady:
+    """An encoded packet cut into RTP payloads, with its RTP timestamp (no origin)."""
+
+    payloads: list[bytes]
+    timestamp: int
+
+
+def rtp_ready(packet: MediaPacket) -> RtpReady:
+    """The packet's RTP payloads, made once per stream and shared by every viewer."""
+    ready = packet.rtp
+    if ready is None:
+        if packet.kind == "video":
+            payloads = rtp_payloads(packet.data, RTP_PAYLOAD_MAX)
+        else:
+            payloads = [packet.data]
+        ready = packet.rtp = RtpReady(payloads, packet.pts * CLOCK_RATES[packet.kind] // 1_000_000)
+    return ready
+
+
+def ntp_now() -> int:
+    """64-bit NTP timestamp of now (for RTCP sender reports)."""
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return ((seconds + NTP_UNIX_OFFSET) << 32) | (nanos << 32) // 1_000_000_000
+
+
+def squeeze(gop: list[MediaPacket], after: int | None) -> list[tuple[MediaPacket, int]]:
+    """Timestamps for replaying a cached GOP at once: packed just before its newest frame
+    (so the picture shows immediately, at live latency) and, for a viewer that already
+    played something, strictly after the last timestamp it was sent."""
+    n = len(gop)
+    if not n:
+        return []
+    end = gop[-1].pts
+    start = end - (n - 1) * CATCH_UP_STEP_US
+    if after is not None and start <= after:
+        start = after + 1
+    step = max(1, (end - start) // (n - 1)) if n > 1 else 0
+    return [(packet, start + i * step) for i, packet in enumerate(gop)]
+
+
+# -- the wire ---------------------------------------------------------------------------
+class UdpPath:
+    """One viewer's UDP path: a socket of its own (a dup of the ICE pair's) and the
+    remote address. Sends a frame's SRTP packets with as few syscalls as it can."""
+
+    def __init__(
+        self,
+        sock: socket.socket | None,
+        addr: tuple,
+        fallback: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.fallback = fallback
+        self.gso = sock is not None
+        self.syscalls = 0
+        self.dropped = 0
+        self.errors = 0
+
+    def send(self, packets: list[bytes]) -> None:
+        """Send in order; equal-size runs go out in one GSO call each."""
+        if self.sock is None:
+            for data in packets:
+                self.fallback(data)
+            return
+        if len(packets) == 1 or not self.gso:
+            for i, data in enumerate(packets):
+                if not self._sendto(data):
+                    self.dropped += len(packets) - i - 1
+                    return
+            return
+        i, n = 0, len(packets)
+        while i < n:
+            segment = len(packets[i])
+            j, total = i + 1, segment
+            while j < n and j - i < GSO_MAX_SEGMENTS:
+                size = len(packets[j])
+                if size > segment or total + size > GSO_MAX_BYTES:
+                    break
+                total += size
+                j += 1
+                if size < segment:
+                    break  # only the last segment of a call may be shorter
+            run = packets[i:j]
+            if not (self._sendmsg(run, segment) if len(run) > 1 else self._sendto(run[0])):
+                self.dropped += n - j
+                return
+            i = j
+
+    def _sendto(self, data: bytes) -> bool:
+        self.syscalls += 1
+        try:
+            self.sock.sendto(data, self.addr)
+        except BlockingIOError:
+            self.dropped += 1
+            return False
+        except OSError:
+            self.errors += 1
+            return False
+        return True
+
+    def _sendmsg(self, run: list[bytes], segment: int) -> bool:
+        self.syscalls += 1
+        try:
+            self.sock.sendmsg(
+                run, [(socket.SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, "little"))], 0, self.addr
+            )
+        except BlockingIOError:
+            self.dropped += len(run)
+            return False
+        except OSError as exc:
+            if exc.errno not in GSO_REFUSED:
+                self.errors += 1
+                return False
+            log.info("UDP GSO refused (%s): one packet per call for %s", exc, self.addr)
+            self.gso = False
+            return all(self._sendto(data) for data in run)
+        return True
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            self.fallback = lambda data: None
+
+
+# -- per viewer -------------------------------------------------------------------------
+@dataclass(slots=True)
+class RtpBinding:
+    """What one viewer's RTP stream (one SSRC) needs from its negotiation."""
+
+    kind: str
+    payload_type: int
+    #: RTP header bytes after the timestamp: SSRC and the header extensions (mid).
+    header_tail: bytes
+    #: First header byte (version 2, X bit when there are extensions).
+    first_byte: int
+    protect: Callable[[bytes], bytes]
+    path: UdpPath
+    #: RTX payload type, SSRC-and-extension bytes and first byte, when RTX was negotiated.
+    rtx_payload_type: int | None = None
+    rtx_header_tail: bytes = b""
+    #: (rtp timestamp, ntp time, packets, octets) after each burst, for sender reports.
+    report: Callable[[int, int, int, int], None] = lambda *args: None
+    initial_sequence: int = 0
+    timestamp_origin: int = 0
+
+
+@dataclass(eq=False)
+class RtpTarget:
+    """One viewer's RTP stream of one kind, fed by its stream's fan-out."""
+
+    binding: RtpBinding
+    fanout: StreamFanout | None = None
+    #: Stream packet index + offset = this viewer's sequence number (while live).
+    seq_offset: int = 0
+    #: First stream packet index sent with the current offset (older ones: no NACK).
+    live_from: int = 0
+    #: Set while cached GOP frames (then live ones) wait to be sent to this viewer.
+    backlog: deque | None = None
+    last_pts: int | None = None
+    packets: int = 0
+    octets: int = 0
+    nacks: int = 0
+    retransmits: int = 0
+    keyframe_replays: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    _next_seq: int = 0
+    _rtx_seq: int = 0
+    _last_replay: float = 0.0
+    _drain: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self._rtx_seq = self.binding.initial_sequence ^ 0x5A5A
+
+    @property
+    def kind(self) -> str:
+        return self.binding.kind
+
+    def send_frame(self, payloads: list[bytes], rtp_ts: int, seq: int, ntp: int) -> None:
+        """Protect and send one frame's payloads starting at sequence number `seq`."""
+        b = self.binding
+        protect, pack, tail = b.protect, RTP_HEADER.pack, b.header_tail
+        b0, pt = b.first_byte, b.payload_type
+        ts = (rtp_ts + b.timestamp_origin) & 0xFFFFFFFF
+        last = len(payloads) - 1
+        packets = [
+            protect(pack(b0, pt | 0x80 if i == last else pt, (seq + i) & 0xFFFF, ts) + tail + p)
+            for i, p in enumerate(payloads)
+        ]
+        b.path.send(packets)
+        octets = sum(map(len, payloads))
+        self.packets += len(payloads)
+        self.octets += octets
+        b.report(ts, ntp, len(payloads), octets)
+
+    # -- catch-up: cached GOP, keyframe requests ----------------------------------------
+    def start_catch_up(self, frames: list[tuple[MediaPacket, int]]) -> None:
+        """Send these (packet, pts) first, at this viewer's own pace, then go live."""
+        fanout = self.fanout
+        if fanout is None:
+            return
+        if self.backlog is None:
+            history = fanout.history[self.kind]
+            self._next_seq = (history.next_index + self.seq_offset) & 0xFFFF
+        self.backlog = deque(frames)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.ensure_future(self._drain_backlog())
+
+    async def _drain_backlog(self) -> None:
+        while self.backlog:
+            budget = CATCH_UP_BURST_BYTES
+            ntp = ntp_now()
+            while self.backlog and budget > 0:
+                packet, pts = self.backlog.popleft()
+                ready = rtp_ready(packet)
+                rtp_ts = pts * CLOCK_RATES[packet.kind] // 1_000_000
+                self.send_frame(ready.payloads, rtp_ts, self._next_seq, ntp)
+                self._next_seq = (self._next_seq + len(ready.payloads)) & 0xFFFF
+                self.last_pts = pts
+                budget -= len(packet.data)
+            if self.backlog:
+                await asyncio.sleep(0)
+        fanout = self.fanout
+        if fanout is not None:
+            self.live_from = fanout.history[self.kind].next_index
+            self.seq_offset = self._next_seq - self.live_from
+        self.backlog = None
+
+    def request_keyframe(self) -> bool:
+        """The viewer lost the picture (PLI/FIR). An RTMP publisher cannot be asked for a
+        keyframe, so the stream's cached GOP is replayed to this viewer alone."""
+        now = time.monotonic()
+        if (
+            self.kind != "video"
+            or self.fanout is None
+            or now - self._last_replay < KEYFRAME_REPLAY_INTERVAL
+        ):
+            return False
+        gop = list(self.fanout.gop)
+        if not gop:
+            return False
+        self._last_replay = now
+        self.keyframe_replays += 1
+        self.start_catch_up(squeeze(gop, self.last_pts))
+        return True
+
+    def retransmit(self, seq: int) -> bool:
+        """Answer a NACK from the stream's shared history (as RTX when negotiated)."""
+        self.nacks += 1
+        fanout = self.fanout
+        if fanout is None or self.backlog is not None:
+            return False
+        history = fanout.history[self.kind]
+        index = history.next_index - 1 - ((history.next_index - 1 + self.seq_offset - seq) & 0xFFFF)
+        entry = history.get(index) if index >= self.live_from else None
+        if entry is None:
+            return False
+        payload, rtp_ts, marker = entry
+        b = self.binding
+        ts = (rtp_ts + b.timestamp_origin) & 0xFFFFFFFF
+        if b.rtx_payload_type is not None:
+            rtx_seq, self._rtx_seq = self._rtx_seq, (self._rtx_seq + 1) & 0xFFFF
+            header = RTP_HEADER.pack(b.first_byte, b.rtx_payload_type | marker, rtx_seq, ts)
+            data = header + b.rtx_header_tail + RTX_OSN.pack(seq) + payload
+        else:
+            header = RTP_HEADER.pack(b.first_byte, b.payload_type | marker, seq, ts)
+            data = header + b.header_tail + payload
+        b.path.send([b.protect(data)])
+        self.retransmits += 1
+        return True
+
+    def stats(self) -> dict:
+        path = self.binding.path
+        age = max(time.monotonic() - self.started_at, 1e-6)
+        return {
+            "packets": self.packets,
+            "octets": self.octets,
+            "bitrate_kbps": round(self.octets * 8 / age / 1000, 1),
+            "nacks": self.nacks,
+            "retransmits": self.retransmits,
+            "keyframe_replays": self.keyframe_replays,
+            "send_dropped": path.dropped,
+            "send_errors": path.errors,
+            "gso": path.gso,
+        }
+
+    def stop(self) -> None:
+        if self.fanout is not None:
+            self.fanout.remove(self)
+        if self._drain is not None:
+            self._drain.cancel()
+
+
+# -- per stream -------------------------------------------------------------------------
+class History:
+    """The last HISTORY_SIZE RTP payloads of one kind of one stream, by packet index."""
+
+    __slots__ = ("entries", "next_index")
+
+    def __init__(self) -> None:
+        self.entries: list = [None] * HISTORY_SIZE
+        self.next_index = 0
+
+    def add(self, payloads: list[bytes], rtp_ts: int) -> int:
+        """Remember a frame's payloads; returns the index of the first."""
+        first = self.next_index
+        entries, last = self.entries, len(payloads) - 1
+        for i, payload in enumerate(payloads):
+            entries[(first + i) % HISTORY_SIZE] = (first + i, payload, rtp_ts, i == last)
+        self.next_index = first + len(payloads)
+        return first
+
+    def get(self, index: int) -> tuple[bytes, int, int] | None:
+        entry = self.entries[index % HISTORY_SIZE]
+        if entry is None or entry[0] != index:
+            return None
+        return entry[1], entry[2], 0x80 if entry[3] else 0
+
+
+class StreamFanout:
+    """One stream's packets to every viewer of it in this process: one hub
+    subscription, one loop, one history per kind.
+
+    It keeps its own copy of the stream's GOP, made of exactly the packets it has sent,
+    so a viewer that joins (or asks for a keyframe) is caught up without a frame missed
+    or sent twice, whatever is still queued in the subscription."""
+
+    def __init__(self, stream: Stream, on_sent: OnSent) -> None:
+        self.stream = stream
+        self.on_sent = on_sent
+        self.targets: dict[str, list[RtpTarget]] = {"video": [], "audio": []}
+        self.history = {"video": History(), "audio": History()}
+        self.gop: list[MediaPacket] = stream.gop_snapshot()
+        self.subscription: Subscription = stream.subscribe(
+            ("video", "audio"),
+            max_packets=FANOUT_QUEUE_PACKETS,
+            with_gop=False,
+            label=f"fanout-{stream.name}",
+        )
+        # Continue right after the GOP copied above, not at the next keyframe.
+        self.subscription.clear()
+        self.task = asyncio.ensure_future(self._run())
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.targets.values())
+
+    def add(self, target: RtpTarget) -> None:
+        """Start a viewer: video from the cached GOP, audio live."""
+        target.fanout = self
+        kind = target.kind
+        self.targets[kind].append(target)
+        history = self.history[kind]
+        target.live_from = history.next_index
+        target.seq_offset = target.binding.initial_sequence - history.next_index
+        if kind == "video":
+            target.start_catch_up(squeeze(list(self.gop), None))
+
+    def remove(self, target: RtpTarget) -> None:
+        with contextlib.suppress(ValueError):
+            self.targets[target.kind].remove(target)
+        target.fanout = None
+
+    async def _run(self) -> None:
+        subscription = self.subscription
+        while True:
+            try:
+                packet = await subscription.get()
+            except SubscriptionClosed:
+                return
+            try:
+                self._send(packet)
+            except Exception:  # one bad packet must not end the stream for everyone
+                log.exception("fan-out of %s failed on a %s packet", self.stream.name, packet.kind)
+
+    def _send(self, packet: MediaPacket) -> None:
+        started = time.monotonic()
+        kind = packet.kind
+        targets = self.targets.get(kind)
+        if targets is None:
+            return
+        if kind == "video":
+            self._keep_gop(packet)
+        ready = rtp_ready(packet)
+        payloads, rtp_ts = ready.payloads, ready.timestamp
+        first = self.history[kind].add(payloads, rtp_ts)
+        ntp = ntp_now()
+        for target in targets:
+            if target.backlog is not None:
+                target.backlog.append((packet, packet.pts))
+            else:
+                target.send_frame(payloads, rtp_ts, first + target.seq_offset, ntp)
+                target.last_pts = packet.pts
+        self.on_sent(self.stream.name, packet, started, time.monotonic())
+
+    def _keep_gop(self, packet: MediaPacket) -> None:
+        if packet.keyframe:
+            self.gop = [packet]
+        elif self.gop and len(self.gop) < GOP_CACHE_MAX_PACKETS:
+            self.gop.append(packet)
+        else:
+            self.gop = []  # no keyframe yet, or too long: none until the next keyframe
+
+    def close(self) -> None:
+        self.subscription.close()
+        self.task.cancel()
+        for targets in self.targets.values():
+            for target in list(targets):
+                target.stop()
+
+
+class Fanout:
+    """Every stream fan-out of this process (one per stream with viewers here)."""
+
+    def __init__(self, on_sent: OnSent | None = None) -> None:
+        self.streams: dict[str, StreamFanout] = {}
+        self.on_sent = on_sent or (lambda *args: None)
+
+    def add(self, stream: Stream, target: RtpTarget) -> None:
+        fanout = self.streams.get(stream.name)
+        if fanout is None or fanout.stream is not stream:
+            if fanout is not None:
+                fanout.close()
+            fanout = self.streams[stream.name] = StreamFanout(stream, self.on_sent)
+        fanout.add(target)
+
+    def remove(self, target: RtpTarget) -> None:
+        fanout = target.fanout
+        target.stop()
+        if fanout is None or len(fanout):
+            return
+        if self.streams.get(fanout.stream.name) is fanout:
+            del self.streams[fanout.stream.name]
+        fanout.close()
+
+    def close(self) -> None:
+        for fanout in self.streams.values():
+            fanout.close()
+        self.streams.clear()
