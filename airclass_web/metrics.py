@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from aiohttp import web
@@ -69,15 +70,34 @@ async def metrics(request: web.Request) -> web.Response:
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
+#: Event-loop lag above which a node reports itself degraded (503).
+MAX_LOOP_LAG = 1.0
+
+
 async def health(request: web.Request) -> web.Response:
+    """Real state: which services started, and how late the event loop runs a callback.
+    200 with status "ok" only when every service started and the loop keeps up."""
     node = request.app[NODE]
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    await asyncio.sleep(0)  # back in the loop's queue: waits behind whatever is ready
+    lag = loop.time() - asked
+    wanted = [name for name, _start, _stop in node._services]
+    started = [name for name, _start, _stop in node._started]
+    problems = [f"service {name} not running" for name in wanted if name not in started]
+    if lag > MAX_LOOP_LAG:
+        problems.append(f"event loop lag {lag * 1000:.0f} ms")
     return web.json_response(
         {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "services": started,
+            "loop_lag_ms": round(lag * 1000, 3),
             "role": node.config.role,
             "node_id": node.config.node_id,
             "streams_live": len(node.hub.live_streams()),
-        }
+        },
+        status=503 if problems else 200,
     )
 
 

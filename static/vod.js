@@ -90,7 +90,7 @@
         el("b", { textContent: r.stream }), " · " + when + " · " + clock(r.duration) + " · " + bytes(r.size) + " ",
         el("span", { className: "badge" + (r.status === "recording" ? " live" : ""), textContent: t("vod.status." + r.status) }),
         r.recovered ? el("span", { className: "muted", textContent: " " + t("vod.recovered") }) : "");
-      const play = el("a", { href: "/vod/" + encodeURIComponent(r.id), className: "button", textContent: t("vod.play") });
+      const play = el("a", { href: r.page_url, className: "button", textContent: t("vod.play") });
       const del = el("button", { type: "button", className: "secondary", textContent: t("vod.delete") });
       del.disabled = ["recording", "stopping", "finalizing"].includes(r.status);
       del.addEventListener("click", async () => {

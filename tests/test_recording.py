@@ -227,6 +227,11 @@ def test_record_720p_passthrough(node_factory, processes, tmp_path):
     status, info, _ = http_json("GET", f"{node.url}/vod/{rid}/info?{query}")
     assert status == 200 and info["mp4_url"]
     assert http_json("GET", f"{node.url}/vod/{rid}?{query}")[0] == 200
+    # The player page itself refuses a missing, forged or expired signature.
+    assert http_json("GET", f"{node.url}/vod/{rid}")[0] == 401
+    assert http_json("GET", f"{node.url}/vod/{rid}?{query.replace('sig=', 'sig=0')}")[0] == 401
+    expired = f"exp=1&sig={query.split('sig=')[1]}"
+    assert http_json("GET", f"{node.url}/vod/{rid}?{expired}")[0] == 401
     student = node.token("rec720")["token"]
     for method, path, body in (
         ("GET", "/api/recording/list", None),
