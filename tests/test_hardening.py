@@ -4,8 +4,9 @@ signed bus events delivered across a Redis restart, WebSocket limits, cache evic
 
 from __future__ import annotations
 
-import asyncio
 import datetime
+import signal
+import socket
 import ssl
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from .classroom_support import PASSWORD, WS, Api, add_teacher
-from .support import TEST_HOST, NodeProcess, free_port, http_json
+from .support import TEST_HOST, NodeProcess, RedisServer, async_wait_for, free_port, http_json
 
 SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy")
 
@@ -223,3 +224,165 @@ def test_names_with_trailing_newline_are_refused(prod_node):
 
     for pattern in (STREAM_NAME, USERNAME, RECORDING_ID):
         assert pattern.match("abc") and not pattern.match("abc\n")
+
+
+# -- Redis bus: password, signed events, delivery across a Redis restart ---------------------
+REDIS_PASSWORD = "redis-pass-" + "9f" * 16
+
+
+class PasswordRedis:
+    """A real redis-server with `requirepass`, restartable on the same port."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.server = RedisServer(tmp).start()
+        self._protect()
+
+    def _protect(self) -> None:
+        with socket.create_connection((TEST_HOST, self.server.port), timeout=5) as s:
+            pw = REDIS_PASSWORD.encode()
+            s.sendall(
+                b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$%d\r\n%s\r\n"
+                % (len(pw), pw)
+            )
+            assert s.recv(16).startswith(b"+OK")
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{REDIS_PASSWORD}@{TEST_HOST}:{self.server.port}/0"
+
+    def kill(self) -> None:
+        self.server.proc.send_signal(signal.SIGKILL)
+        self.server.proc.wait(10)
+
+    def start_again(self) -> None:
+        port = self.server.port
+        self.server = RedisServer(self.tmp)
+        self.server.port = port
+        self.server.start()
+        self._protect()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class TwoNodes:
+    """Two real nodes sharing a password-protected redis-server and one store."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.redis = PasswordRedis(tmp)
+        data = tmp / "shared"
+        assert add_teacher(data, "kim").returncode == 0
+        extra = ("--redis-url", self.redis.url, "--data-dir", str(data))
+        self.a = NodeProcess(tmp, *extra, name="a").start()
+        self.b = NodeProcess(tmp, *extra, name="b").start()
+
+    def stop(self) -> None:
+        self.a.stop()
+        self.b.stop()
+        self.redis.stop()
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    nodes = TwoNodes(tmp_path)
+    yield nodes
+    nodes.stop()
+
+
+async def bus_status(api: Api) -> dict:
+    status, body = await api.call("GET", "/api/classroom/status")
+    assert status == 200, body
+    return body["bus"]
+
+
+async def open_class(http, nodes: TwoNodes, students: int = 1):
+    api_a, api_b = Api(http, nodes.a.url), Api(http, nodes.b.url)
+    token = await api_a.login("kim")
+    created = await api_a.ok("POST", "/api/sessions", {"title": "Bus", "stream": "bus"}, token)
+    sid = created["session_id"]
+    teacher = await WS.connect(http, nodes.a.url, sid, token, "teacher@A")
+    sockets = []
+    for i in range(students):
+        joined = await api_b.join(created["join_code"], f"S{i}")
+        sockets.append(await WS.connect(http, nodes.b.url, sid, joined["token"], f"S{i}@B"))
+    return api_a, api_b, sid, teacher, sockets
+
+
+async def test_bus_events_queued_while_redis_is_down_all_arrive(two_nodes):
+    async with aiohttp.ClientSession() as http:
+        api_a, api_b, sid, teacher, (student,) = await open_class(http, two_nodes)
+        await teacher.send(type="chat", text="before")
+        await student.wait("chat", lambda m: m["message"]["text"] == "before")
+
+        two_nodes.redis.kill()
+        for api in (api_a, api_b):
+            await async_wait_for(
+                lambda api=api: _bus_is(api, False), 15, "the bus to notice Redis is gone"
+            )
+        sent = [f"while down {i}" for i in range(25)]
+        for text in sent:
+            await teacher.send(type="chat", text=text)
+        await student.send(type="chat", text="student while down")
+        # Queued on node A, not lost (local delivery already happened).
+        await teacher.wait("chat", lambda m: m["message"]["text"] == sent[-1])
+        assert (await bus_status(api_a))["queued"] >= len(sent)
+
+        two_nodes.redis.start_again()
+        for text in sent:
+            await student.wait("chat", lambda m, t=text: m["message"]["text"] == t, timeout=20)
+        await teacher.wait("chat", lambda m: m["message"]["text"] == "student while down")
+        got = [m["message"]["text"] for m in student.of("chat")]
+        assert [t for t in got if t.startswith("while down")] == sent  # once each, in order
+        for api in (api_a, api_b):
+            status = await bus_status(api)
+            assert status["dropped"] == 0 and status["queued"] == 0, status
+        await teacher.close()
+        await student.close()
+
+
+async def _bus_is(api: Api, connected: bool) -> bool:
+    return (await bus_status(api))["connected"] is connected
+
+
+async def test_forged_and_unsigned_bus_events_are_dropped(two_nodes):
+    import json
+
+    import redis.asyncio as aioredis
+
+    from airclass_web.classroom.events import STREAM
+
+    async with aiohttp.ClientSession() as http:
+        api_a, api_b, sid, teacher, (student,) = await open_class(http, two_nodes)
+        forged = {
+            "session_id": sid,
+            "type": "chat",
+            "to": "all",
+            "message": {
+                "id": "x",
+                "user_id": "kim",
+                "name": "kim",
+                "role": "teacher",
+                "text": "FORGED: the exam is cancelled",
+                "timestamp": 0,
+            },
+            "_origin": "node-evil",
+            "_id": "node-evil:1",
+        }
+        payload = json.dumps(forged).encode()
+        client = aioredis.from_url(two_nodes.redis.url)
+        try:
+            await client.xadd(STREAM, {"m": payload, "s": b"0" * 64})  # wrong signature
+            await client.xadd(STREAM, {"m": payload})  # unsigned
+        finally:
+            await client.aclose()
+        await teacher.send(type="chat", text="genuine")
+        await student.wait("chat", lambda m: m["message"]["text"] == "genuine")
+        assert not [m for m in student.of("chat") if "FORGED" in m["message"]["text"]]
+        status = await bus_status(api_b)
+        assert status["rejected"] == 2, status
+        # No password in the nodes' logs.
+        for node in (two_nodes.a, two_nodes.b):
+            assert REDIS_PASSWORD not in node.log()
+        await teacher.close()
+        await student.close()

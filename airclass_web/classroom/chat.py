@@ -43,6 +43,13 @@ class RateLimiter:
             self._buckets = {k: v for k, v in self._buckets.items() if v[1] > cutoff}
         return True
 
+    def forget_session(self, session_id: str) -> None:
+        for key in [k for k in self._buckets if k[0] == session_id]:
+            del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
 
 def public_message(doc: dict) -> dict:
     keys = ("id", "session_id", "user_id", "name", "role", "text", "timestamp")
@@ -90,6 +97,13 @@ class ChatService:
             }
         )
         return doc
+
+    def forget_session(self, session_id: str) -> None:
+        """The session ended: drop its students' rate-limit buckets."""
+        self.limiter.forget_session(session_id)
+
+    def cache_sizes(self) -> dict[str, int]:
+        return {"chat_buckets": len(self.limiter)}
 
     async def history(self, session_id: str, limit: int = HISTORY) -> list[dict]:
         """The last `limit` messages that are not deleted, oldest first."""

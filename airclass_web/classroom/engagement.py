@@ -12,10 +12,20 @@ quiz_responses, quizzes), so every node gives the same answer and a restart lose
 - overall: 40% attention, 30% participation, 30% accuracy (reweighted without accuracy);
 - confusion: confusion words in chat (Korean and English), repeated questions, low
   accuracy; a score >= 50 flags the student and alerts the teacher.
+
+A report of a long, large class (2 hours, 450 students: ~40 000 documents) takes a few
+hundred milliseconds of Python. It never runs on the event loop: the documents are read by
+the store's thread and the report is computed in a worker thread, in one pass per student
+(attentive intervals computed once, then split into trend buckets). Requests for the same
+session share one computation, and a report younger than REPORT_TTL is reused, so any
+number of teacher and monitor pages polling every 4 s cost one computation per session
+per REPORT_TTL. Per-session state (alert times, cached reports) is evicted when the
+session ends (`forget_session`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import defaultdict
@@ -55,6 +65,8 @@ CONFUSED_AT = 50
 LOW_ACCURACY = 50.0
 ALERT_EVERY = 60.0
 TREND_BUCKETS = 12
+#: A session report is reused by every page asking within this many seconds.
+REPORT_TTL = 2.0
 
 
 def confusion_words(text: str) -> list[str]:
@@ -73,28 +85,54 @@ def repeated_questions(texts: list[str]) -> int:
     return repeats + max(0, len(questions) - 2)
 
 
-def attentive_seconds(events: list[dict], start: float, end: float) -> tuple[float, float]:
-    """(attentive seconds, total seconds) in [start, end] from a student's events."""
-    attentive = 0.0
+def attentive_intervals(events: list[dict], start: float, end: float) -> list[tuple[float, float]]:
+    """Intervals within [start, end] during which the student was attentive (video
+    playing and tab visible), from their events in time order."""
+    out: list[tuple[float, float]] = []
     state = False
     last = None
     for ev in events:
         t = min(max(ev["timestamp"], start), end)
-        if last is not None and state:
-            attentive += max(0.0, t - last)
+        if last is not None and state and t > last:
+            out.append((last, t))
         last = t
         kind = ev["kind"]
-        if kind == "presence":
+        if kind == "presence" or kind == "online":
             state = bool(ev.get("playing")) and bool(ev.get("visible"))
-        elif kind in ("offline", "join", "online", "leave"):
-            state = (
-                False if kind != "online" else bool(ev.get("playing")) and bool(ev.get("visible"))
-            )
-    if last is not None and state:
-        attentive += max(0.0, end - last)
+        elif kind in ("offline", "join", "leave"):
+            state = False
+    if last is not None and state and end > last:
+        out.append((last, end))
+    return out
+
+
+def attentive_seconds(events: list[dict], start: float, end: float) -> tuple[float, float]:
+    """(attentive seconds, total seconds) in [start, end] from a student's events."""
+    attentive = sum(b - a for a, b in attentive_intervals(events, start, end))
     first = next((e["timestamp"] for e in events if e["kind"] == "join"), None)
     begin = max(start, first if first is not None else start)
     return attentive, max(0.0, end - begin)
+
+
+def _bucket_shares(
+    intervals: list[tuple[float, float]], join: float, start: float, width: float
+) -> list[float | None]:
+    """Per trend bucket: the attentive share of the time since joining (None: not joined)."""
+    attentive = [0.0] * TREND_BUCKETS
+    for a, b in intervals:
+        i = max(0, min(TREND_BUCKETS - 1, int((a - start) / width)))
+        while i < TREND_BUCKETS and a < b:
+            b1 = start + (i + 1) * width
+            cut = min(b, b1) if i < TREND_BUCKETS - 1 else b
+            attentive[i] += max(0.0, cut - a)
+            a = cut
+            i += 1
+    shares: list[float | None] = []
+    for i in range(TREND_BUCKETS):
+        b0, b1 = start + i * width, start + (i + 1) * width
+        total = b1 - max(b0, join)
+        shares.append(attentive[i] / total if join < b1 and total > 0 else None)
+    return shares
 
 
 def _score(value: float) -> int:
@@ -106,6 +144,8 @@ class EngagementService:
         self.store = store
         self.publish = publish
         self._last_alert: dict[tuple[str, str, str], float] = {}
+        self._reports: dict[str, tuple[float, dict]] = {}
+        self._running: dict[str, asyncio.Future] = {}
 
     # -- recording -----------------------------------------------------------------
     async def record(self, session_id: str, student_id: str, kind: str, **fields) -> None:
@@ -216,147 +256,205 @@ class EngagementService:
         quizzes = await self.store.find("quizzes", where, order_by="created_at")
         return events, chats, answers, quizzes
 
-    def _student(self, sid, events, chats, answers, published, start, end) -> dict:
-        join = next((e for e in events if e["kind"] == "join"), None)
-        attentive, total = attentive_seconds(events, start, end)
-        attention = 100.0 * attentive / total if total > 0 else 0.0
-        chat_count = sum(1 for c in chats if c.get("role") == "student")
-        answered = len(answers)
-        correct = sum(1 for a in answers if a.get("correct"))
-        chat_part = min(1.0, chat_count / 5.0)
-        if published:
-            participation = 100.0 * (0.6 * min(1.0, answered / published) + 0.4 * chat_part)
-        else:
-            participation = 100.0 * chat_part
-        accuracy = 100.0 * correct / answered if answered else None
-        if accuracy is None:
-            overall = (0.4 * attention + 0.3 * participation) / 0.7
-        else:
-            overall = 0.4 * attention + 0.3 * participation + 0.3 * accuracy
-        texts = [c["text"] for c in chats if not c.get("deleted")]
-        words = sorted({w for t in texts for w in confusion_words(t)})
-        repeats = repeated_questions(texts)
-        reasons, score = [], 0.0
-        if words:
-            reasons.append("confusion_words")
-            score += 50 + 10 * (len(words) - 1)
-        if repeats:
-            reasons.append("repeated_questions")
-            score += 25 * repeats
-        if accuracy is not None and answered >= 2 and accuracy < LOW_ACCURACY:
-            reasons.append("low_accuracy")
-            score += (LOW_ACCURACY - accuracy) + 30
-        last_presence = next(
-            (e for e in reversed(events) if e["kind"] in ("presence", "online", "offline")), None
-        )
-        return {
-            "student_id": join["student_id"] if join else events[0]["student_id"],
-            "name": join.get("name") if join else "",
-            "joined_at": join["timestamp"] if join else None,
-            "attention": _score(attention),
-            "participation": _score(participation),
-            "quiz_accuracy": None if accuracy is None else _score(accuracy),
-            "overall": _score(overall),
-            "chat_messages": chat_count,
-            "answers": answered,
-            "correct": correct,
-            "confusion": {
-                "score": _score(score),
-                "confused": score >= CONFUSED_AT,
-                "reasons": reasons,
-                "words": words,
-            },
-            "online": bool(last_presence and last_presence["kind"] != "offline"),
-            "alerts": sum(1 for e in events if e["kind"] == "alert"),
-        }
-
-    def _trend(self, events, chats, answers, start, end, students) -> list[dict]:
-        """Per time bucket: average attention of joined students, chat and answers."""
-        span = max(end - start, 1.0)
-        width = span / TREND_BUCKETS
-        out = []
-        by_student = defaultdict(list)
-        for e in events:
-            by_student[e["student_id"]].append(e)
-        for i in range(TREND_BUCKETS):
-            b0, b1 = start + i * width, start + (i + 1) * width
-            shares = []
-            for evs in by_student.values():
-                join = next((e["timestamp"] for e in evs if e["kind"] == "join"), None)
-                if join is None or join >= b1:
-                    continue
-                attentive, total = attentive_seconds(evs, b0, b1)
-                if total > 0:
-                    shares.append(attentive / total)
-            in_bucket = [a for a in answers if b0 <= a["timestamp"] < b1]
-            correct = sum(1 for a in in_bucket if a.get("correct"))
-            out.append(
-                {
-                    "start": b0,
-                    "end": b1,
-                    "attention": _score(100 * sum(shares) / len(shares)) if shares else None,
-                    "chat_messages": sum(1 for c in chats if b0 <= c["timestamp"] < b1),
-                    "answers": len(in_bucket),
-                    "accuracy": _score(100 * correct / len(in_bucket)) if in_bucket else None,
-                }
-            )
-        return out
-
+    # -- reports (computed off the event loop) ------------------------------------------
     async def session_report(self, session: dict) -> dict:
+        """The report of every student; shared by concurrent callers, reused briefly."""
+        sid = session["id"]
+        cached = self._reports.get(sid)
+        if cached is not None and time.monotonic() - cached[0] < REPORT_TTL:
+            return cached[1]
+        running = self._running.get(sid)
+        if running is None:
+            running = asyncio.ensure_future(self._compute_session_report(session))
+            self._running[sid] = running
+            running.add_done_callback(lambda _t, sid=sid: self._running.pop(sid, None))
+        return await asyncio.shield(running)
+
+    async def _compute_session_report(self, session: dict) -> dict:
         events, chats, answers, quizzes = await self._load(session)
-        now = time.time()
-        start = session["started_at"]
-        end = session.get("ended_at") or now
-        published = sum(1 for q in quizzes if q.get("published_at"))
-        ev_by, chat_by, ans_by = defaultdict(list), defaultdict(list), defaultdict(list)
-        for e in events:
-            ev_by[e["student_id"]].append(e)
-        for c in chats:
-            chat_by[c["user_id"]].append(c)
-        for a in answers:
-            ans_by[a["student_id"]].append(a)
-        students = [
-            self._student(session["id"], evs, chat_by[s], ans_by[s], published, start, end)
-            for s, evs in ev_by.items()
-            if any(e["kind"] == "join" for e in evs)
-        ]
-        students.sort(key=lambda s: s["joined_at"] or 0)
-
-        def avg(key):
-            vals = [s[key] for s in students if s[key] is not None]
-            return _score(sum(vals) / len(vals)) if vals else None
-
-        return {
-            "session_id": session["id"],
-            "generated_at": now,
-            "students": students,
-            "summary": {
-                "students": len(students),
-                "online": sum(1 for s in students if s["online"]),
-                "attention": avg("attention"),
-                "participation": avg("participation"),
-                "quiz_accuracy": avg("quiz_accuracy"),
-                "overall": avg("overall"),
-                "confused": [s["student_id"] for s in students if s["confusion"]["confused"]],
-                "quizzes_published": published,
-            },
-            "trend": self._trend(events, chats, answers, start, end, students),
-        }
+        report = await asyncio.to_thread(
+            session_report, session, events, chats, answers, quizzes, time.time()
+        )
+        if session.get("status", "active") == "active":  # an ended session's is not kept
+            now = time.monotonic()
+            if len(self._reports) > 100:
+                self._reports = {k: v for k, v in self._reports.items() if now - v[0] < REPORT_TTL}
+            self._reports[session["id"]] = (now, report)
+        return report
 
     async def student_report(self, session: dict, student_id: str) -> dict | None:
         events, chats, answers, quizzes = await self._load(session, student_id)
         if not any(e["kind"] == "join" for e in events):
             return None
-        now = time.time()
-        start = session["started_at"]
-        end = session.get("ended_at") or now
-        published = sum(1 for q in quizzes if q.get("published_at"))
-        report = self._student(session["id"], events, chats, answers, published, start, end)
-        report["session_id"] = session["id"]
-        report["trend"] = self._trend(events, chats, answers, start, end, [report])
-        report["alerts_detail"] = [
-            {k: e.get(k) for k in ("reason", "detail", "timestamp")}
-            for e in events
-            if e["kind"] == "alert"
-        ]
-        return report
+        return await asyncio.to_thread(
+            student_report, session, events, chats, answers, quizzes, time.time()
+        )
+
+    # -- per-session state --------------------------------------------------------------
+    def forget_session(self, session_id: str) -> None:
+        """The session ended: drop its alert times and cached report."""
+        for key in [k for k in self._last_alert if k[0] == session_id]:
+            del self._last_alert[key]
+        self._reports.pop(session_id, None)
+
+    def cache_sizes(self) -> dict[str, int]:
+        return {"alert_times": len(self._last_alert), "reports": len(self._reports)}
+
+
+# -- pure report functions (run in a worker thread) -------------------------------------
+def _student(events, chats, answers, published, start, end) -> tuple[dict, list]:
+    """(report of one student, their attentive intervals)."""
+    join = next((e for e in events if e["kind"] == "join"), None)
+    intervals = attentive_intervals(events, start, end)
+    attentive = sum(b - a for a, b in intervals)
+    begin = max(start, join["timestamp"]) if join else start
+    total = max(0.0, end - begin)
+    attention = 100.0 * attentive / total if total > 0 else 0.0
+    chat_count = sum(1 for c in chats if c.get("role") == "student")
+    answered = len(answers)
+    correct = sum(1 for a in answers if a.get("correct"))
+    chat_part = min(1.0, chat_count / 5.0)
+    if published:
+        participation = 100.0 * (0.6 * min(1.0, answered / published) + 0.4 * chat_part)
+    else:
+        participation = 100.0 * chat_part
+    accuracy = 100.0 * correct / answered if answered else None
+    if accuracy is None:
+        overall = (0.4 * attention + 0.3 * participation) / 0.7
+    else:
+        overall = 0.4 * attention + 0.3 * participation + 0.3 * accuracy
+    texts = [c["text"] for c in chats if not c.get("deleted")]
+    words = sorted({w for t in texts for w in confusion_words(t)})
+    repeats = repeated_questions(texts)
+    reasons, score = [], 0.0
+    if words:
+        reasons.append("confusion_words")
+        score += 50 + 10 * (len(words) - 1)
+    if repeats:
+        reasons.append("repeated_questions")
+        score += 25 * repeats
+    if accuracy is not None and answered >= 2 and accuracy < LOW_ACCURACY:
+        reasons.append("low_accuracy")
+        score += (LOW_ACCURACY - accuracy) + 30
+    last_presence = next(
+        (e for e in reversed(events) if e["kind"] in ("presence", "online", "offline")), None
+    )
+    report = {
+        "student_id": join["student_id"] if join else events[0]["student_id"],
+        "name": join.get("name") if join else "",
+        "joined_at": join["timestamp"] if join else None,
+        "attention": _score(attention),
+        "participation": _score(participation),
+        "quiz_accuracy": None if accuracy is None else _score(accuracy),
+        "overall": _score(overall),
+        "chat_messages": chat_count,
+        "answers": answered,
+        "correct": correct,
+        "confusion": {
+            "score": _score(score),
+            "confused": score >= CONFUSED_AT,
+            "reasons": reasons,
+            "words": words,
+        },
+        "online": bool(last_presence and last_presence["kind"] != "offline"),
+        "alerts": sum(1 for e in events if e["kind"] == "alert"),
+    }
+    return report, intervals
+
+
+def _trend(per_student, chats, answers, start, end) -> list[dict]:
+    """Per time bucket: average attention of joined students, chat and answers.
+
+    per_student: (join time, attentive intervals) of each student."""
+    width = max(end - start, 1.0) / TREND_BUCKETS
+    shares: list[list[float]] = [[] for _ in range(TREND_BUCKETS)]
+    for join, intervals in per_student:
+        if join is None:
+            continue
+        for i, share in enumerate(_bucket_shares(intervals, join, start, width)):
+            if share is not None:
+                shares[i].append(share)
+
+    def bucket(t: float) -> int | None:
+        i = int((t - start) // width)
+        return i if 0 <= i < TREND_BUCKETS else None
+
+    chat_n = [0] * TREND_BUCKETS
+    for c in chats:
+        i = bucket(c["timestamp"])
+        if i is not None:
+            chat_n[i] += 1
+    ans_n, ans_ok = [0] * TREND_BUCKETS, [0] * TREND_BUCKETS
+    for a in answers:
+        i = bucket(a["timestamp"])
+        if i is not None:
+            ans_n[i] += 1
+            ans_ok[i] += 1 if a.get("correct") else 0
+    return [
+        {
+            "start": start + i * width,
+            "end": start + (i + 1) * width,
+            "attention": _score(100 * sum(shares[i]) / len(shares[i])) if shares[i] else None,
+            "chat_messages": chat_n[i],
+            "answers": ans_n[i],
+            "accuracy": _score(100 * ans_ok[i] / ans_n[i]) if ans_n[i] else None,
+        }
+        for i in range(TREND_BUCKETS)
+    ]
+
+
+def session_report(session, events, chats, answers, quizzes, now: float) -> dict:
+    start = session["started_at"]
+    end = session.get("ended_at") or now
+    published = sum(1 for q in quizzes if q.get("published_at"))
+    ev_by, chat_by, ans_by = defaultdict(list), defaultdict(list), defaultdict(list)
+    for e in events:
+        ev_by[e["student_id"]].append(e)
+    for c in chats:
+        chat_by[c["user_id"]].append(c)
+    for a in answers:
+        ans_by[a["student_id"]].append(a)
+    students, per_student = [], []
+    for s, evs in ev_by.items():
+        if not any(e["kind"] == "join" for e in evs):
+            continue
+        report, intervals = _student(evs, chat_by[s], ans_by[s], published, start, end)
+        students.append(report)
+        per_student.append((report["joined_at"], intervals))
+    students.sort(key=lambda s: s["joined_at"] or 0)
+
+    def avg(key):
+        vals = [s[key] for s in students if s[key] is not None]
+        return _score(sum(vals) / len(vals)) if vals else None
+
+    return {
+        "session_id": session["id"],
+        "generated_at": now,
+        "students": students,
+        "summary": {
+            "students": len(students),
+            "online": sum(1 for s in students if s["online"]),
+            "attention": avg("attention"),
+            "participation": avg("participation"),
+            "quiz_accuracy": avg("quiz_accuracy"),
+            "overall": avg("overall"),
+            "confused": [s["student_id"] for s in students if s["confusion"]["confused"]],
+            "quizzes_published": published,
+        },
+        "trend": _trend(per_student, chats, answers, start, end),
+    }
+
+
+def student_report(session, events, chats, answers, quizzes, now: float) -> dict:
+    start = session["started_at"]
+    end = session.get("ended_at") or now
+    published = sum(1 for q in quizzes if q.get("published_at"))
+    report, intervals = _student(events, chats, answers, published, start, end)
+    report["session_id"] = session["id"]
+    report["trend"] = _trend([(report["joined_at"], intervals)], chats, answers, start, end)
+    report["alerts_detail"] = [
+        {k: e.get(k) for k in ("reason", "detail", "timestamp")}
+        for e in events
+        if e["kind"] == "alert"
+    ]
+    return report

@@ -1,29 +1,73 @@
-"""Event bus: session events reach every node (Redis pub/sub) or this process only.
+"""Event bus: session events reach every node (Redis) or this process only.
 
 `publish(event)` never blocks and never fails: the event is delivered to this node's
 handler at once and queued for Redis. Events are dicts with at least "session_id" and
-"type". Each node subscribes to one channel and drops its own echoes. Both Redis loops
-reconnect by themselves (backoff up to 2 s) after Redis restarts; `on_connect` runs after
-every (re)subscription so the node can ask for state it may have missed.
+"type".
+
+With Redis the events travel through one Redis *stream* (XADD / XREAD), not pub/sub: a
+node reads on from the last entry it saw, so events published while it was reconnecting
+(Redis restarted, the node's own connection broke) still reach it; pub/sub would drop
+them whenever the publisher reconnects before the subscribers do. Events queued while
+Redis is down stay queued (bounded by MAX_QUEUE and MAX_QUEUE_AGE) until it returns.
+Every entry is signed (HMAC-SHA256 with a key derived from the cluster secret); unsigned
+or forged entries are dropped and counted (`rejected`). Each event has an id: a batch
+re-sent after a failed write is delivered once. Both loops reconnect by themselves
+(backoff up to 2 s); `on_connect` runs after every (re)connection so the node can ask for
+state it may have missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import hmac
+import itertools
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "airclass:classroom"
-#: Events waiting for Redis are dropped past this age or count.
-MAX_QUEUE_AGE = 30.0
+STREAM = "airclass:classroom:events"
+#: Entries kept in the stream (approximately): what a node can catch up on.
+STREAM_MAXLEN = 10000
+#: Events waiting for Redis are dropped past this age or count (and counted).
+MAX_QUEUE_AGE = 300.0
 MAX_QUEUE = 20000
+#: Entries written per pipeline round trip.
+BATCH = 500
+#: Ids of events seen lately, to drop a re-sent copy.
+SEEN = 20000
+#: XREAD blocks this long (ms) before asking again.
+BLOCK_MS = 5000
 
 Handler = Callable[[dict], None]
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (for logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<url>"
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def bus_key(secret: str) -> bytes:
+    """The events' HMAC key, derived from the cluster secret (its own purpose label)."""
+    return hmac.new(secret.encode(), b"airclass classroom event bus v1", hashlib.sha256).digest()
+
+
+def sign(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
 
 
 class EventBus:
@@ -68,20 +112,30 @@ class EventBus:
 
 
 class RedisEventBus(EventBus):
-    """Events shared by every node through Redis pub/sub."""
+    """Events shared by every node through a signed Redis stream."""
 
     kind = "redis"
 
-    def __init__(self, node_id: str, handler: Handler, url: str) -> None:
+    def __init__(self, node_id: str, handler: Handler, url: str, secret: str) -> None:
         super().__init__(node_id, handler)
+        if not secret:
+            raise ValueError("the Redis event bus needs a secret to sign events")
         self.url = url
-        self._queue: collections.deque[tuple[float, str]] = collections.deque(maxlen=MAX_QUEUE)
+        self._key = bus_key(secret)
+        self._queue: collections.deque[tuple[float, dict[str, bytes]]] = collections.deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._client = None
         self._subscribed = False
+        self._seq = itertools.count(1)
+        self._seen: collections.deque[str] = collections.deque()
+        self._seen_set: set[str] = set()
+        self._last_id: bytes | None = None
         self.reconnects = 0
         self.dropped = 0
+        self.rejected = 0
+        self.duplicates = 0
+        self.sent = 0
 
     @property
     def connected(self) -> bool:
@@ -120,31 +174,45 @@ class RedisEventBus(EventBus):
     def publish(self, event: dict) -> None:
         self.published += 1
         self._deliver(event)
-        payload = json.dumps({**event, "_origin": self.node_id}, separators=(",", ":"))
-        if len(self._queue) == self._queue.maxlen:
+        event_id = f"{self.node_id}:{next(self._seq)}"
+        payload = json.dumps(
+            {**event, "_origin": self.node_id, "_id": event_id},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        if len(self._queue) >= MAX_QUEUE:
+            self._queue.popleft()
             self.dropped += 1
-        self._queue.append((time.monotonic(), payload))
+        self._queue.append((time.monotonic(), {"m": payload, "s": sign(self._key, payload)}))
         self._wake.set()
 
     async def _publish_loop(self) -> None:
+        """Write queued events in batches. A batch leaves the queue only once Redis took
+        it: on failure it goes back in front, in order, and is written after Redis returns."""
         delay = 0.05
         while True:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
-            batch = list(self._queue)
+                continue
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for _, payload in batch:
-                        pipe.publish(CHANNEL, payload)
+                    for _, fields in batch:
+                        pipe.xadd(STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)
                     await pipe.execute()
-                for _ in batch:
-                    self._queue.popleft()
+                self.sent += len(batch)
                 delay = 0.05
             except asyncio.CancelledError:
+                self._queue.extendleft(reversed(batch))
                 raise
             except Exception as exc:
-                log.warning("event bus: publish to Redis failed (%s); retrying", exc)
+                self._queue.extendleft(reversed(batch))
+                log.warning(
+                    "event bus: write to Redis failed (%s); %d events queued, retrying",
+                    exc,
+                    len(self._queue),
+                )
                 cutoff = time.monotonic() - MAX_QUEUE_AGE
                 while self._queue and self._queue[0][0] < cutoff:
                     self._queue.popleft()
@@ -152,51 +220,83 @@ class RedisEventBus(EventBus):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    async def _resume_from(self, client) -> bytes:
+        """The stream id to read after: where this node stopped, unless the stream was
+        reset (Redis restarted empty with older ids); at first start, its current end."""
+        newest = await client.xrevrange(STREAM, count=1)
+        top = newest[0][0] if newest else b"0-0"
+        if self._last_id is None:
+            return top
+
+        def key(i: bytes) -> tuple[int, int]:
+            ms, _, seq = i.partition(b"-")
+            return int(ms), int(seq or 0)
+
+        return self._last_id if key(top) >= key(self._last_id) else b"0-0"
+
     async def _subscribe_loop(self) -> None:
         delay = 0.05
         while True:
-            client = self._make_client(health_check_interval=5)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            client = self._make_client(socket_timeout=BLOCK_MS / 1000 + 5)
             try:
-                await pubsub.subscribe(CHANNEL)
+                self._last_id = await self._resume_from(client)
                 self._subscribed = True
                 self.reconnects += 1
                 delay = 0.05
-                log.info("event bus: subscribed to %s on %s", CHANNEL, self.url)
+                log.info("event bus: reading %s on %s", STREAM, redact_url(self.url))
                 if self.on_connect is not None:
                     try:
                         await self.on_connect()
                     except Exception:
                         log.exception("event bus: on_connect failed")
                 while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    self._on_message(message["data"])
+                    found = await client.xread({STREAM: self._last_id}, count=BATCH, block=BLOCK_MS)
+                    for _, entries in found or ():
+                        for entry_id, fields in entries:
+                            self._last_id = entry_id
+                            self._on_entry(fields)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if self._subscribed:
-                    log.warning("event bus: lost Redis subscription (%s); reconnecting", exc)
+                    log.warning("event bus: lost Redis (%s); reconnecting", exc)
                 self._subscribed = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:
                 self._subscribed = False
                 try:
-                    await pubsub.aclose()
                     await client.aclose()
                 except Exception:
                     pass
 
-    def _on_message(self, data: bytes) -> None:
+    def _on_entry(self, fields: dict) -> None:
+        payload, signature = fields.get(b"m"), fields.get(b"s")
+        if (
+            not isinstance(payload, bytes)
+            or not isinstance(signature, bytes)
+            or not hmac.compare_digest(sign(self._key, payload), signature)
+        ):
+            self.rejected += 1
+            if self.rejected == 1 or self.rejected % 100 == 0:
+                log.warning("event bus: dropped %d unsigned or forged events", self.rejected)
+            return
         try:
-            event = json.loads(data)
+            event = json.loads(payload)
         except ValueError:
-            log.warning("event bus: dropped a malformed event")
+            self.rejected += 1
             return
-        if event.pop("_origin", None) == self.node_id:
+        if not isinstance(event, dict) or event.pop("_origin", None) == self.node_id:
             return
+        event_id = event.pop("_id", None)
+        if isinstance(event_id, str):
+            if event_id in self._seen_set:
+                self.duplicates += 1
+                return
+            self._seen.append(event_id)
+            self._seen_set.add(event_id)
+            if len(self._seen) > SEEN:
+                self._seen_set.discard(self._seen.popleft())
         self.received += 1
         self._deliver(event)
 
@@ -204,10 +304,16 @@ class RedisEventBus(EventBus):
         return {
             **super().status(),
             "queued": len(self._queue),
+            "sent": self.sent,
             "dropped": self.dropped,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
             "subscriptions": self.reconnects,
         }
 
 
-def make_bus(node_id: str, handler: Handler, redis_url: str) -> EventBus:
-    return RedisEventBus(node_id, handler, redis_url) if redis_url else EventBus(node_id, handler)
+def make_bus(node_id: str, handler: Handler, redis_url: str, secret: str = "") -> EventBus:
+    """The Redis bus when a URL is given (events signed with `secret`), else in-process."""
+    if redis_url:
+        return RedisEventBus(node_id, handler, redis_url, secret)
+    return EventBus(node_id, handler)

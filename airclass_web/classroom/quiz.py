@@ -205,10 +205,21 @@ class QuizService:
 
     # -- lookups --------------------------------------------------------------------
     def _remember(self, quiz: dict) -> None:
-        self._cache[quiz["id"]] = (time.monotonic(), quiz)
+        now = time.monotonic()
+        if len(self._cache) > 1000:  # sessions that never end: drop stale copies
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < CACHE_TTL}
+        self._cache[quiz["id"]] = (now, quiz)
 
     def forget(self, quiz_id: str) -> None:
         self._cache.pop(quiz_id, None)
+
+    def forget_session(self, session_id: str) -> None:
+        """The session ended: drop its cached quizzes."""
+        for quiz_id in [k for k, (_, q) in self._cache.items() if q["session_id"] == session_id]:
+            del self._cache[quiz_id]
+
+    def cache_sizes(self) -> dict[str, int]:
+        return {"quizzes": len(self._cache)}
 
     async def get(self, quiz_id, *, fresh: bool = False) -> dict:
         if not isinstance(quiz_id, str) or not quiz_id or len(quiz_id) > 100:

@@ -3,11 +3,18 @@
 Every message is JSON with a "type". Outgoing messages of one broadcast are serialised
 once; each client has a bounded send queue drained by its own writer task, so a slow
 client never delays the others (it is disconnected when its queue overflows).
+
+Limits: every incoming message, whatever its type, takes a token from the connection's
+bucket (WS_BURST, then WS_RATE a second; chat has its own stricter limit on top); a client
+that keeps flooding is disconnected. A user has at most MAX_SOCKETS_PER_USER sockets on a
+node. Presence changes are coalesced: stored and pushed to the staff at most once per
+PRESENCE_COALESCE seconds per student, with the latest state and the time it changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -38,6 +45,15 @@ PRESENCE_EVERY = 15.0
 #: A roster entry not refreshed for this long is shown offline (its node died).
 PRESENCE_STALE = 3 * PRESENCE_EVERY + 5
 STAFF = ("teacher", "monitor")
+#: Per-connection token bucket for every message type.
+WS_BURST = 40
+WS_RATE = 20.0
+#: Messages refused in a row before the connection is closed (1008).
+WS_FLOOD_CLOSE = 200
+#: WebSocket connections one user may hold on one node.
+MAX_SOCKETS_PER_USER = 5
+#: A student's presence is stored and pushed at most this often.
+PRESENCE_COALESCE = 1.0
 
 
 def dumps(message: dict) -> str:
@@ -58,6 +74,25 @@ class Client:
         self.last_seen = time.time()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=SEND_QUEUE)
         self.closed = False
+        self._tokens = float(WS_BURST)
+        self._refill_at = time.monotonic()
+        self.refused = 0  # messages refused in a row by the rate limit
+        #: Presence as last stored/pushed, and when the current state began.
+        self.recorded: tuple[bool, bool] | None = None
+        self.changed_at = time.time()
+        self.presence_task: asyncio.Task | None = None
+
+    def allow(self) -> bool:
+        """Take a token for one incoming message (any type)."""
+        now = time.monotonic()
+        self._tokens = min(float(WS_BURST), self._tokens + (now - self._refill_at) * WS_RATE)
+        self._refill_at = now
+        if self._tokens < 1.0:
+            self.refused += 1
+            return False
+        self._tokens -= 1.0
+        self.refused = 0
+        return True
 
     def send(self, message: dict | str) -> None:
         if self.closed:
@@ -122,6 +157,11 @@ class RealtimeHub:
         self.c = classroom
         self.rooms: dict[str, Room] = {}
         self.node_id = classroom.node.config.node_id
+        #: Open sockets per user id on this node.
+        self.sockets: collections.Counter[str] = collections.Counter()
+        self.rate_limited = 0
+        self.refused_sockets = 0
+        self.proxied_sockets = 0
 
     # -- bus side ---------------------------------------------------------------------
     def deliver(self, event: dict) -> None:
@@ -178,10 +218,29 @@ class RealtimeHub:
         return {
             "rooms": len(self.rooms),
             "clients": sum(len(r.clients) for r in self.rooms.values()),
+            "rate_limited": self.rate_limited,
+            "refused_sockets": self.refused_sockets,
+            "proxied_to_main": self.proxied_sockets,
+            "caches": self.c.cache_sizes(),
         }
 
+    def forget_session(self, session_id: str) -> None:
+        """The session ended: its room's roster goes (clients still connected keep it)."""
+        room = self.rooms.get(session_id)
+        if room is not None and not room.clients:
+            self.rooms.pop(session_id, None)
+
     # -- WebSocket side -----------------------------------------------------------------
+    @property
+    def proxied(self) -> bool:
+        """A sub node without a shared store (MongoDB) knows no class session: its class
+        WebSockets are served by the main node, through this node."""
+        config = self.c.node.config
+        return config.role == "sub" and not config.mongo_url and bool(config.main_url)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.proxied:
+            return await self.proxy_to_main(request)
         c = self.c
         try:
             claims = c.node.tokens.verify(token_from_request(request))
@@ -199,9 +258,23 @@ class RealtimeHub:
             await c.node.access.check_teacher_token(claims)  # revoked by a password change
         except AccessDenied as exc:
             raise json_error(exc.status, exc.message) from exc
+        if self.sockets[claims.user_id] >= MAX_SOCKETS_PER_USER:
+            self.refused_sockets += 1
+            raise json_error(429, f"at most {MAX_SOCKETS_PER_USER} connections per user")
+        self.sockets[claims.user_id] += 1
+        try:
+            return await self._serve(request, c, session, role, claims.user_id, name)
+        finally:
+            self.sockets[claims.user_id] -= 1
+            if self.sockets[claims.user_id] <= 0:
+                del self.sockets[claims.user_id]
+
+    async def _serve(
+        self, request: web.Request, c: Classroom, session: dict, role: str, user_id: str, name: str
+    ) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME)
         await ws.prepare(request)
-        client = Client(ws, session["id"], role, claims.user_id, name)
+        client = Client(ws, session["id"], role, user_id, name)
         writer = asyncio.create_task(client.writer(), name="ws-writer")
         room = self.rooms.get(session["id"])
         new_room = room is None
@@ -227,6 +300,10 @@ class RealtimeHub:
             room.clients.discard(client)
             client.closed = True
             writer.cancel()
+            if client.presence_task is not None:
+                client.presence_task.cancel()
+                with contextlib.suppress(Exception):
+                    await self.flush_presence(client)  # the last state, before "offline"
             if not room.clients and self.rooms.get(session["id"]) is room:
                 self.rooms.pop(session["id"], None)
             if role == "student" and not any(x.user_id == client.user_id for x in room.clients):
@@ -240,6 +317,94 @@ class RealtimeHub:
                 )
                 with contextlib.suppress(Exception):
                     await c.engagement.record(session["id"], client.user_id, "offline")
+        return ws
+
+    # -- presence (coalesced) -------------------------------------------------------------
+    def presence_changed(self, client: Client, playing: bool, visible: bool) -> None:
+        """A student's playing/visible state changed: store and push it soon, once."""
+        if (playing, visible) == (client.playing, client.visible):
+            return  # heartbeat: last_seen is already updated
+        client.playing, client.visible = playing, visible
+        client.changed_at = time.time()
+        if client.presence_task is None or client.presence_task.done():
+            client.presence_task = asyncio.ensure_future(self._presence_later(client))
+
+    async def _presence_later(self, client: Client) -> None:
+        await asyncio.sleep(PRESENCE_COALESCE)
+        await self.flush_presence(client)
+
+    async def flush_presence(self, client: Client) -> None:
+        """Store and push the current presence if it differs from the last one stored."""
+        state = (client.playing, client.visible)
+        if state == client.recorded:
+            return
+        client.recorded = state
+        await self.c.engagement.record(
+            client.session_id,
+            client.user_id,
+            "presence",
+            playing=state[0],
+            visible=state[1],
+            timestamp=client.changed_at,
+        )
+        self.c.publish(
+            {
+                "session_id": client.session_id,
+                "type": "presence",
+                "to": "staff",
+                "presence": client.presence(self.node_id),
+            }
+        )
+
+    async def proxy_to_main(self, request: web.Request) -> web.StreamResponse:
+        """Relay this class WebSocket to the same path on the main node, both ways. The main
+        checks the token and applies every limit; its refusal is answered as is."""
+        import aiohttp
+
+        base = self.c.node.config.main_url.rstrip("/")
+        url = "ws" + base[len("http") :] + request.path_qs if base.startswith("http") else base
+        headers = {}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+        async with aiohttp.ClientSession() as http:
+            try:
+                upstream = await http.ws_connect(
+                    url, headers=headers, heartbeat=30, max_msg_size=MAX_FRAME
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                raise json_error(exc.status, f"main node: {exc.message}") from None
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise json_error(502, f"main node not reachable ({exc})") from None
+            ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME)
+            await ws.prepare(request)
+            self.proxied_sockets += 1
+
+            async def pump(src, dst) -> None:
+                async for msg in src:
+                    if msg.type == WSMsgType.TEXT:
+                        await dst.send_str(msg.data)
+                    elif msg.type == WSMsgType.BINARY:
+                        await dst.send_bytes(msg.data)
+                    else:
+                        break
+
+            tasks = [
+                asyncio.create_task(pump(ws, upstream), name="ws-proxy-up"),
+                asyncio.create_task(pump(upstream, ws), name="ws-proxy-down"),
+            ]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(BaseException):
+                        await task
+                self.proxied_sockets -= 1
+                with contextlib.suppress(Exception):
+                    await upstream.close()
+                with contextlib.suppress(Exception):
+                    await ws.close()
         return ws
 
     async def welcome(self, client: Client, session: dict, room: Room) -> dict:
@@ -292,6 +457,22 @@ class RealtimeHub:
             if client.closed:
                 break
             client.last_seen = time.time()
+            if not client.allow():
+                self.rate_limited += 1
+                if client.refused >= WS_FLOOD_CLOSE:
+                    log.warning("client %s floods its WebSocket: disconnecting", client.user_id)
+                    await ws.close(code=1008, message=b"too many messages")
+                    break
+                if client.refused == 1:  # one error per burst, not one per message
+                    client.send(
+                        {
+                            "type": "error",
+                            "code": "rate_limited",
+                            "status": 429,
+                            "message": "too many messages; slow down",
+                        }
+                    )
+                continue
             if len(msg.data) > MAX_MESSAGE:
                 client.send(
                     {

@@ -28,7 +28,12 @@ class Classroom:
     def __init__(self, node: Node, store: Store | None = None) -> None:
         self.node = node
         self.store: Store = store or make_store(node.config)
-        self.bus: EventBus = make_bus(node.config.node_id, self.on_event, node.config.redis_url)
+        self.bus: EventBus = make_bus(
+            node.config.node_id,
+            self.on_event,
+            node.config.redis_url,
+            node.config.cluster_secret or node.config.jwt_secret,
+        )
         self.teachers = TeacherService(
             self.store,
             node.config.data_keys,
@@ -65,6 +70,27 @@ class Classroom:
         elif kind in ("quiz", "quiz_closed"):
             self.quizzes.forget(event["quiz"]["id"])
         self.hub.deliver(event)
+        if kind == "session_ended":
+            self.forget_session(event["session_id"])
+
+    def forget_session(self, session_id: str) -> None:
+        """A session ended (here or on another node): evict its caches and name tables."""
+        self.sessions.forget(session_id)
+        self.sessions.forget_names(session_id)
+        self.quizzes.forget_session(session_id)
+        self.chat.forget_session(session_id)
+        self.engagement.forget_session(session_id)
+        self.hub.forget_session(session_id)
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries of the per-session caches (they shrink when sessions end)."""
+        return {
+            "sessions": len(self.sessions._cache),
+            "names": self.sessions.names_cached(),
+            **self.quizzes.cache_sizes(),
+            **self.chat.cache_sizes(),
+            **self.engagement.cache_sizes(),
+        }
 
     # -- shared by REST and WebSocket ---------------------------------------------------
     async def session_for(self, claims: Claims, session_id: str, roles: tuple[str, ...]):
@@ -205,18 +231,5 @@ class Classroom:
         raise ClassroomError(400, f"unknown message type {kind[:40]!r}", "unknown_type")
 
     async def presence(self, client: Client, data: dict) -> None:
-        playing, visible = bool(data.get("playing")), bool(data.get("visible"))
-        if (playing, visible) == (client.playing, client.visible):
-            return  # heartbeat: last_seen is already updated
-        client.playing, client.visible = playing, visible
-        await self.engagement.record(
-            client.session_id, client.user_id, "presence", playing=playing, visible=visible
-        )
-        self.publish(
-            {
-                "session_id": client.session_id,
-                "type": "presence",
-                "to": "staff",
-                "presence": client.presence(self.node.config.node_id),
-            }
-        )
+        """Coalesced: stored and pushed to the staff at most once a second per student."""
+        self.hub.presence_changed(client, bool(data.get("playing")), bool(data.get("visible")))

@@ -96,6 +96,14 @@ class SessionService:
         """Drop the cached copy (another node changed the session)."""
         self._cache.pop(session_id, None)
 
+    def forget_names(self, session_id: str) -> None:
+        """Drop the session's student names (the session ended)."""
+        for key in [k for k in self._names if k[0] == session_id]:
+            del self._names[key]
+
+    def names_cached(self) -> int:
+        return len(self._names)
+
     async def by_code(self, code: str) -> dict:
         code = str(code or "").strip().upper().replace(" ", "").replace("-", "")
         if not code:

@@ -129,7 +129,9 @@ class RedisRegistry:
         try:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
-            log.warning("registry: redis %s not reachable yet: %s", self.url, exc)
+            from ..classroom.events import redact_url  # no password in the log
+
+            log.warning("registry: redis %s not reachable yet: %s", redact_url(self.url), exc)
 
     async def stop(self) -> None:
         if self._redis is not None:
