@@ -9,8 +9,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 
+from airclass_media.ice import restrict_host_addresses
 from airclass_web.workers.admission import Admission, NodeFull, TooManySessions
 from airclass_web.workers.pool import split_port_range
 
@@ -55,7 +56,8 @@ def metric(node, name: str) -> float:
 
 
 async def offer_sdp() -> tuple[RTCPeerConnection, str]:
-    pc = RTCPeerConnection()
+    restrict_host_addresses([TEST_HOST])  # gather on the test address only, as `players` does
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # None would mean Google's STUN
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
