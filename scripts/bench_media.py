@@ -387,6 +387,7 @@ def measure(args: argparse.Namespace, node_proc: subprocess.Popen, node: str, n:
             loss_pct_max=(summary["loss_pct"] or {}).get("max"),
             fps_per_viewer_mean=(summary["video_fps"] or {}).get("mean"),
             fps_per_viewer_p5=(summary["video_fps"] or {}).get("p5"),
+            rtp_timestamps_per_s_mean=(summary["video_timestamps_per_s"] or {}).get("mean"),
             kbps_per_viewer_mean=(summary["kbps"] or {}).get("mean"),
             connect_s_p95=(summary["connect_s"] or {}).get("p95"),
             loadgen_cores=summary["loadgen_cores"],

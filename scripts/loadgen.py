@@ -54,18 +54,21 @@ class SsrcCounter:
     packets: int = 0
     bytes: int = 0
     markers: int = 0
+    timestamps: int = 0  # how many times the RTP timestamp moved on (in-order packets)
+    last_ts: int = -1
     base_seq: int = -1
     max_seq: int = 0
     cycles: int = 0
     reordered: int = 0
 
-    def add(self, seq: int, size: int, marker: bool) -> None:
+    def add(self, seq: int, ts: int, size: int, marker: bool) -> None:
         self.packets += 1
         self.bytes += size
         if marker:
             self.markers += 1
         if self.base_seq < 0:
             self.base_seq = self.max_seq = seq
+            self.last_ts, self.timestamps = ts, 1
             return
         delta = (seq - self.max_seq) & 0xFFFF
         if delta == 0:
@@ -74,6 +77,9 @@ class SsrcCounter:
             if seq < self.max_seq:
                 self.cycles += 0x10000  # wrapped past 65535
             self.max_seq = seq
+            if ts != self.last_ts:
+                self.last_ts = ts
+                self.timestamps += 1
         else:
             self.reordered += 1  # late packet: counted as received, not as a new maximum
 
@@ -81,8 +87,8 @@ class SsrcCounter:
     def expected(self) -> int:
         return 0 if self.base_seq < 0 else self.cycles + self.max_seq - self.base_seq + 1
 
-    def snapshot(self) -> tuple[int, int, int, int]:
-        return self.packets, self.bytes, self.markers, self.expected
+    def snapshot(self) -> tuple[int, int, int, int, int]:
+        return self.packets, self.bytes, self.markers, self.expected, self.timestamps
 
 
 @dataclass
@@ -101,19 +107,19 @@ class Viewer:
     error: str | None = None
 
     def on_rtp(self, data: bytes) -> None:
-        b0, b1, seq, _ts, ssrc = RTP_HEADER.unpack_from(data)
+        b0, b1, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
         counter = self.ssrcs.get(ssrc)
         if counter is None:
             kind = self.pt_kinds.get(b1 & 0x7F, "other")
             counter = self.ssrcs[ssrc] = SsrcCounter(kind)
         marker = b1 & 0x80 != 0
-        counter.add(seq, len(data), marker)
+        counter.add(seq, ts, len(data), marker)
         if self.first_rtp_at is None:
             self.first_rtp_at = time.monotonic()
         if marker and self.first_frame_at is None and counter.kind == "video":
             self.first_frame_at = time.monotonic()
 
-    def snapshot(self) -> dict[int, tuple[int, int, int, int]]:
+    def snapshot(self) -> dict[int, tuple[int, int, int, int, int]]:
         return {ssrc: c.snapshot() for ssrc, c in self.ssrcs.items()}
 
 
@@ -230,17 +236,18 @@ def percentiles(values: list[float]) -> dict[str, float] | None:
 def viewer_window(viewer: Viewer, before: dict, seconds: float) -> dict:
     """Loss, frame rate and bit rate of one viewer over the measuring window."""
     lost = expected = 0
-    frames = bits = 0
+    frames = stamps = bits = 0
     audio_packets = 0
     for ssrc, counter in viewer.ssrcs.items():
-        p0, b0, m0, e0 = before.get(ssrc, (0, 0, 0, 0))
-        p1, b1, m1, e1 = counter.snapshot()
+        p0, b0, m0, e0, t0 = before.get(ssrc, (0, 0, 0, 0, 0))
+        p1, b1, m1, e1, t1 = counter.snapshot()
         if counter.kind in ("video", "audio"):
             expected += e1 - e0
             lost += max(0, (e1 - e0) - (p1 - p0))
         bits += 8 * (b1 - b0)
         if counter.kind == "video":
             frames += m1 - m0
+            stamps += t1 - t0
         elif counter.kind == "audio":
             audio_packets += p1 - p0
     return {
@@ -250,7 +257,8 @@ def viewer_window(viewer: Viewer, before: dict, seconds: float) -> dict:
         if viewer.first_frame_at
         else None,
         "loss_pct": round(100 * lost / expected, 3) if expected else None,
-        "video_fps": round(frames / seconds, 2),
+        "video_fps": round(frames / seconds, 2),  # marker bits: one per access unit
+        "video_timestamps_per_s": round(stamps / seconds, 2),  # cross-check of video_fps
         "audio_pps": round(audio_packets / seconds, 1),
         "kbps": round(bits / seconds / 1000, 1),
     }
@@ -321,6 +329,7 @@ async def run(args: argparse.Namespace) -> dict:
         "first_frame_s": percentiles([r["first_frame_s"] for r in rows if r["first_frame_s"]]),
         "loss_pct": percentiles([r["loss_pct"] for r in rows if r["loss_pct"] is not None]),
         "video_fps": percentiles([r["video_fps"] for r in rows]),
+        "video_timestamps_per_s": percentiles([r["video_timestamps_per_s"] for r in rows]),
         "kbps": percentiles([r["kbps"] for r in rows]),
         "viewers_without_video": sum(1 for r in rows if r["video_fps"] == 0),
         "per_viewer": rows,
