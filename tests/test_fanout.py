@@ -199,9 +199,7 @@ async def test_chromium_keeps_playing_through_loss(node, processes, browser, udp
     processes.append(ffmpeg_publish(node.rtmp_url("lossy2", token), seconds=90))
     page = await browser.new_page()
     await page.goto(f"{node.url}/student?stream=lossy2")
-    await page.wait_for_function(
-        "() => window.airclassPlayer.state === 'playing'", timeout=30_000
-    )
+    await page.wait_for_function("() => window.airclassPlayer.state === 'playing'", timeout=30_000)
     udp_loss(2)
     frames = await page.evaluate("() => window.airclassPlayer.framesDecoded()")
     await page.wait_for_function(
