@@ -334,11 +334,32 @@ async def test_bus_events_queued_while_redis_is_down_all_arrive(two_nodes):
         await teacher.wait("chat", lambda m: m["message"]["text"] == "student while down")
         got = [m["message"]["text"] for m in student.of("chat")]
         assert [t for t in got if t.startswith("while down")] == sent  # once each, in order
+        # Readers cut again and again (Redis up): what is published meanwhile still arrives.
+        cut = [f"cut {i}" for i in range(10)]
+        for text in cut:
+            await _cut_readers(two_nodes.redis.url)
+            await teacher.send(type="chat", text=text)
+        for text in cut:
+            await student.wait("chat", lambda m, t=text: m["message"]["text"] == t, timeout=20)
         for api in (api_a, api_b):
             status = await bus_status(api)
-            assert status["dropped"] == 0 and status["queued"] == 0, status
+            assert status["dropped"] == 0, status
         await teacher.close()
         await student.close()
+
+
+async def _cut_readers(url: str) -> None:
+    """Kill every connection reading events (pub/sub subscribers, blocked readers)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        for entry in await client.client_list():
+            flags = entry.get("flags", "")
+            if "P" in flags or "b" in flags:
+                await client.client_kill_filter(_id=entry["id"])
+    finally:
+        await client.aclose()
 
 
 async def _bus_is(api: Api, connected: bool) -> bool:
@@ -386,3 +407,167 @@ async def test_forged_and_unsigned_bus_events_are_dropped(two_nodes):
             assert REDIS_PASSWORD not in node.log()
         await teacher.close()
         await student.close()
+
+
+# -- WebSocket limits, presence coalescing, eviction, sub without a shared store -------------
+async def _class_on(http, node: NodeProcess, students: int = 1):
+    api = Api(http, node.url)
+    token = await api.login("kim")
+    created = await api.ok("POST", "/api/sessions", {"title": "Limits", "stream": "lim"}, token)
+    joined = [await api.join(created["join_code"], f"S{i}") for i in range(students)]
+    return api, token, created["session_id"], joined
+
+
+async def _status(api: Api) -> dict:
+    status, body = await api.call("GET", "/api/classroom/status")
+    assert status == 200, body
+    return body
+
+
+async def test_websocket_rate_limit_on_every_type_and_sockets_per_user(prod_node):
+    from airclass_web.classroom.realtime import MAX_SOCKETS_PER_USER
+
+    url = prod_node.url
+    async with aiohttp.ClientSession() as http:
+        api, token, sid, (stu,) = await _class_on(http, prod_node)
+        # Sockets per user: the cap holds, and a closed socket frees its place.
+        sockets = [
+            await WS.connect(http, url, sid, stu["token"], f"s{i}")
+            for i in range(MAX_SOCKETS_PER_USER)
+        ]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await WS.connect(http, url, sid, stu["token"], "one too many")
+        assert refused.value.status == 429
+        await sockets.pop().close()
+
+        async def place_freed():
+            return (await _status(api))["clients"] == MAX_SOCKETS_PER_USER - 1
+
+        await async_wait_for(place_freed, 10, "the node to see the socket closed")
+        sockets.append(await WS.connect(http, url, sid, stu["token"], "again"))
+
+        # A flood of pings (not chat): refused past the burst with one error, then closed.
+        ws = sockets[0]
+        for i in range(400):
+            await ws.send(type="ping", t=i)
+        await ws.wait("error", lambda m: m.get("code") == "rate_limited")
+        await async_wait_for(lambda: ws.closed, 10, "the flooding socket to be closed")
+        assert ws.ws.close_code == 1008
+        assert len(ws.of("pong")) < 400
+        assert len(ws.of("error", lambda m: m.get("code") == "rate_limited")) == 1
+        assert (await _status(api))["rate_limited"] >= 200
+        # The other sockets of this user are unaffected.
+        reply = await sockets[1].request(type="ping", t="still here")
+        assert reply["type"] == "pong"
+        for s in sockets[1:]:
+            await s.close()
+
+
+async def test_presence_is_coalesced_not_stored_per_toggle(prod_node):
+    import sqlite3
+
+    url = prod_node.url
+    async with aiohttp.ClientSession() as http:
+        api, token, sid, (stu,) = await _class_on(http, prod_node)
+        teacher = await WS.connect(http, url, sid, token, "teacher")
+        student = await WS.connect(http, url, sid, stu["token"], "student")
+        for i in range(30):  # a tab flapping visible / hidden
+            await student.send(type="presence", playing=True, visible=i % 2 == 0)
+        await student.send(type="presence", playing=True, visible=True)
+        await teacher.wait(
+            "presence",
+            lambda m: (
+                m["presence"]["student_id"] == stu["student_id"]
+                and m["presence"]["playing"]
+                and m["presence"]["visible"]
+            ),
+        )
+        reply = await student.request(type="ping")  # every message above was read
+        assert reply["type"] == "pong"
+
+        def rows():
+            conn = sqlite3.connect(prod_node.data_dir / "airclass.sqlite3")
+            try:
+                return conn.execute(
+                    "SELECT doc FROM engagement_events WHERE student_id = ? AND kind = 'presence'"
+                    " ORDER BY timestamp",
+                    (stu["student_id"],),
+                ).fetchall()
+            finally:
+                conn.close()
+
+        stored = await async_wait_for(rows, 10, "the presence to be stored")
+        assert len(stored) <= 2, f"{len(stored)} presence rows for 31 toggles"
+        assert '"visible": true' in stored[-1][0]
+        pushed = teacher.of("presence", lambda m: m["presence"]["student_id"] == stu["student_id"])
+        assert len(pushed) <= 3, len(pushed)  # online + at most two coalesced changes
+        await teacher.close()
+        await student.close()
+
+
+async def test_session_end_evicts_per_session_caches(prod_node):
+    url = prod_node.url
+    async with aiohttp.ClientSession() as http:
+        api, token, sid, joined = await _class_on(http, prod_node, students=3)
+        teacher = await WS.connect(http, url, sid, token, "teacher")
+        students = [await WS.connect(http, url, sid, j["token"], j["name"]) for j in joined]
+        for ws in students:
+            await ws.send(type="chat", text="이해가 안 돼요")  # rate buckets, alerts
+        await teacher.wait("alert", count=3)
+        quiz = await teacher.request(
+            type="quiz_create", quiz={"question": "q", "options": ["a", "b"], "correct": 0}
+        )
+        await teacher.send(type="quiz_publish", quiz_id=quiz["quiz"]["id"])
+        await students[0].wait("quiz")
+        await students[0].request(type="quiz_answer", quiz_id=quiz["quiz"]["id"], answer=0)
+        await api.ok("GET", f"/api/engagement/session/{sid}", token=token)
+        caches = (await _status(api))["caches"]
+        for name in ("names", "quizzes", "chat_buckets", "alert_times", "reports"):
+            assert caches[name] > 0, caches
+
+        await api.ok("POST", f"/api/sessions/{sid}/end", token=token)
+        await students[0].wait("session_ended")
+        for ws in (teacher, *students):
+            await ws.close()
+
+        async def emptied():
+            caches = (await _status(api))["caches"]
+            return caches if not any(caches.values()) else None
+
+        await async_wait_for(emptied, 10, "every per-session cache to be evicted")
+
+
+async def test_sub_without_shared_store_serves_class_websocket_through_main(tmp_path):
+    env = {"AIRCLASS_CLUSTER_SECRET": "cluster-secret-for-tests-0123456789abcdef"}
+    redis = RedisServer(tmp_path).start()
+    main = sub = None
+    try:
+        main = NodeProcess(tmp_path, "--role", "main", "--redis-url", redis.url, env=env,
+                           dev=False, name="main")  # fmt: skip
+        assert add_teacher(main.data_dir, "kim").returncode == 0
+        main.start()
+        sub = NodeProcess(
+            tmp_path, "--role", "sub", "--main-url", main.url, "--redis-url", redis.url,
+            env=env, dev=False, name="sub",
+        ).start()  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            api, token, sid, (stu,) = await _class_on(http, main)
+            teacher = await WS.connect(http, main.url, sid, token, "teacher@main")
+            student = await WS.connect(http, sub.url, sid, stu["token"], "student@sub")
+            assert student.of("welcome")[0]["role"] == "student"
+            await teacher.send(type="chat", text="hello through the sub")
+            await student.wait("chat", lambda m: m["message"]["text"] == "hello through the sub")
+            await student.send(type="chat", text="hi from the sub")
+            await teacher.wait("chat", lambda m: m["message"]["text"] == "hi from the sub")
+            # The main still decides: a bad token is refused, through the sub.
+            with pytest.raises(aiohttp.WSServerHandshakeError) as bad:
+                await WS.connect(http, sub.url, sid, "not-a-token", "bad")
+            assert bad.value.status == 401
+            assert (await _status(Api(http, sub.url)))["proxied_to_main"] == 1
+            await teacher.close()
+            await student.close()
+    finally:
+        for node in (sub, main):
+            if node is not None:
+                node.stop()
+        redis.stop()
