@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages AIRClass needs: ffmpeg (test publisher, ffprobe),
 # redis-server (cluster/events), chromium (browser tests), iproute2 + nftables (test
-# network namespace and its NAT).
+# network namespace and its NAT), tesseract-ocr + Korean data (local slide OCR),
+# fonts-nanum (Korean glyphs in Chromium and test slides).
 set -euo pipefail
-pkgs=(ffmpeg redis-server chromium iproute2 util-linux nftables)
+pkgs=(ffmpeg redis-server chromium iproute2 util-linux nftables tesseract-ocr tesseract-ocr-kor
+  fonts-nanum)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
