@@ -58,6 +58,11 @@ class TokenBuckets:
         tokens, last = self._buckets.get(key, (self.burst, now))
         return min(self.burst, tokens + (now - last) / self.refill)
 
+    def wait(self, key: Hashable, now: float | None = None) -> float:
+        """Seconds until `take` would pass (0.0: now); consumes nothing."""
+        now = time.monotonic() if now is None else now
+        return max(0.0, (1.0 - self._level(key, now)) * self.refill)
+
     def take(self, key: Hashable, now: float | None = None) -> float:
         """Consume one token: 0.0 when allowed, else seconds until one is available."""
         now = time.monotonic() if now is None else now

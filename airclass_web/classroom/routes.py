@@ -194,12 +194,19 @@ async def join_session(request: web.Request) -> web.Response:
     ip = guards.ip(request)
     guards.join_rate.check(ip, "join")
     params = await request_params(request)
-    # A join code attempt counts before the code is checked; a good one is given back.
-    wait = guards.join_failures.take(ip)
+    # Wrong codes from this address are limited (a good code costs nothing, so a class
+    # behind one NAT joins at once); parallel guesses are bounded by join_rate above.
+    wait = guards.join_failures.wait(ip)
     if wait:
         raise too_many("too many wrong join codes from this address; wait", wait)
-    session, student_id, name = await c.sessions.join(params.get("join_code"), params.get("name"))
-    guards.join_failures.give_back(ip)
+    try:
+        session, student_id, name = await c.sessions.join(
+            params.get("join_code"), params.get("name")
+        )
+    except ClassroomError as exc:
+        if exc.status == 404:
+            guards.join_failures.take(ip)
+        raise
     stream = session["stream"]
     whep_url = await viewer_whep_url(node, request, student_id, stream)
     token, expires_at = node.tokens.issue(
