@@ -25,14 +25,16 @@ async def test_student_page_plays_720p(node, processes, browser):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(f"{node.url}/student?stream=class1")
     await page.wait_for_function(
-        "document.getElementById('video').videoWidth === 1280", timeout=30_000
+        "() => document.getElementById('video').videoWidth === 1280", timeout=30_000
     )
     frames = await page.evaluate("window.airclassPlayer.framesDecoded()")
     await page.wait_for_function(
-        f"window.airclassPlayer.framesDecoded() > {frames + 30}", timeout=15_000
+        f"() => window.airclassPlayer.framesDecoded() > {frames + 30}", timeout=15_000
     )
     # The page's own watchdog (1 s tick) turns frames into the "playing" state.
-    await page.wait_for_function("window.airclassPlayer.state === 'playing'", timeout=5_000)
+    # Predicates are functions, not expressions: Playwright polls an expression with eval(),
+    # which the page's Content-Security-Policy forbids.
+    await page.wait_for_function("() => window.airclassPlayer.state === 'playing'", timeout=5_000)
     assert await page.text_content("#live-badge") == "방송 중"  # Korean UI for ko-KR
     await page.click(".lang-toggle")
     assert await page.text_content("#live-badge") == "LIVE"

@@ -163,15 +163,16 @@ async def test_pages_run_under_csp_and_login_redirect_stays_on_site(prod_node, b
         ("/login", "!!window.AirLogin"),
     ]:
         await page.goto(base + path)
-        await page.wait_for_function(ready, timeout=10_000)
+        # A function, not an expression: Playwright polls expressions with eval() (CSP).
+        await page.wait_for_function(f"() => {ready}", timeout=10_000)
     # Korean too (the home page's strings moved from an inline script to static/index.js).
     await page.click(".lang-toggle")
     await page.goto(base + "/")
     await page.wait_for_function(
-        "document.querySelector('[data-i18n=\"index.role\"]').textContent === '노드 역할'"
+        "() => document.querySelector('[data-i18n=\"index.role\"]').textContent === '노드 역할'"
     )
     await page.goto(base + "/login")
-    await page.wait_for_function("!!window.AirLogin")
+    await page.wait_for_function("() => !!window.AirLogin")
     cases = {
         "/\\evil.com": "/teacher",
         "//evil.com": "/teacher",
