@@ -238,7 +238,8 @@ def process_name(pid: int) -> str:
     except OSError:
         return "?"
     words = [a.decode(errors="replace") for a in argv if a]
-    return " ".join(w for w in words[1:4] if not w.startswith("/")) or " ".join(words[:1])
+    name = " ".join(w for w in words[1:4] if not w.startswith("/")) or " ".join(words[:1])
+    return name[:60]
 
 
 class TreeCpu:
@@ -293,11 +294,11 @@ class SendTimes:
         with self.lock:
             self.times.setdefault(int(index), []).append(float(at))
 
-    def latency_ms(self, index: int, decoded_at: float, since: float) -> float | None:
-        """Send -> decode of a frame sent after `since` (older ones: the cached GOP)."""
+    def last_sent(self, index: int, before: float) -> float | None:
+        """When the publisher last sent this frame index, no later than `before`."""
         with self.lock:
-            sent = [t for t in self.times.get(index, ()) if since <= t <= decoded_at]
-        return (decoded_at - max(sent)) * 1000 if sent else None
+            sent = [t for t in self.times.get(index, ()) if t <= before]
+        return max(sent) if sent else None
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -359,11 +360,16 @@ def measure(args: argparse.Namespace, node_proc: subprocess.Popen, node: str, n:
     if probe.returncode != 0:
         raise RuntimeError("probe failed:\n" + probe.stderr[-2000:])
     probe_result = json.loads(probe.stdout.strip().splitlines()[-1])
-    latencies = [
-        ms
-        for index, at in probe_result["frames"]
-        if (ms := sends.latency_ms(index, at, probe_result["started"])) is not None
-    ]
+    latencies: list[float] = []
+    stale = unknown = 0
+    for index, at in probe_result["frames"]:
+        sent = sends.last_sent(index, at)
+        if sent is None:
+            unknown += 1
+        elif sent < probe_result["started"]:
+            stale += 1  # sent before the probe joined: the cached GOP (or a replay of it)
+        else:
+            latencies.append((at - sent) * 1000)
     row = {
         "viewers": n,
         "node_cores": tree["cores"],
@@ -372,6 +378,8 @@ def measure(args: argparse.Namespace, node_proc: subprocess.Popen, node: str, n:
         "latency_ms_p50": percentile(latencies, 0.5),
         "latency_ms_p95": percentile(latencies, 0.95),
         "latency_samples": len(latencies),
+        "probe_frames_sent_before_join": stale,
+        "probe_frames_unmatched": unknown,
         "probe_fps": round(len(probe_result["frames"]) / window, 1),
         "first_frame_s": round(probe_result["first_frame_s"], 3)
         if probe_result["first_frame_s"] is not None
@@ -525,6 +533,8 @@ def main() -> None:
         for row in rows:
             if row["viewers"]:
                 row["cores_per_viewer"] = round((row["node_cores"] - base) / row["viewers"], 4)
+                mb = (row["node_rss_mb"] - rows[0]["node_rss_mb"]) / row["viewers"]
+                row["mb_per_viewer"] = round(mb, 2)
         stream = f"{args.size}@{args.fps} {args.kbps} kbps H.264 High + AAC (copied clip)"
         if args.json:
             print(json.dumps({"stream": stream, "baseline_cores": base, "rows": rows}, indent=1))
