@@ -9,8 +9,10 @@ import jinja2
 from aiohttp import web
 
 from . import (
+    ai,
     classroom,
     cluster,
+    dashboard,
     media_routes,
     metrics,
     pages,
@@ -42,6 +44,8 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     cluster.setup(app)
     classroom.setup(app)
     recording_routes.setup(app)
+    ai.setup(app)  # after classroom and recorder
+    dashboard.setup(app)
     pages.setup(app)
     metrics.setup(app)
     return node, app

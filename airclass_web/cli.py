@@ -87,6 +87,25 @@ def add_recording_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_ai_options(parser: argparse.ArgumentParser) -> None:
+    """AI analysis (airclass_web/ai/)."""
+    group = parser.add_argument_group("AI analysis")
+    group.add_argument(
+        "--gemini-base-url",
+        default=_env("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"),
+        help="Gemini REST API base URL [AIRCLASS_GEMINI_BASE_URL, "
+        "default: https://generativelanguage.googleapis.com]",
+    )
+    group.add_argument(
+        "--ai-calls-per-minute",
+        type=float,
+        default=float(_env("AI_CALLS_PER_MINUTE", 10)),
+        help="provider calls per teacher per minute (burst: half of it, at least 5); more "
+        "fall back to the "
+        "local analysers [AIRCLASS_AI_CALLS_PER_MINUTE, default: 10]",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airclass", description="AIRClass live classroom node")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_store_options(serve)
     add_recording_options(serve)
+    add_ai_options(serve)
     serve.epilog = (
         "Secrets come only from the environment: AIRCLASS_JWT_SECRET (required unless "
         "--dev, 32+ bytes), AIRCLASS_CLUSTER_SECRET (main/sub, 32+ bytes), "
@@ -293,6 +313,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         min_free_disk_mb=args.min_free_disk_mb,
         auto_record=args.auto_record if args.auto_record else _env_list("AUTO_RECORD"),
         record_offline_grace=args.record_offline_grace,
+        gemini_base_url=args.gemini_base_url,
+        ai_calls_per_minute=args.ai_calls_per_minute,
     )
 
 

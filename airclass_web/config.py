@@ -77,6 +77,10 @@ class Config:
     min_free_disk_mb: int = 1024
     auto_record: list[str] = field(default_factory=list)
     record_offline_grace: float = 120.0
+    #: AI analysis: Gemini REST base URL (tests point it at a local server), provider
+    #: calls per teacher per minute.
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    ai_calls_per_minute: float = 10.0
     #: Filled at start-up: a random id for this node.
     node_id: str = field(default_factory=lambda: "node-" + secrets.token_hex(4))
 

@@ -131,6 +131,9 @@ async def test_every_collection_round_trips(store: Store):
         "recordings",
         "teachers",
         "streams",
+        "ai_keys",
+        "ai_cache",
+        "ai_reports",
     }
     for name, coll in SCHEMA.items():
         doc = {"id": f"{name}-1", **{f: f"v-{f}" for f in coll.fields}, "extra": {"n": [1, 2]}}

@@ -1,0 +1,32 @@
+"""AI class analysis (issue 10): providers (local default, Gemini, OpenAI-compatible),
+local analysers (slide OCR, chat NLP, feedback report), cache, per-teacher keys.
+
+`setup(app)` runs after the classroom and the recorder are set up.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..classroom import CLASSROOM
+from ..node import NODE
+from .routes import AI, setup_routes
+from .service import AIService
+
+
+def setup(app: web.Application) -> None:
+    from ..recording_routes import RECORDER
+
+    node = app[NODE]
+    service = AIService(
+        app[CLASSROOM],
+        lambda: app.get(RECORDER),
+        node.config.gemini_base_url,
+        node.config.ai_calls_per_minute,
+    )
+    app[AI] = service
+    node.add_service("ai", service.start, service.stop)
+    setup_routes(app)
+
+
+__all__ = ["AI", "AIService", "setup"]

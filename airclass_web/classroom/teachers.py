@@ -134,6 +134,18 @@ class TeacherService:
                 raise ClassroomError(503, str(exc), code="no_data_key") from exc
         return self._cipher
 
+    def encrypt_secret(self, secret: str) -> str:
+        """A secret (an AI provider key) encrypted with AIRCLASS_DATA_KEY, as text."""
+        return self._require_fernet().encrypt(secret.encode()).decode()
+
+    def decrypt_secret(self, token: str) -> str:
+        try:
+            return self._require_fernet().decrypt(token.encode()).decode()
+        except InvalidToken as exc:
+            raise ClassroomError(
+                500, "API key cannot be decrypted (AIRCLASS_DATA_KEY changed?)"
+            ) from exc
+
     async def set_api_key(self, username: str, api_key: str) -> None:
         """Store the key encrypted (empty string clears it)."""
         if len(api_key) > 512:

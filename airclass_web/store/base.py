@@ -71,6 +71,15 @@ SCHEMA: dict[str, Collection] = {
             ("stream", "session_id", "started_at"),
             indexes=(("stream", "started_at"), ("session_id", "started_at")),
         ),
+        # AI (airclass_web/ai): per-teacher provider keys (encrypted), cached results
+        # (expire_at checked on read), session reports.
+        Collection("ai_keys", ("teacher", "provider", "updated_at"), indexes=(("teacher",),)),
+        Collection("ai_cache", ("task", "expires_at"), indexes=(("expires_at",),)),
+        Collection(
+            "ai_reports",
+            ("session_id", "generated_at"),
+            indexes=(("session_id", "generated_at"),),
+        ),
     )
 }
 
