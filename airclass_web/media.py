@@ -23,6 +23,7 @@ from airclass_media.webrtc import WebRtcEgress
 
 from .access import AccessDenied
 from .auth import STREAM_NAME, TokenError, split_stream_key
+from .limits import parse_networks
 from .node import Node
 from .store import StoreError
 from .workers.admission import Admission, Ticket
@@ -54,6 +55,8 @@ class MediaServices:
             config.capacity, config.max_viewers_per_user, config.max_viewers_per_ip
         )
         self._tickets: dict[str, Ticket] = {}
+        #: Proxies whose X-Forwarded-For gives a viewer's address (per-IP cap).
+        self.trusted_proxies = parse_networks(config.trusted_proxies)
         #: The in-process egress (`--workers 1`), None with media workers.
         self.egress: WebRtcEgress | None = None
         self.viewers: Viewers

@@ -8,6 +8,7 @@ from airclass_media.webrtc import BadOffer, Overloaded
 
 from .auth import require
 from .errors import json_error
+from .limits import client_ip
 from .media import MediaServices
 from .node import NODE, node_of
 from .token_routes import visible_streams
@@ -63,7 +64,8 @@ async def whep_offer(request: web.Request) -> web.Response:
     if stream is None:
         raise json_error(404, f"unknown stream {name}")
     try:
-        session = await media.open_viewer(stream, offer, claims.user_id, request.remote or "")
+        ip = client_ip(request, media.trusted_proxies)
+        session = await media.open_viewer(stream, offer, claims.user_id, ip)
     except BadOffer as exc:
         raise json_error(400, f"malformed SDP offer: {exc}") from exc
     except (Overloaded, AdmissionRefused) as exc:
