@@ -316,6 +316,19 @@ def test_503_with_retry_after_when_every_sub_is_full(tmp_path):
         first = wait_for(lambda: main.token(STREAM, user_id="only-one"), 10, "a route to the sub")
         assert first["whep_url"] == f"{sub.url}/live/{STREAM}/whep"
         assert main.token(STREAM, user_id="only-one")["whep_url"] == first["whep_url"]
+        # Tokens fill nothing; viewer sessions do. Stop the sub and put a signed record of
+        # it in the registry as its heartbeat would be with its one viewer.
+        sub.stop()
+        full = NodeRecord("node-tiny", "sub", sub.url, capacity=1, load=1, viewers=["only-one"])
+        r = redis.Redis.from_url(store.url)
+        r.set(KEY_PREFIX + full.node_id, Signer(SECRET).seal(full.as_dict()), ex=30)
+        r.close()
+
+        def full_refused():
+            query = urlencode({"stream": STREAM, "user_id": "one-too-many"})
+            return http_json("POST", f"{main.url}/api/token?{query}")[0] == 503
+
+        wait_for(full_refused, 10, "the main to see a full sub")
         query = urlencode({"stream": STREAM, "user_id": "one-too-many"})
         status, body, headers = http_json("POST", f"{main.url}/api/token?{query}")
         assert status == 503 and "full" in body["error"], body
