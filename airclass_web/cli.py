@@ -225,9 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=int(_env("WORKERS", 1)),
+        default=int(_env("WORKERS", os.cpu_count() or 1)),
         help="media worker processes serving WebRTC viewers; 1 serves them in the node "
-        "process [AIRCLASS_WORKERS, default: 1]",
+        "process [AIRCLASS_WORKERS, default: the CPU count]",
     )
     serve.add_argument(
         "--max-viewers-per-user",
