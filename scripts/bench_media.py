@@ -238,7 +238,7 @@ def process_name(pid: int) -> str:
     except OSError:
         return "?"
     words = [a.decode(errors="replace") for a in argv if a]
-    name = " ".join(w for w in words[1:4] if not w.startswith("/")) or " ".join(words[:1])
+    name = " ".join(w for w in words[1:5] if not w.startswith("/")) or " ".join(words[:1])
     return name[:60]
 
 
@@ -463,7 +463,7 @@ def table(rows: list[dict], base: float) -> str:
             f"{str(r.get('loss_pct_mean', '-')):>7} {str(r.get('fps_per_viewer_mean', '-')):>10} "
             f"{lat:>15} {str(r['first_frame_s']):>11} {str(r.get('loadgen_cores', '-')):>13}"
         )
-        spread = ", ".join(f"{p['name']}={p['cores']}" for p in r["node_processes"])
+        spread = ", ".join(f"[{p['pid']}] {p['name']}: {p['cores']}" for p in r["node_processes"])
         lines.append(f"{'':>7} node processes: {spread}")
     lines.append(f"baseline cores(0) = {base}")
     return "\n".join(lines)
