@@ -46,8 +46,11 @@ GSO_REFUSED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, err
 HISTORY_SIZE = 1024
 #: Bytes of cached GOP sent to one catching-up viewer per event-loop turn.
 CATCH_UP_BURST_BYTES = 64 * 1024
-#: Spacing of cached-GOP frames replayed to a viewer (microseconds).
+#: Spacing of cached-GOP frames sent to a new viewer (microseconds).
 CATCH_UP_STEP_US = 1000
+#: Spacing of cached-GOP frames replayed after a keyframe request: just over one tick
+#: of the 90 kHz video clock, so even a 900-frame GOP fits before the next live frame.
+REPLAY_STEP_US = 12
 #: A viewer asking for keyframes gets the cached GOP at most this often (seconds).
 KEYFRAME_REPLAY_INTERVAL = 1.0
 #: Queue of the one hub subscription a stream's fan-out reads (all viewers share it).
@@ -89,18 +92,20 @@ def ntp_now() -> int:
 
 
 def squeeze(gop: list[MediaPacket], after: int | None) -> list[tuple[MediaPacket, int]]:
-    """Timestamps for replaying a cached GOP at once: packed just before its newest frame
-    (so the picture shows immediately, at live latency) and, for a viewer that already
-    played something, strictly after the last timestamp it was sent."""
+    """Timestamps for sending a cached GOP at once.
+
+    To a new viewer (`after` None) the frames go 1 ms apart ending on the newest one, so
+    the first picture shows at once and at live latency. To a viewer that was already
+    sent frames up to `after` (a keyframe request), they go just over one 90 kHz tick
+    apart right after it: distinct RTP timestamps, all before the next live frame, so
+    the decoder rebuilds the picture and the player shows the newest frame."""
     n = len(gop)
     if not n:
         return []
-    end = gop[-1].pts
-    start = end - (n - 1) * CATCH_UP_STEP_US
-    if after is not None and start <= after:
-        start = after + 1
-    step = max(1, (end - start) // (n - 1)) if n > 1 else 0
-    return [(packet, start + i * step) for i, packet in enumerate(gop)]
+    if after is None:
+        start = gop[-1].pts - (n - 1) * CATCH_UP_STEP_US
+        return [(packet, start + i * CATCH_UP_STEP_US) for i, packet in enumerate(gop)]
+    return [(packet, after + (i + 1) * REPLAY_STEP_US) for i, packet in enumerate(gop)]
 
 
 # -- the wire ---------------------------------------------------------------------------
@@ -223,6 +228,7 @@ class RtpTarget:
     live_from: int = 0
     #: Set while cached GOP frames (then live ones) wait to be sent to this viewer.
     backlog: deque | None = None
+    #: Newest presentation time sent (B-frames make pts go back and forth).
     last_pts: int | None = None
     packets: int = 0
     octets: int = 0
@@ -259,6 +265,10 @@ class RtpTarget:
         self.octets += octets
         b.report(ts, ntp, len(payloads), octets)
 
+    def note_sent(self, pts: int) -> None:
+        if self.last_pts is None or pts > self.last_pts:
+            self.last_pts = pts
+
     # -- catch-up: cached GOP, keyframe requests ----------------------------------------
     def start_catch_up(self, frames: list[tuple[MediaPacket, int]]) -> None:
         """Send these (packet, pts) first, at this viewer's own pace, then go live."""
@@ -282,7 +292,7 @@ class RtpTarget:
                 rtp_ts = pts * CLOCK_RATES[packet.kind] // 1_000_000
                 self.send_frame(ready.payloads, rtp_ts, self._next_seq, ntp)
                 self._next_seq = (self._next_seq + len(ready.payloads)) & 0xFFFF
-                self.last_pts = pts
+                self.note_sent(pts)
                 budget -= len(packet.data)
             if self.backlog:
                 await asyncio.sleep(0)
@@ -455,7 +465,7 @@ class StreamFanout:
                 target.backlog.append((packet, packet.pts))
             else:
                 target.send_frame(payloads, rtp_ts, first + target.seq_offset, ntp)
-                target.last_pts = packet.pts
+                target.note_sent(packet.pts)
         self.on_sent(self.stream.name, packet, started, time.monotonic())
 
     def _keep_gop(self, packet: MediaPacket) -> None:

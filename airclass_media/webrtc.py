@@ -211,7 +211,9 @@ class WebRtcEgress:
             await self._negotiate(session, offer_sdp)
         except BaseException as exc:
             # Whatever went wrong (cancellation included), nothing of it is left behind.
-            await asyncio.shield(self._discard(session))
+            # Awaited directly (not in a task) so that the peer connection is marked
+            # closed before aiortc's own connect task, already scheduled, gets to run.
+            await self._discard(session)
             if isinstance(exc, (ValueError, KeyError, IndexError, AttributeError, TypeError)):
                 raise BadOffer(f"cannot use this offer: {exc}") from exc
             raise
@@ -241,7 +243,10 @@ class WebRtcEgress:
         Transceivers are made before the offer is applied: aiortc filters codecs by the
         preferences when the remote description is set, not later.
         """
-        offer = sdp.SessionDescription.parse(offer_sdp)
+        try:
+            offer = sdp.SessionDescription.parse(offer_sdp)
+        except Exception as exc:  # aiortc's parser raises whatever it trips on
+            raise BadOffer(f"cannot parse the offer: {exc!r}") from exc
         media = [m for m in offer.media if m.kind in ("audio", "video")]
         if not media:
             raise BadOffer("offer has no audio or video")
@@ -270,6 +275,10 @@ class WebRtcEgress:
             )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            # Checked before anything else awaits: aiortc's connect task, scheduled by
+            # setRemoteDescription, would trip over a transceiver the offer left unused.
+            if any(t.receiver.transport is None for t in pc.getTransceivers()):
+                raise BadOffer("the offer's media sections do not match its media kinds")
             await pc.setLocalDescription(await pc.createAnswer())
         except (InvalidAccessError, InvalidStateError, OperationError) as exc:
             raise BadOffer(str(exc)) from exc
@@ -323,7 +332,17 @@ class WebRtcEgress:
 
     async def _discard(self, session: ViewerSession) -> None:
         session.closed.set()
-        await session.pc.close()
+        try:
+            await session.pc.close()
+        except AttributeError:
+            # aiortc cannot close a connection whose offer left a transceiver without
+            # transports; it is marked closed by then, so stop the transports there are.
+            for transceiver in session.pc.getTransceivers():
+                dtls = transceiver.receiver.transport
+                if dtls is not None:
+                    with contextlib.suppress(Exception):
+                        await dtls.stop()
+                        await dtls.transport.stop()
 
     async def close(self, session_id: str) -> bool:
         session = self.sessions.pop(session_id, None)
