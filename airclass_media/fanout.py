@@ -303,14 +303,20 @@ class RtpTarget:
         self.backlog = None
 
     def request_keyframe(self) -> bool:
-        """The viewer lost the picture (PLI/FIR). An RTMP publisher cannot be asked for a
-        keyframe, so the stream's cached GOP is replayed to this viewer alone."""
+        """The viewer lost the picture (PLI/FIR). A publisher that can make a keyframe on
+        demand (WHIP) is asked for one; an RTMP publisher cannot be, so the stream's
+        cached GOP is replayed to this viewer alone."""
         now = time.monotonic()
         if (
             self.kind != "video"
             or self.fanout is None
             or now - self._last_replay < KEYFRAME_REPLAY_INTERVAL
         ):
+            return False
+        requester = self.fanout.stream.keyframe_requester
+        if requester is not None:
+            self._last_replay = now
+            requester()
             return False
         gop = list(self.fanout.gop)
         if not gop:

@@ -135,6 +135,9 @@ class Stream:
         self.packets_in = 0
         self.bytes_in = 0
         self._subscribers: list[Subscription] = []
+        #: Set by a publisher that can make keyframes on demand (WHIP: an RTCP PLI to the
+        #: browser); None for RTMP, whose viewers get the cached GOP replayed instead.
+        self.keyframe_requester: Callable[[], None] | None = None
         self._gop: list[MediaPacket] = []
         self._gop_bytes = 0
         # Timeline: raw publisher microseconds -> continuous stream microseconds.
@@ -162,6 +165,7 @@ class Stream:
         if self.publisher_id != publisher_id:
             return
         self.publisher_id = None
+        self.keyframe_requester = None
         self.publisher_since = None
         self.last_activity = time.monotonic()
         self._drop_gop()

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ class WhepPlayer:
         self.whep_url = whep_url
         self.token = token
         self.keep_last_frame = keep_last_frame
-        self.pc = RTCPeerConnection()
+        # No STUN server: aiortc's default (a public one) cannot be reached from tests and
+        # costs a 5 s gathering timeout per player.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.stats = PlayStats()
         self.location: str | None = None
         self._tasks: list[asyncio.Task] = []
