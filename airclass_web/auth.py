@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .errors import json_error
 
-ROLES = ("teacher", "student", "monitor", "node")
+ROLES = ("teacher", "student", "monitor", "node", "admin")
 ACTIONS = ("read", "publish", "admin")
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" accepts a trailing newline
 ALGORITHM = "HS256"
@@ -43,6 +43,8 @@ class TokenService:
             raise ValueError("a JWT secret is required")
         self._secret = secret
         self.ttl = ttl_seconds
+        #: Tokens issued per role since start (airclass_tokens_issued_total).
+        self.issued: dict[str, int] = dict.fromkeys(ROLES, 0)
 
     def issue(
         self,
@@ -59,6 +61,7 @@ class TokenService:
             raise ValueError(f"unknown role {role!r}")
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
+        self.issued[role] += 1
         issued = time.time()
         now = int(issued)
         expires_at = now + (ttl or self.ttl)

@@ -72,6 +72,7 @@ def _empty_snapshot() -> dict:
         "sessions_opened": 0,
         "keyframe_replays": 0,
         "queue_delay_count": 0,
+        "queue_delay_sum": 0.0,
         "queue_delay": {str(q): 0.0 for q in QUANTILES},
     }
 
@@ -300,7 +301,7 @@ class WorkerPool:
         for public_id in list(worker.sessions):
             self._end(worker, public_id)
         worker.closed_early.clear()
-        for key in ("sessions_opened", "keyframe_replays", "queue_delay_count"):
+        for key in ("sessions_opened", "keyframe_replays", "queue_delay_count", "queue_delay_sum"):
             worker.carried[key] = worker.carried.get(key, 0) + worker.snapshot.get(key, 0)
         worker.snapshot = _empty_snapshot()
         if worker.http is not None:

@@ -21,6 +21,7 @@ def egress_snapshot(egress: WebRtcEgress) -> dict:
         "sessions_opened": egress.sessions_opened,
         "keyframe_replays": egress.keyframe_replays,
         "queue_delay_count": delay.count,
+        "queue_delay_sum": delay.sum,
         "queue_delay": {str(q): delay.percentile(q) for q in QUANTILES},
     }
 
@@ -52,7 +53,11 @@ def _families(snapshots: Iterable[dict]) -> list:
         "airclass_hub_queue_delay_seconds",
         "Ingest to hand-over to the WebRTC sender (recent packets)",
     )
-    delay.add_metric([], count_value=sum(s["queue_delay_count"] for s in snapshots), sum_value=0.0)
+    delay.add_metric(
+        [],
+        count_value=sum(s["queue_delay_count"] for s in snapshots),
+        sum_value=sum(s.get("queue_delay_sum", 0.0) for s in snapshots),
+    )
     quantiles = GaugeMetricFamily(
         "airclass_hub_queue_delay_quantile_seconds",
         "Quantiles of ingest to sender hand-over delay (recent packets; worst worker)",
