@@ -343,8 +343,8 @@ class WorkerPool:
         worker.pending += 1
         try:
             async with worker.http.post(f"{WORKER_URL}/sessions", json=body) as resp:
-                status, answer = resp.status, await resp.json()
-        except (aiohttp.ClientError, OSError, TimeoutError, AttributeError) as exc:
+                status, answer = resp.status, await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, AttributeError, ValueError) as exc:
             raise Overloaded(f"media worker {worker.index} unavailable: {exc}") from exc
         finally:
             worker.pending -= 1
@@ -377,7 +377,7 @@ class WorkerPool:
                 url, params={"stream": stream_name}, data=fragment.encode()
             ) as resp:
                 status, body = resp.status, await resp.json(content_type=None)
-        except (aiohttp.ClientError, OSError, TimeoutError, AttributeError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, AttributeError, ValueError) as exc:
             raise SessionNotFound(session_id) from exc
         if status == 404:
             raise SessionNotFound(session_id)
