@@ -19,6 +19,7 @@ from . import (
     recording_routes,
     security_headers,
     token_routes,
+    whip_routes,
 )
 from .config import Config
 from .errors import json_errors_middleware
@@ -40,6 +41,7 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     app.router.add_static("/static", STATIC_DIR, name="static")
     # Order matters only for start-up: media first, then what uses it.
     media_routes.setup(app)
+    whip_routes.setup(app)  # WHIP ingest, next to RTMP's
     token_routes.setup(app)
     cluster.setup(app)
     classroom.setup(app)

@@ -1,0 +1,132 @@
+"""WHIP (RFC 9725) endpoints: a teacher publishes from the browser (or OBS) over WebRTC.
+
+POST /live/NAME/whip (publish token as Bearer, application/sdp) -> 201 + Location +
+answer; PATCH (trickle), DELETE and OPTIONS on the session as for WHEP. The ingest itself
+is `airclass_media.whip`; it runs in the node process next to the RTMP ingest, so media
+workers, relays and the recorder take the stream from the hub as they do for RTMP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
+from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, IceRestart, StreamBusy, WhipIngest
+
+from .access import AccessDenied
+from .auth import require
+from .errors import json_error
+from .media_routes import ice_link_headers
+from .node import NODE, Node, node_of
+from .store import StoreError
+
+WHIP = web.AppKey("whip", WhipIngest)
+#: Seconds between the keyframes a WHIP publisher is asked for (browsers make none unasked).
+KEYFRAME_INTERVAL_ENV = "AIRCLASS_WHIP_KEYFRAME_INTERVAL"
+
+
+async def whip_options(request: web.Request) -> web.Response:
+    node = node_of(request)
+    headers = [("Accept-Post", "application/sdp")]
+    return web.Response(status=204, headers=headers + _links(node))
+
+
+def _links(node: Node) -> list[tuple[str, str]]:
+    return ice_link_headers(node.media) if node.media is not None else []
+
+
+async def whip_offer(request: web.Request) -> web.Response:
+    node = node_of(request)
+    name = request.match_info["stream"]
+    claims = require(request, node.tokens, roles=("teacher",), action="publish", stream=name)
+    if node.config.role == "sub":
+        raise json_error(403, "publish to the main node; sub nodes relay its streams")
+    if request.content_type != "application/sdp":
+        raise json_error(415, "WHIP offers must be Content-Type: application/sdp")
+    try:  # a revoked token, or another teacher's stream (as for RTMP publish)
+        await node.access.check_teacher_token(claims)
+        await node.access.claim(name, claims.user_id)
+    except AccessDenied as exc:
+        raise json_error(exc.status, exc.message) from exc
+    except StoreError as exc:
+        raise json_error(503, f"store: {exc}") from exc
+    offer = await request.text()
+    try:
+        session = await request.app[WHIP].open(node.hub.stream(name), offer, claims.user_id)
+    except BadOffer as exc:
+        raise json_error(400, f"malformed SDP offer: {exc}") from exc
+    except StreamBusy as exc:
+        raise json_error(409, f"stream {name} already has a publisher") from exc
+    headers = [
+        ("Location", f"/live/{name}/whip/{session.id}"),
+        ("Content-Type", "application/sdp"),
+        ("Accept-Patch", "application/trickle-ice-sdpfrag"),
+        ("ETag", f'"{session.id}"'),
+        *_links(node),
+    ]
+    return web.Response(status=201, body=session.answer_sdp.encode(), headers=headers)
+
+
+def _session(request: web.Request):
+    session = request.app[WHIP].get(request.match_info["session"], request.match_info["stream"])
+    if session is None:
+        raise json_error(404, "unknown WHIP session")
+    return session
+
+
+async def whip_delete(request: web.Request) -> web.Response:
+    session = _session(request)
+    await request.app[WHIP].close(session.id)
+    return web.Response(status=200)
+
+
+async def whip_patch(request: web.Request) -> web.Response:
+    session = _session(request)
+    if request.content_type != "application/trickle-ice-sdpfrag":
+        raise json_error(415, "PATCH takes application/trickle-ice-sdpfrag")
+    fragment = await request.text()
+    try:
+        await request.app[WHIP].add_candidates(session.id, fragment)
+    except KeyError as exc:
+        raise json_error(404, "unknown WHIP session") from exc
+    except IceRestart as exc:
+        raise json_error(422, str(exc)) from exc
+    except ValueError as exc:
+        raise json_error(400, f"bad candidate: {exc}") from exc
+    return web.Response(status=204)
+
+
+async def whip_status(request: web.Request) -> web.Response:
+    """The publisher session's counters (frames, keyframes, keyframe requests)."""
+    node = node_of(request)
+    require(request, node.tokens, roles=("teacher",), stream=request.match_info["stream"])
+    return web.json_response(_session(request).status())
+
+
+def setup(app: web.Application) -> None:
+    """After media_routes.setup: WHIP ingest in the node process (as RTMP)."""
+    node = app[NODE]
+    config = node.config
+    interval = float(os.environ.get(KEYFRAME_INTERVAL_ENV) or KEYFRAME_INTERVAL)
+    ingest = WhipIngest(
+        config.ice_servers, public_ips=config.ice_public_ips, keyframe_interval=interval
+    )
+    app[WHIP] = ingest
+
+    async def start() -> None:
+        if config.workers > 1:  # with --workers 1, media_routes applied them already
+            restrict_host_addresses(config.ice_hosts)
+            if config.udp_ports:
+                restrict_udp_ports(asyncio.get_running_loop(), *config.udp_ports)
+
+    node.add_service("whip", start, ingest.close_all)
+    whip = "/live/{stream:[A-Za-z0-9_-]{1,64}}/whip"
+    app.router.add_route("OPTIONS", whip, whip_options)
+    app.router.add_post(whip, whip_offer)
+    app.router.add_route("OPTIONS", whip + "/{session}", whip_options)
+    app.router.add_delete(whip + "/{session}", whip_delete)
+    app.router.add_patch(whip + "/{session}", whip_patch)
+    app.router.add_get(whip + "/{session}", whip_status)
