@@ -15,6 +15,7 @@ from . import (
     dashboard,
     media_routes,
     metrics,
+    ops,
     pages,
     recording_routes,
     security_headers,
@@ -50,4 +51,5 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     dashboard.setup(app)
     pages.setup(app)
     metrics.setup(app)
+    ops.setup(app)  # after metrics: registers into its registry
     return node, app

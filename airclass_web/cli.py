@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .classroom.cli import add_teacher_command
 
     add_teacher_command(commands, add_store_options)
+    from .ops.cli import add_ops_commands
+
+    add_ops_commands(commands, add_store_options)
     return parser
 
 
