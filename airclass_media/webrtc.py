@@ -66,7 +66,7 @@ def h264_preferences():
 
 class LatencyStats:
     """Recent values (seconds) of one pipeline stage, for percentiles at scrape time,
-    plus a histogram of every value (Prometheus buckets, cumulative at scrape)."""
+    plus a histogram of every value (counts per bucket; made cumulative at scrape)."""
 
     BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -81,14 +81,6 @@ class LatencyStats:
         self.count += 1
         self.sum += seconds
         self.bucket_counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
-
-    def buckets(self) -> list[tuple[str, int]]:
-        """Cumulative (upper bound, count) pairs, "+Inf" last."""
-        out, total = [], 0
-        for bound, count in zip((*self.BUCKETS, None), self.bucket_counts, strict=True):
-            total += count
-            out.append(("+Inf" if bound is None else str(bound), total))
-        return out
 
     def percentile(self, q: float) -> float:
         if not self.values:

@@ -187,6 +187,15 @@ async def test_lossy_jittery_link_still_decodes(node, processes, players, udp_lo
 
     video = await async_wait_for(nacks_answered, 10, "NACKs answered from the history")
     assert video["packets"] > 0
+    # Per-stage latency of the media path and the NACK count, in /metrics.
+    status, text, _ = await async_http_json("GET", f"{node.url}/metrics")
+    counts = {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("airclass_media_stage_latency_seconds_count{")
+    }
+    assert counts.get('stage="wire",stream="lossy"', 0) > 0, counts
+    assert any(line.startswith("airclass_webrtc_nacks_total ") for line in text.splitlines())
 
 
 @pytest.mark.skipif(

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    SummaryMetricFamily,
+)
 
-from airclass_media.webrtc import WebRtcEgress
+from airclass_media.webrtc import LatencyStats, WebRtcEgress
 
 QUANTILES = (0.5, 0.95, 0.99)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def egress_snapshot(egress: WebRtcEgress) -> dict:
-    """The egress's counters as plain JSON (a worker sends this to the node every second)."""
+def _stage(stats: LatencyStats) -> dict:
+    return {"buckets": list(stats.bucket_counts), "sum": stats.sum, "count": stats.count}
+
+
+def egress_snapshot(egress: WebRtcEgress, feeds: dict[str, LatencyStats] | None = None) -> dict:
+    """The egress's counters as plain JSON (a worker sends this to the node every second).
+
+    `stages` holds per-stream latency histograms of the media path: "feed" (the node
+    received the packet -> this worker received it, local relay) and "wire" (received
+    here -> its RTP sent to every viewer of this process)."""
     delay = egress.queue_delay
+    stages = {"wire": {name: _stage(s) for name, s in egress.wire_delay.items()}}
+    if feeds:
+        stages["feed"] = {name: _stage(s) for name, s in feeds.items()}
     return {
         "viewers": egress.viewer_count,
         "sessions_opened": egress.sessions_opened,
         "keyframe_replays": egress.keyframe_replays,
+        "nacks": egress.nacks,
+        "stages": stages,
         "queue_delay_count": delay.count,
         "queue_delay_sum": delay.sum,
         "queue_delay": {str(q): delay.percentile(q) for q in QUANTILES},
@@ -66,7 +85,39 @@ def _families(snapshots: Iterable[dict]) -> list:
     for q in QUANTILES:
         worst = max((s["queue_delay"][str(q)] for s in snapshots), default=0.0)
         quantiles.add_metric([str(q)], worst)
-    return [viewers, opened, replays, delay, quantiles]
+    nacks = CounterMetricFamily(
+        "airclass_webrtc_nacks", "Packets viewers reported lost (NACK), answered from history"
+    )
+    nacks.add_metric([], sum(s.get("nacks", 0) for s in snapshots))
+    return [viewers, opened, replays, delay, quantiles, nacks, _stage_family(snapshots)]
+
+
+def _stage_family(snapshots: list[dict]) -> HistogramMetricFamily:
+    """Per-stream, per-stage latency of the media path, summed over workers."""
+    family = HistogramMetricFamily(
+        "airclass_media_stage_latency_seconds",
+        "Media path latency per stream and stage: feed = node received -> worker received "
+        "(local relay), wire = received by the sending process -> RTP sent to its viewers",
+        labels=["stream", "stage"],
+    )
+    totals: dict[tuple[str, str], dict] = {}
+    for snapshot in snapshots:
+        for stage, streams in snapshot.get("stages", {}).items():
+            for stream, hist in streams.items():
+                total = totals.setdefault(
+                    (stream, stage), {"buckets": [0] * len(hist["buckets"]), "sum": 0.0}
+                )
+                total["buckets"] = [
+                    a + b for a, b in zip(total["buckets"], hist["buckets"], strict=True)
+                ]
+                total["sum"] += hist["sum"]
+    bounds = [*(str(b) for b in LatencyStats.BUCKETS), "+Inf"]
+    for (stream, stage), total in sorted(totals.items()):
+        cumulative = list(itertools.accumulate(total["buckets"]))
+        family.add_metric(
+            [stream, stage], list(zip(bounds, cumulative, strict=True)), sum_value=total["sum"]
+        )
+    return family
 
 
 def egress_families(egress: WebRtcEgress) -> list:

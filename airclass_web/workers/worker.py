@@ -148,7 +148,8 @@ class Worker:
 
     async def _stats(self) -> None:
         while True:
-            self._send({"type": "stats", **egress_snapshot(self.egress)})
+            feeds = {name: client.hop for name, (client, _) in self.relays.relays.items()}
+            self._send({"type": "stats", **egress_snapshot(self.egress, feeds)})
             await asyncio.sleep(STATS_SECONDS)
 
     def _keep(self, task: asyncio.Future) -> None:
