@@ -2,10 +2,11 @@
 # Install the Debian packages AIRClass needs: ffmpeg (test publisher, ffprobe),
 # redis-server (cluster/events), chromium (browser tests), iproute2 + nftables (test
 # network namespace and its NAT), tesseract-ocr + Korean data (local slide OCR),
-# fonts-nanum (Korean glyphs in Chromium and test slides).
+# fonts-nanum (Korean glyphs in Chromium and test slides), prometheus (+ promtool: the
+# monitoring tests scrape a real node and check the alert rules).
 set -euo pipefail
 pkgs=(ffmpeg redis-server chromium iproute2 util-linux nftables tesseract-ocr tesseract-ocr-kor
-  fonts-nanum)
+  fonts-nanum prometheus)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
