@@ -110,7 +110,7 @@ async def survey(http: aiohttp.ClientSession, main_url: str, state: MonitorState
         name = f"{record['role']} {url}"
         if not ready["ready"]:
             what = ", ".join(ready["down"]) or "unknown"
-            incidents.append(Incident(f"not_ready:{url}", "node_down", f"{name} not ready: {what}"))
+            incidents.append(Incident(f"node:{url}", "node_down", f"{name} not ready: {what}"))
         if capacity and load >= capacity:
             incidents.append(
                 Incident(f"full:{url}", "over_capacity", f"{name} is full ({load}/{capacity})")
@@ -123,7 +123,7 @@ async def survey(http: aiohttp.ClientSession, main_url: str, state: MonitorState
             if url not in present:
                 nodes.append({"node_id": node_id, "role": role, "url": url, "status": "down"})
                 incidents.append(
-                    Incident(f"down:{url}", "node_down", f"{role} {url} ({node_id}) is down")
+                    Incident(f"node:{url}", "node_down", f"{role} {url} ({node_id}) is down")
                 )
     load = sum(n.get("load", 0) for n in nodes)
     capacity = sum(n.get("capacity", 0) for n in nodes)
