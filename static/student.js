@@ -7,12 +7,16 @@
       "player.reconnecting": "다시 연결하는 중…", "player.live": "", "player.unmute": "눌러서 소리 켜기",
       "player.error": "연결할 수 없습니다. 다시 시도합니다…", "state.live": "방송 중", "state.offline": "오프라인",
       "player.full": "서버가 가득 찼습니다. 잠시 후 다시 시도합니다…",
+      "player.unknown": "이 이름의 방송이 아직 없습니다. 링크를 확인하거나 선생님이 수업을 열 때까지 기다리세요.",
+      "state.unknown": "없는 방송", "player.private": "비공개 수업입니다. 선생님이 알려 준 참여 코드로 참여하면 볼 수 있습니다.",
     },
     en: {
       "player.connecting": "Connecting…", "player.waiting": "Waiting for the teacher to go live…",
       "player.reconnecting": "Reconnecting…", "player.live": "", "player.unmute": "Tap to unmute",
       "player.error": "Cannot connect. Retrying…", "state.live": "LIVE", "state.offline": "offline",
       "player.full": "The server is full. Retrying soon…",
+      "player.unknown": "There is no stream with this name yet. Check the link, or wait for the teacher to open the class.",
+      "state.unknown": "unknown stream", "player.private": "This class is private: join it with the code from your teacher to watch.",
     },
   });
 
@@ -36,15 +40,28 @@
     overlay.hidden = state === "playing";
     if (key) { stateText.dataset.i18n = key; stateText.textContent = AirI18n.t(key); }
   }
-  function setLive(live) {
+  // known: false when the node has no such stream (never announced): "unknown", not "offline".
+  function setLive(live, known = true) {
     player.live = live;
-    badge.dataset.i18n = live ? "state.live" : "state.offline";
+    player.known = known;
+    badge.dataset.i18n = live ? "state.live" : known ? "state.offline" : "state.unknown";
     badge.textContent = AirI18n.t(badge.dataset.i18n);
     badge.classList.toggle("live", live);
   }
   player.framesDecoded = () => (video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality().totalVideoFrames : 0);
 
+  // A student who joined this class session watches with the join token (private streams).
+  function joinedToken() {
+    const session = new URLSearchParams(location.search).get("session");
+    const token = sessionStorage.getItem("airclass.token");
+    return session && token && sessionStorage.getItem("airclass.session") === session ? token : null;
+  }
+
   async function getToken() {
+    const joined = joinedToken();
+    if (joined && sessionStorage.getItem("airclass.whep_url")) {
+      return { token: joined, whep_url: sessionStorage.getItem("airclass.whep_url") };
+    }
     const q = new URLSearchParams({ user_type: "student", action: "read", stream, user_id: userId });
     const res = await fetch("/api/token?" + q, { method: "POST" });
     if (!res.ok) throw httpError("token", res);
@@ -94,7 +111,7 @@
         method: "POST", body: pc.localDescription.sdp,
         headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token },
       });
-      if (res.status === 404) return scheduleRetry("player.waiting", 3000);
+      if (res.status === 404) { setLive(false, false); return scheduleRetry("player.unknown", 5000); }
       if (res.status !== 201) throw httpError("WHEP", res);
       sessionUrl = new URL(res.headers.get("Location"), whep_url).toString();
       await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
@@ -103,6 +120,7 @@
     } catch (err) {
       console.warn("airclass player:", err);
       if (err.status === 503) scheduleRetry("player.full", err.retryAfterMs);  // every node full
+      else if (err.status === 403) { player.private = true; setLive(false); scheduleRetry("player.private", 10000); }
       else scheduleRetry("player.error");
     }
   }
@@ -124,8 +142,10 @@
 
   async function pollLive() {
     try {
-      const res = await fetch("/api/streams/" + encodeURIComponent(stream));
-      setLive(res.ok && (await res.json()).live);
+      const joined = joinedToken();
+      const res = await fetch("/api/streams/" + encodeURIComponent(stream), joined ? { headers: { Authorization: "Bearer " + joined } } : {});
+      // A private stream is not listed to visitors (404): it is still not "unknown".
+      setLive(res.ok && (await res.json()).live, res.status !== 404 || !!player.private);
     } catch (err) { setLive(false); }
   }
 

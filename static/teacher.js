@@ -18,6 +18,9 @@
       "t.ended": "종료됨", "t.confirm_end": "수업을 종료할까요?", "cls.connecting": "연결 중…", "cls.online": "연결됨", "cls.offline": "재연결 중…",
       "cls.chat.placeholder": "메시지 입력…", "cls.chat.send": "보내기",
       "reason.confusion_words": "혼란 표현", "reason.low_accuracy": "낮은 정답률", "reason.repeated_questions": "반복 질문",
+      "state.live": "방송 중", "state.offline": "오프라인",
+      "m.help.title": "모니터 링크가 필요합니다",
+      "m.help.text": "이 페이지는 교사가 만든 모니터 링크로 엽니다. 교사는 /teacher 에서 수업을 열고 ‘모니터 링크’ 버튼을 눌러 링크를 복사해 보조 교사나 관리자에게 보냅니다. 링크에는 읽기 전용 토큰이 들어 있습니다.",
     },
     en: {
       "nav.home": "Home", "t.logout": "Sign out", "t.sessions": "Class sessions", "t.title": "Title", "t.stream": "Stream",
@@ -35,6 +38,9 @@
       "t.ended": "ended", "t.confirm_end": "End this session?", "cls.connecting": "connecting…", "cls.online": "connected", "cls.offline": "reconnecting…",
       "cls.chat.placeholder": "Type a message…", "cls.chat.send": "Send",
       "reason.confusion_words": "confusion words", "reason.low_accuracy": "low accuracy", "reason.repeated_questions": "repeated questions",
+      "state.live": "LIVE", "state.offline": "offline",
+      "m.help.title": "A monitor link is needed",
+      "m.help.text": "This page opens from a monitor link made by the teacher. The teacher opens the class on /teacher, presses “Monitor link” and sends that link to a teaching assistant or supervisor. The link carries a read-only token.",
     },
   });
 
@@ -45,7 +51,7 @@
   const token = sessionStorage.getItem(monitor ? "airclass.monitor_token" : "airclass.teacher_token");
   if (!token) {
     if (!monitor) location.href = "/login?next=/teacher";
-    else $("t-error").textContent = "monitor token missing";
+    else $("m-help").hidden = false;
     return;
   }
   let ws = null, session = null, retry = 1000, pollTimer = null;
@@ -124,11 +130,30 @@
       $("t-join-link").href = "/join?code=" + encodeURIComponent(session.join_code);
     }
     $("t-chat").textContent = "";
+    if (!monitor) document.dispatchEvent(new CustomEvent("airclass:session", { detail: { session, token } }));
+    clearInterval(streamTimer);
+    pollStream();
+    streamTimer = setInterval(pollStream, 3000);
     if (ws) { ws.onclose = null; ws.close(); }
     connect();
     clearInterval(pollTimer);
     poll();
     pollTimer = setInterval(poll, 4000);
+  }
+
+  // -- the session's stream: live or not (any publisher: RTMP, WHIP) -----------------
+  let streamTimer = null;
+  async function pollStream() {
+    if (!session) return;
+    let live = false;
+    try {
+      const res = await fetch("/api/streams/" + encodeURIComponent(session.stream), { headers: { Authorization: "Bearer " + token } });
+      live = res.ok && (await res.json()).live;
+    } catch (err) { /* offline */ }
+    const badge = $("t-stream-state");
+    badge.dataset.i18n = live ? "state.live" : "state.offline";
+    badge.textContent = AirI18n.t(badge.dataset.i18n);
+    badge.classList.toggle("live", live);
   }
 
   // -- engagement + roster --------------------------------------------------------------
