@@ -11,7 +11,8 @@
       "s.no_preview": "소스를 고르고 미리 보기를 누르세요",
       "s.denied": "카메라/화면/마이크를 사용할 수 없습니다: {why}",
       "s.failed": "방송을 시작할 수 없습니다: {why}", "s.busy": "이 스트림은 이미 방송 중입니다 (다른 방송 프로그램).",
-      "s.lost": "연결이 끊어졌습니다. 다시 방송을 시작하세요.", "s.sending": "{w}×{h} 전송 중",
+      "s.lost": "연결이 끊어졌습니다. 다시 방송을 시작하세요.",
+      "s.insecure": "브라우저 방송에는 HTTPS 주소(또는 localhost)가 필요합니다. 또는 OBS로 RTMP/WHIP 방송을 하세요.", "s.sending": "{w}×{h} 전송 중",
     },
     en: {
       "s.title": "Go live", "s.off": "not live", "s.connecting": "connecting…", "s.live": "LIVE",
@@ -21,7 +22,8 @@
       "s.no_preview": "Choose a source and press Preview",
       "s.denied": "Cannot use the camera/screen/microphone: {why}",
       "s.failed": "Cannot go live: {why}", "s.busy": "This stream is already live (another encoder).",
-      "s.lost": "The connection was lost. Go live again.", "s.sending": "sending {w}×{h}",
+      "s.lost": "The connection was lost. Go live again.",
+      "s.insecure": "Going live from the browser needs an HTTPS address (or localhost). Or publish with OBS (RTMP/WHIP).", "s.sending": "sending {w}×{h}",
     },
   });
 
@@ -61,6 +63,7 @@
   async function capture() {
     stopCapture();
     $("s-error").textContent = "";
+    if (!navigator.mediaDevices) throw new Error(AirI18n.t("s.insecure"));  // not a secure context
     const q = QUALITY[$("s-quality").value];
     const video = { width: { ideal: q.width }, height: { ideal: q.height }, frameRate: { ideal: 30 } };
     const mic = $("s-mic").checked;
@@ -132,6 +135,7 @@
       if (post.status === 409) throw new Error(AirI18n.t("s.busy"));
       if (post.status !== 201) throw new Error((await post.json().catch(() => ({}))).error || post.status);
       location_ = new URL(post.headers.get("Location"), grant.whip_url).toString();
+      studio.location = location_;
       await pc.setRemoteDescription({ type: "answer", sdp: await post.text() });
       const params = vt.sender.getParameters();
       if (params.encodings && params.encodings.length) {

@@ -4,17 +4,27 @@ fake devices publishing from /teacher; aiortc WHEP viewers decode what they send
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from playwright.async_api import expect
 
+from airclass_media.whip import _media_ssrc
+
+from .classroom_support import PASSWORD, add_teacher
+from .conftest import CHROMIUM, CHROMIUM_ARGS
 from .support import (
     TEST_HOST,
     NodeProcess,
     async_http_json,
+    async_wait_for,
     ffmpeg_publish,
 )
 
@@ -156,3 +166,174 @@ async def test_whip_publish_errors_and_passthrough(node_factory, players, publis
     assert (await async_http_json("DELETE", session))[0] == 200
     assert not (await stream_status(node, "whip1"))["live"]
     assert (await async_http_json("DELETE", session))[0] == 404
+
+
+#: Chromium's fake camera and microphone, accepted without a prompt.
+FAKE_DEVICES = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+#: The node asks the publisher for a keyframe this rarely, so a keyframe soon after a
+#: viewer's PLI can only be the answer to it.
+LONG_GOP_SECONDS = 60
+
+
+@pytest.fixture
+def studio_node(tmp_path):
+    env = {"AIRCLASS_WHIP_KEYFRAME_INTERVAL": str(LONG_GOP_SECONDS)}
+    node = NodeProcess(tmp_path, "--workers", "1", env=env, dev=False, name="studio")
+    assert add_teacher(node.data_dir, "kim").returncode == 0
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+async def publishing_browser(studio_node):
+    """Chromium with fake capture devices (its own launch: conftest's shared flags stay).
+    Capture needs a secure context: the test node's http origin is treated as one."""
+    if TEST_HOST.startswith("127."):
+        pytest.skip("Chromium gathers no loopback ICE candidates: use scripts/run-tests.sh")
+    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 - one stat at set-up
+        pytest.skip("chromium not installed (scripts/install-system.sh installs it)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                *CHROMIUM_ARGS,
+                *FAKE_DEVICES,
+                f"--unsafely-treat-insecure-origin-as-secure={studio_node.url}",
+            ],
+        )
+        yield browser
+        await browser.close()
+
+
+def ffprobe(path: Path) -> dict:
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+async def test_teacher_goes_live_from_the_browser(studio_node, publishing_browser, players):
+    node = studio_node
+    page = await publishing_browser.new_page(locale="en-US")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(node.url + "/teacher")
+    await page.wait_for_url("**/login**")
+    await page.fill("#login-username", "kim")
+    await page.fill("#login-password", PASSWORD)
+    await page.click("#login-submit")
+    await page.wait_for_url("**/teacher")
+    await page.fill("#t-title", "Studio class")
+    await page.fill("#t-stream", "studio")
+    await page.click("#t-create-submit")
+    await expect(page.locator("#t-studio")).to_be_visible()
+    teacher = await page.evaluate("() => sessionStorage.getItem('airclass.teacher_token')")
+    auth = {"Authorization": f"Bearer {teacher}"}
+
+    # Camera + microphone at 720p, preview, then live.
+    await page.select_option("#s-source", "camera")
+    await page.select_option("#s-quality", "720")
+    await page.click("#s-preview-btn")
+    await expect(page.locator("#s-error")).to_be_empty()
+    await page.wait_for_function("() => document.getElementById('s-preview').videoWidth > 0")
+    await page.click("#s-go")
+    await page.wait_for_function("() => window.airclassStudio.state === 'live'", timeout=20_000)
+    await expect(page.locator("#s-state")).to_have_text("LIVE")
+    await expect(page.locator("#t-stream-state")).to_have_text("LIVE", timeout=10_000)
+    session_url = node.url + await page.evaluate(
+        "() => new URL(window.airclassStudio.location).pathname"
+    )
+
+    async def whip_status() -> dict:
+        status, body, _ = await async_http_json("GET", session_url, headers=auth)
+        assert status == 200, body
+        return body
+
+    await async_wait_for(lambda: whip_status_ok(whip_status), 20, "H.264 and Opus from Chromium")
+
+    # Record it while an aiortc viewer decodes the browser's H.264 and Opus.
+    json_auth = {**auth, "Content-Type": "application/json"}
+    body = json.dumps({"stream": "studio"}).encode()
+    status, rec, _ = await async_http_json(
+        "POST", node.url + "/api/recording/start", body, json_auth
+    )
+    assert status == 201, rec
+    status, grant, _ = await async_http_json(
+        "POST", node.url + "/api/token?user_type=teacher&action=read&stream=studio", headers=auth
+    )
+    assert status == 200, grant
+    player = await players(grant["whep_url"], grant["token"])
+    stats = await player.wait_frames(video=60, audio=50, timeout=30)
+    assert stats.width >= 320 and stats.height >= 180
+
+    # A viewer's PLI reaches Chromium's encoder: a new keyframe, long before the
+    # node's own next request (LONG_GOP_SECONDS).
+    before = await whip_status()
+    receiver = next(t.receiver for t in player.pc.getTransceivers() if t.kind == "video")
+    sent = {"at": 0.0}
+
+    async def answered() -> bool:
+        now = await whip_status()
+        if now["keyframe_requests"]["viewer"] > before["keyframe_requests"]["viewer"] and (
+            now["keyframes"] > before["keyframes"]
+        ):
+            return True
+        if time.monotonic() - sent["at"] > 1.2:  # the fan-out takes one per second per viewer
+            sent["at"] = time.monotonic()
+            await receiver._send_rtcp_pli(_media_ssrc(receiver))
+        return False
+
+    await async_wait_for(answered, 8, "a keyframe answering the viewer's PLI", interval=0.1)
+    await player.wait_frames(video=30, timeout=15)
+
+    # The recording plays: H.264 video and AAC audio.
+    status, done, _ = await async_http_json(
+        "POST", node.url + "/api/recording/stop", body, json_auth
+    )
+    assert status == 200, done
+    rid = rec["id"]
+
+    async def complete():
+        _, doc, _ = await async_http_json("GET", f"{node.url}/api/recording/{rid}", headers=auth)
+        return doc.get("status") == "complete"
+
+    await async_wait_for(complete, 20, "final MP4")
+    probe = await asyncio.to_thread(ffprobe, node.data_dir / "recordings" / rid / "recording.mp4")
+    kinds = {s["codec_type"]: s for s in probe["streams"]}
+    assert kinds["video"]["codec_name"] == "h264", probe
+    assert kinds["audio"]["codec_name"] == "aac", probe
+    assert float(probe["format"]["duration"]) >= 2.0, probe
+
+    # Stop: the stream goes offline, viewers stay connected for the next go-live.
+    await page.click("#s-stop")
+    await expect(page.locator("#s-state")).to_have_text("not live")
+    await async_wait_for(
+        lambda: stream_is(node, "studio", auth, live=False), 10, "stream offline after stop"
+    )
+    assert not errors, errors
+
+
+async def whip_status_ok(status_of) -> bool:
+    status = await status_of()
+    return status["keyframes"] >= 1 and status["video_frames"] > 10 and status["audio_frames"] > 10
+
+
+async def stream_is(node: NodeProcess, name: str, auth: dict, live: bool) -> bool:
+    _, body, _ = await async_http_json("GET", f"{node.url}/api/streams/{name}", headers=auth)
+    return body.get("live") is live
