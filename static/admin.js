@@ -56,7 +56,9 @@
 
   function el(tag, props, ...children) {
     const e = document.createElement(tag);
-    Object.assign(e, props || {});
+    const { dataset, ...rest } = props || {};
+    Object.assign(e, rest);
+    if (dataset) for (const [k, v] of Object.entries(dataset)) e.dataset[k] = String(v);
     for (const c of children) e.append(c);
     return e;
   }
