@@ -91,11 +91,14 @@ async def stream_status(node: NodeProcess, name: str) -> dict:
     return (await async_http_json("GET", f"{node.url}/api/streams/{name}"))[1]
 
 
-async def test_whip_publish_errors_and_passthrough(node_factory, players, publishers, processes):
+@pytest.mark.parametrize("workers", ["1", "2"])  # viewers in the node, or in media workers
+async def test_whip_publish_errors_and_passthrough(
+    node_factory, players, publishers, processes, workers
+):
     from airclass_media.ice import restrict_host_addresses
 
     restrict_host_addresses([TEST_HOST])
-    node = node_factory("--workers", "1")
+    node = node_factory("--workers", workers)
     grant = await node.atoken("whip1", user_type="teacher", action="publish")
     url, token = grant["whip_url"], grant["token"]
     assert url == f"{node.url}/live/whip1/whip"
