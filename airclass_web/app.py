@@ -13,6 +13,7 @@ from . import (
     classroom,
     cluster,
     dashboard,
+    hls_routes,
     media_routes,
     metrics,
     ops,
@@ -42,6 +43,7 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     app.router.add_static("/static", STATIC_DIR, name="static")
     # Order matters only for start-up: media first, then what uses it.
     media_routes.setup(app)
+    hls_routes.setup(app)  # HLS fallback (after media: the same stream hub)
     whip_routes.setup(app)  # WHIP ingest, next to RTMP's
     token_routes.setup(app)
     cluster.setup(app)

@@ -106,6 +106,32 @@ def add_ai_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_delivery_options(parser: argparse.ArgumentParser) -> None:
+    """TURN relay and HLS fallback for viewers WebRTC cannot reach directly."""
+    group = parser.add_argument_group("TURN and HLS fallback")
+    group.add_argument(
+        "--turn-url",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="TURN server handed to viewers with short-lived credentials (needs "
+        "AIRCLASS_TURN_SECRET = coturn's static-auth-secret), e.g. "
+        "turn:host:3478?transport=tcp; repeatable [AIRCLASS_TURN_URLS, comma-separated]",
+    )
+    group.add_argument(
+        "--turn-ttl",
+        type=int,
+        default=int(_env("TURN_TTL", 4 * 3600)),
+        help="seconds TURN credentials stay valid [AIRCLASS_TURN_TTL, default: 14400]",
+    )
+    group.add_argument(
+        "--hls-part-seconds",
+        type=float,
+        default=float(_env("HLS_PART_SECONDS", 0.5)),
+        help="Low-Latency HLS part duration [AIRCLASS_HLS_PART_SECONDS, default: 0.5]",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airclass", description="AIRClass live classroom node")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -263,11 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_options(serve)
     add_recording_options(serve)
     add_ai_options(serve)
+    add_delivery_options(serve)
     serve.epilog = (
         "Secrets come only from the environment: AIRCLASS_JWT_SECRET (required unless "
         "--dev, 32+ bytes), AIRCLASS_CLUSTER_SECRET (main/sub, 32+ bytes), "
         "AIRCLASS_DATA_KEY (Fernet keys for AI keys at rest), AIRCLASS_METRICS_TOKEN "
-        "(Bearer token for /metrics), AIRCLASS_TEACHER_PASSWORD."
+        "(Bearer token for /metrics), AIRCLASS_TEACHER_PASSWORD, AIRCLASS_TURN_SECRET "
+        "(coturn's static-auth-secret)."
     )
     from .classroom.cli import add_teacher_command
 
@@ -318,6 +346,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         record_offline_grace=args.record_offline_grace,
         gemini_base_url=args.gemini_base_url,
         ai_calls_per_minute=args.ai_calls_per_minute,
+        turn_urls=args.turn_url if args.turn_url else _env_list("TURN_URLS"),
+        turn_secret=_env("TURN_SECRET", ""),
+        turn_ttl=args.turn_ttl,
+        hls_part_seconds=args.hls_part_seconds,
     )
 
 

@@ -33,6 +33,13 @@ class Config:
     udp_ports: tuple[int, int] | None = None
     #: STUN/TURN URLs handed to clients (Link rel="ice-server") and used by the server.
     ice_servers: list[str] = field(default_factory=list)
+    #: TURN URLs (turn:/turns:) handed to viewers with short-lived credentials made from
+    #: turn_secret (AIRCLASS_TURN_SECRET = coturn's static-auth-secret), valid turn_ttl s.
+    turn_urls: list[str] = field(default_factory=list)
+    turn_secret: str = ""
+    turn_ttl: int = 4 * 3600
+    #: HLS fallback: target duration of a Low-Latency HLS part (seconds).
+    hls_part_seconds: float = 0.5
     data_dir: Path = Path("data")
     dev: bool = False
     demo: bool = False
@@ -128,6 +135,15 @@ class Config:
             raise ConfigError("recording intervals, retention and disk threshold must be >= 0")
         if self.udp_ports and self.udp_ports[0] > self.udp_ports[1]:
             raise ConfigError("--udp-ports LO-HI needs LO <= HI")
+        if self.turn_urls and not self.turn_secret:
+            raise ConfigError("--turn-url needs AIRCLASS_TURN_SECRET (coturn's static-auth-secret)")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")) or any(c in url for c in ' <>"'):
+                raise ConfigError(f"--turn-url {url!r}: expected turn:HOST:PORT?transport=udp")
+        if self.turn_ttl < 60:
+            raise ConfigError("--turn-ttl must be at least 60 seconds")
+        if not 0.2 <= self.hls_part_seconds <= 2.0:
+            raise ConfigError("--hls-part-seconds must be between 0.2 and 2")
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
         if self.udp_ports and self.udp_ports[1] - self.udp_ports[0] + 1 < self.workers:

@@ -8,6 +8,8 @@ from airclass_media.webrtc import BadOffer, Overloaded
 
 from .auth import require
 from .errors import json_error
+from .hls_routes import hls_viewer_count
+from .ice_servers import link_header, viewer_ice_servers
 from .limits import client_ip
 from .media import MediaServices
 from .node import NODE, node_of
@@ -40,8 +42,9 @@ async def whep_cors(request: web.Request, handler):
     return response
 
 
-def ice_link_headers(media: MediaServices) -> list[tuple[str, str]]:
-    return [("Link", f'<{url}>; rel="ice-server"') for url in media.node.config.ice_servers]
+def ice_link_headers(media: MediaServices, user_id: str | None = None) -> list[tuple[str, str]]:
+    """STUN/TURN servers; TURN credentials only for a viewer with a valid token."""
+    return [link_header(s) for s in viewer_ice_servers(media.node.config, user_id)]
 
 
 async def whep_options(request: web.Request) -> web.Response:
@@ -79,7 +82,7 @@ async def whep_offer(request: web.Request) -> web.Response:
         ("Content-Type", "application/sdp"),
         ("Accept-Patch", "application/trickle-ice-sdpfrag"),
         ("ETag", f'"{session.id}"'),
-        *ice_link_headers(media),
+        *ice_link_headers(media, claims.user_id),
     ]
     return web.Response(status=201, text=session.answer_sdp, headers=headers)
 
@@ -122,6 +125,7 @@ async def list_streams(request: web.Request) -> web.Response:
             continue
         status = stream.status()
         status["viewers"] = media.viewers.viewers_of(stream.name)
+        status["viewers"] += hls_viewer_count(request.app, stream.name)
         streams.append(status)
     return web.json_response({"streams": streams})
 
@@ -133,6 +137,7 @@ async def stream_status(request: web.Request) -> web.Response:
         raise json_error(404, "unknown stream")
     status = stream.status()
     status["viewers"] = request.app[MEDIA].viewers.viewers_of(stream.name)
+    status["viewers"] += hls_viewer_count(request.app, stream.name)  # HLS fallback
     return web.json_response(status)
 
 

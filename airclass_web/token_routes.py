@@ -13,6 +13,7 @@ from aiohttp import web
 from .access import AccessDenied, StreamAccess
 from .auth import STREAM_NAME, Claims, TokenError, require, token_from_request
 from .errors import json_error
+from .ice_servers import ice_servers_json
 from .limits import IpRateLimit, Network, PasswordLimiter, TokenBuckets, client_ip, parse_networks
 from .node import Node, node_of
 
@@ -190,6 +191,8 @@ async def issue_token(request: web.Request) -> web.Response:
     )
     body = {"token": token, "expires_at": expires_at, "user_id": user_id, "stream": stream}
     body["whep_url"] = whep_url
+    if action == "read":
+        body["ice_servers"] = ice_servers_json(node.config, user_id)
     if action == "publish":
         host = request.host.rsplit(":", 1)[0] if not node.config.public_url else None
         rtmp_host = host or node.config.advertised_host

@@ -24,6 +24,8 @@ RELAY_QUEUE_PACKETS = 1200
 #: How often an idle relay checks whether the publisher left.
 IDLE_CHECK_SECONDS = 0.5
 DEFAULT_KINDS = ("video", "audio")
+#: What a sub node pulls from the main: also the teacher's AAC as received, for its HLS.
+SUB_KINDS = ("video", "audio", "aac")
 
 Send = Callable[[bytes], Awaitable[None]]
 

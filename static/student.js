@@ -88,8 +88,10 @@
     clearTimeout(retryTimer);
     teardown();
     try {
-      const { token, whep_url } = await getToken();
-      pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+      const { token, whep_url, ice_servers } = await getToken();
+      // STUN/TURN from the node (TURN with short-lived credentials): a relay for
+      // networks that block UDP to the node.
+      pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: ice_servers || [] });
       const vt = pc.addTransceiver("video", { direction: "recvonly" });
       pc.addTransceiver("audio", { direction: "recvonly" });
       if (RTCRtpReceiver.getCapabilities && vt.setCodecPreferences) {

@@ -12,6 +12,7 @@ from aiohttp import web
 from ..access import AccessDenied
 from ..auth import STREAM_NAME, Claims, TokenError, require, token_from_request
 from ..errors import json_error
+from ..ice_servers import ice_servers_json
 from ..limits import too_many
 from ..node import node_of
 from ..token_routes import (
@@ -226,6 +227,7 @@ async def join_session(request: web.Request) -> web.Response:
             "title": session["title"],
             "stream": stream,
             "whep_url": whep_url,
+            "ice_servers": ice_servers_json(node.config, student_id),
         }
     )
 

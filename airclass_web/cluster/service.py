@@ -10,7 +10,7 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from relay.manager import RelayManager
-from relay.server import RelayServer
+from relay.server import SUB_KINDS, RelayServer
 
 from ..errors import json_error
 from ..node import Node
@@ -47,7 +47,9 @@ class Cluster:
         self.relay_server = RelayServer() if self.role == "main" else None
         self.relays: RelayManager | None = None
         if self.role == "sub":
-            self.relays = RelayManager(node.hub, config.main_url, self.signer.request_headers)
+            self.relays = RelayManager(
+                node.hub, config.main_url, self.signer.request_headers, kinds=SUB_KINDS
+            )
         #: node id -> wall time its relay connection broke: not routed to until it
         #: heartbeats again (a killed sub is skipped at once, not after its TTL).
         self._suspects: dict[str, float] = {}

@@ -1,0 +1,151 @@
+"""HLS fallback endpoints: `GET /live/NAME/index.m3u8` and its init segments, segments and
+parts (airclass_media.hls). Token in the query (`?token=` / `?jwt=`) or as Bearer, the same
+rules as WHEP; a query token is repeated in every URI of the playlist."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from airclass_media.hls import HlsOrigin, HlsSegmenter
+from airclass_media.hub import Stream
+
+from .auth import Claims, require
+from .errors import json_error
+from .node import NODE, node_of
+from .token_routes import guards_of
+
+HLS = web.AppKey("hls", HlsOrigin)
+VIEWER_ROLES = ("student", "teacher", "monitor")
+#: How long a first request waits for the stream's first part (a keyframe away).
+FIRST_PART_WAIT = 8.0
+PLAYLIST = "application/vnd.apple.mpegurl"
+NO_CACHE = {"Cache-Control": "no-cache, no-store"}
+
+
+def hls_viewer_count(app: web.Application, stream: str) -> int:
+    """Distinct clients that asked for the stream's playlist lately."""
+    origin = app.get(HLS)
+    return origin.viewers_of(stream) if origin is not None else 0
+
+
+def _claims(request: web.Request, name: str) -> Claims:
+    return require(request, node_of(request).tokens, roles=VIEWER_ROLES, stream=name)
+
+
+async def _stream(request: web.Request, name: str) -> Stream:
+    node = node_of(request)
+    stream = node.hub.get(name)
+    if stream is None and node.stream_resolver is not None:
+        stream = await node.stream_resolver(name)  # a sub node pulls it from the main
+    if stream is None:
+        raise json_error(404, f"unknown stream {name}")
+    return stream
+
+
+def _int_param(request: web.Request, key: str) -> int | None:
+    raw = request.query.get(key)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise json_error(400, f"{key} must be a non-negative integer")
+    return int(raw)
+
+
+async def playlist(request: web.Request) -> web.Response:
+    """The media playlist; `_HLS_msn`/`_HLS_part` block until that part exists."""
+    name = request.match_info["stream"]
+    claims = _claims(request, name)
+    stream = await _stream(request, name)
+    origin = request.app[HLS]
+    segmenter = origin.segmenter(stream)
+    origin.seen(name, f"{claims.user_id}@{guards_of(request).ip(request)}")
+    msn, part = _int_param(request, "_HLS_msn"), _int_param(request, "_HLS_part")
+    if not segmenter.ready and not await segmenter.wait(lambda: segmenter.ready, FIRST_PART_WAIT):
+        error = json_error(503, f"stream {name} is not live")
+        error.headers["Retry-After"] = "2"
+        raise error
+    if msn is not None:
+        timeout = 3 * max(segmenter.part_target * 2, 1.0)
+        await segmenter.wait(lambda: segmenter.has(msn, part), timeout)
+    token = request.query.get("token") or request.query.get("jwt")
+    query = f"?token={quote(token, safe='')}" if token else ""
+    return web.Response(
+        text=segmenter.playlist(query), content_type=PLAYLIST, charset="utf-8", headers=NO_CACHE
+    )
+
+
+async def _segmenter(request: web.Request) -> HlsSegmenter:
+    name = request.match_info["stream"]
+    _claims(request, name)
+    segmenter = request.app[HLS].get(name)
+    if segmenter is None:
+        raise json_error(404, "no HLS for this stream now: ask for its playlist")
+    return segmenter
+
+
+async def init_segment(request: web.Request) -> web.Response:
+    segmenter = await _segmenter(request)
+    data = segmenter.inits.get(int(request.match_info["init"]))
+    if data is None:
+        raise json_error(404, "unknown init segment")
+    return web.Response(body=data, content_type="video/mp4")
+
+
+async def media_segment(request: web.Request) -> web.Response:
+    segmenter = await _segmenter(request)
+    data = segmenter.segment(int(request.match_info["msn"]))
+    if data is None:
+        raise json_error(404, "segment gone or not complete")
+    return web.Response(body=data, content_type="video/iso.segment")
+
+
+async def media_part(request: web.Request) -> web.Response:
+    """A part; the one being cut (the playlist's preload hint) is answered once it is."""
+    segmenter = await _segmenter(request)
+    msn, index = int(request.match_info["msn"]), int(request.match_info["part"])
+    data = segmenter.part(msn, index)
+    hint = segmenter.next_part()
+    if data is None and hint is not None and hint <= (msn, index) and msn <= hint[0] + 1:
+        timeout = 3 * max(segmenter.part_target * 2, 1.0)
+        await segmenter.wait(lambda: segmenter.part(msn, index) is not None, timeout)
+        data = segmenter.part(msn, index)
+    if data is None:
+        raise json_error(404, "part gone or not cut yet")
+    return web.Response(body=data, content_type="video/iso.segment", headers=NO_CACHE)
+
+
+def metrics(origin: HlsOrigin):
+    def collect() -> list:
+        viewers = GaugeMetricFamily(
+            "airclass_hls_viewers", "Distinct recent HLS playlist clients", labels=["stream"]
+        )
+        memory = GaugeMetricFamily(
+            "airclass_hls_memory_bytes", "Segments held in memory for HLS", labels=["stream"]
+        )
+        parts = CounterMetricFamily("airclass_hls_parts", "HLS parts cut", labels=["stream"])
+        for name, count in origin.viewer_counts().items():
+            viewers.add_metric([name], count)
+        for name, segmenter in origin.segmenters.items():
+            memory.add_metric([name], segmenter.memory_bytes)
+            parts.add_metric([name], segmenter.parts_made)
+        requests = CounterMetricFamily("airclass_hls_requests", "HLS requests served")
+        requests.add_metric([], origin.requests)
+        return [viewers, memory, parts, requests]
+
+    return collect
+
+
+def setup(app: web.Application) -> None:
+    node = app[NODE]
+    origin = HlsOrigin(node.config.hls_part_seconds)
+    app[HLS] = origin
+    node.add_service("hls", origin.start, origin.stop)
+    node.add_metrics(metrics(origin))
+    base = "/live/{stream:[A-Za-z0-9_-]{1,64}}/"
+    app.router.add_get(base + "index.m3u8", playlist)
+    app.router.add_get(base + "init{init:[0-9]{1,6}}.mp4", init_segment)
+    app.router.add_get(base + "seg{msn:[0-9]{1,9}}.m4s", media_segment)
+    app.router.add_get(base + "part{msn:[0-9]{1,9}}.{part:[0-9]{1,4}}.m4s", media_part)
