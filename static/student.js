@@ -32,6 +32,7 @@
     (() => { const id = "student-" + Math.random().toString(36).slice(2, 10); localStorage.setItem("airclass.userId", id); return id; })();
 
   let pc = null, sessionUrl = null, retryDelay = 1000, retryTimer = null, lastFrames = 0, stalledSince = null;
+  let lastGrant = null, framesAtConnect = 0;
   const player = { state: "connecting", live: false, reconnects: 0 };
   window.airclassPlayer = player;
 
@@ -60,7 +61,8 @@
   async function getToken() {
     const joined = joinedToken();
     if (joined && sessionStorage.getItem("airclass.whep_url")) {
-      return { token: joined, whep_url: sessionStorage.getItem("airclass.whep_url") };
+      const ice_servers = JSON.parse(sessionStorage.getItem("airclass.ice_servers") || "[]");
+      return { token: joined, whep_url: sessionStorage.getItem("airclass.whep_url"), ice_servers };
     }
     const q = new URLSearchParams({ user_type: "student", action: "read", stream, user_id: userId });
     const res = await fetch("/api/token?" + q, { method: "POST" });
@@ -84,14 +86,14 @@
     });
   }
 
-  async function connect() {
-    clearTimeout(retryTimer);
-    teardown();
+  // A WHEP session on a new peer connection: { pc, sessionUrl } (error.status on failure).
+  // The caller shows its tracks (ontrack) and watches its state.
+  async function openWhep(grant, onTrack) {
+    const { token, whep_url, ice_servers } = grant;
+    // STUN/TURN from the node (TURN with short-lived credentials): a relay for
+    // networks that block UDP to the node.
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: ice_servers || [] });
     try {
-      const { token, whep_url, ice_servers } = await getToken();
-      // STUN/TURN from the node (TURN with short-lived credentials): a relay for
-      // networks that block UDP to the node.
-      pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: ice_servers || [] });
       const vt = pc.addTransceiver("video", { direction: "recvonly" });
       pc.addTransceiver("audio", { direction: "recvonly" });
       if (RTCRtpReceiver.getCapabilities && vt.setCodecPreferences) {
@@ -99,24 +101,53 @@
         const h264 = codecs.filter((c) => c.mimeType.toLowerCase() === "video/h264");
         if (h264.length) vt.setCodecPreferences([...h264, ...codecs.filter((c) => !h264.includes(c))]);
       }
-      pc.ontrack = (ev) => {
-        if (!video.srcObject) video.srcObject = new MediaStream();
-        video.srcObject.addTrack(ev.track);
-        video.play().catch(() => {});
-      };
-      pc.onconnectionstatechange = () => {
-        if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) scheduleRetry("player.reconnecting");
-      };
+      pc.ontrack = onTrack;
       await pc.setLocalDescription(await pc.createOffer());
       await waitGathering(pc, 2000);
       const res = await fetch(whep_url, {
         method: "POST", body: pc.localDescription.sdp,
         headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token },
       });
-      if (res.status === 404) { setLive(false, false); return scheduleRetry("player.unknown", 5000); }
       if (res.status !== 201) throw httpError("WHEP", res);
-      sessionUrl = new URL(res.headers.get("Location"), whep_url).toString();
+      const url = new URL(res.headers.get("Location"), whep_url).toString();
       await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+      return { pc, sessionUrl: url };
+    } catch (err) {
+      pc.close();
+      throw err;
+    }
+  }
+
+  function showTrack(ev) {
+    if (!video.srcObject) video.srcObject = new MediaStream();
+    video.srcObject.addTrack(ev.track);
+    video.play().catch(() => {});
+  }
+
+  function watchConnection() {
+    pc.onconnectionstatechange = () => {
+      if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) scheduleRetry("player.reconnecting");
+    };
+  }
+
+  async function connect() {
+    clearTimeout(retryTimer);
+    teardown();
+    try {
+      const grant = await getToken();
+      lastGrant = grant;
+      framesAtConnect = player.framesDecoded();
+      armFallback();
+      let opened;
+      try {
+        opened = await openWhep(grant, showTrack);
+      } catch (err) {
+        if (err.status !== 404) throw err;
+        setLive(false, false);
+        return scheduleRetry("player.unknown", 5000);
+      }
+      ({ pc, sessionUrl } = opened);
+      watchConnection();
       retryDelay = 1000;
       setState("connected", player.live ? "player.connecting" : "player.waiting");
     } catch (err) {
@@ -128,9 +159,119 @@
   }
 
   function teardown() {
+    stopHls();
     if (sessionUrl) { fetch(sessionUrl, { method: "DELETE" }).catch(() => {}); sessionUrl = null; }
     if (pc) { pc.onconnectionstatechange = null; pc.close(); pc = null; }
     if (video.srcObject) { video.srcObject.getTracks().forEach((t) => t.stop()); video.srcObject = null; }
+  }
+
+  // --- HLS fallback: when WebRTC gives no picture (UDP blocked, no TURN), play the
+  // node's Low-Latency HLS with hls.js (loaded only then), or natively on Safari; say so
+  // quietly and keep probing WebRTC in the background, switching back when it works.
+  AirI18n.register({
+    ko: { "player.hls": "호환 모드(HLS) · 지연이 조금 더 깁니다" },
+    en: { "player.hls": "compatibility mode (HLS) · a little more delay" },
+  });
+  const FALLBACK_MS = 6000, PROBE_MS = 30000, PROBE_WAIT_MS = 8000;
+  let hls = null, fallbackTimer = null, probeTimer = null, hlsScript = null;
+  player.transport = "webrtc";
+
+  function armFallback() {
+    clearTimeout(fallbackTimer);
+    fallbackTimer = setTimeout(() => {
+      if (player.transport === "webrtc" && player.live && player.framesDecoded() <= framesAtConnect) startHls();
+    }, FALLBACK_MS);
+  }
+
+  function loadHlsJs() {
+    if (window.Hls) return Promise.resolve();
+    hlsScript = hlsScript || new Promise((resolve, reject) => {
+      const el = document.createElement("script");
+      el.src = "/static/vendor/hlsjs/hls.min.js";
+      el.onload = resolve;
+      el.onerror = () => { hlsScript = null; reject(new Error("hls.js did not load")); };
+      document.head.appendChild(el);
+    });
+    return hlsScript;
+  }
+
+  async function startHls() {
+    teardown();
+    clearTimeout(retryTimer);
+    player.transport = "hls";
+    statsText.dataset.transport = "hls";
+    setState("connected", "player.connecting");
+    try {
+      const grant = lastGrant || await getToken();
+      const url = grant.whep_url.replace(/\/whep$/, "/index.m3u8") + "?token=" + encodeURIComponent(grant.token);
+      const mse = window.MediaSource || window.ManagedMediaSource;
+      if (!mse && video.canPlayType("application/vnd.apple.mpegurl")) {
+        video.src = url;  // Safari without MSE: native HLS
+      } else {
+        await loadHlsJs();
+        if (player.transport !== "hls") return;
+        // No worker: the page's CSP allows no blob: scripts.
+        hls = new window.Hls({ lowLatencyMode: true, enableWorker: false, backBufferLength: 10 });
+        hls.on(window.Hls.Events.ERROR, (_ev, data) => {
+          if (data.fatal) { console.warn("airclass hls:", data.details); scheduleRetry("player.reconnecting"); }
+        });
+        hls.loadSource(url);
+        hls.attachMedia(video);
+      }
+      video.play().catch(() => {});
+      clearTimeout(probeTimer);
+      probeTimer = setTimeout(probeWebrtc, PROBE_MS);
+    } catch (err) {
+      console.warn("airclass hls:", err);
+      scheduleRetry("player.error");
+    }
+  }
+
+  function stopHls() {
+    clearTimeout(fallbackTimer);
+    clearTimeout(probeTimer);
+    if (player.transport !== "hls") return;
+    player.transport = "webrtc";
+    delete statsText.dataset.transport;
+    if (hls) { hls.destroy(); hls = null; }
+    video.removeAttribute("src");
+    video.load();
+  }
+
+  // In the background: a WHEP session not shown; once its video packets flow, switch.
+  async function probeWebrtc() {
+    if (player.transport !== "hls") return;
+    let probe = null;
+    try {
+      const grant = await getToken();
+      probe = await openWhep(grant, () => {});
+      const deadline = Date.now() + PROBE_WAIT_MS;
+      while (Date.now() < deadline && player.transport === "hls") {
+        await new Promise((r) => setTimeout(r, 500));
+        const stats = await probe.pc.getStats();
+        let packets = 0;
+        stats.forEach((r) => { if (r.type === "inbound-rtp" && r.kind === "video") packets = r.packetsReceived || 0; });
+        if (packets > 0) {
+          const tracks = probe.pc.getReceivers().map((r) => r.track);
+          stopHls();
+          ({ pc, sessionUrl } = probe);
+          probe = null;
+          video.srcObject = new MediaStream(tracks);
+          video.play().catch(() => {});
+          watchConnection();
+          framesAtConnect = player.framesDecoded();
+          return;
+        }
+      }
+    } catch (err) {
+      console.warn("airclass probe:", err);
+    } finally {
+      if (probe) {
+        fetch(probe.sessionUrl, { method: "DELETE" }).catch(() => {});
+        probe.pc.close();
+      }
+    }
+    if (player.transport === "hls") probeTimer = setTimeout(probeWebrtc, PROBE_MS);
   }
 
   function scheduleRetry(key, delay) {
@@ -163,7 +304,10 @@
       if (player.live && Date.now() - stalledSince > 10000) { stalledSince = null; scheduleRetry("player.reconnecting"); }
     }
     lastFrames = frames;
-    if (video.videoWidth) statsText.textContent = video.videoWidth + "×" + video.videoHeight;
+    if (video.videoWidth) {
+      statsText.textContent = video.videoWidth + "×" + video.videoHeight +
+        (player.transport === "hls" ? " · " + AirI18n.t("player.hls") : "");
+    }
   }, 1000);
 
   unmute.addEventListener("click", () => { video.muted = false; video.play().catch(() => {}); unmute.hidden = true; });
