@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,19 @@ class PlayStats:
 class WhepPlayer:
     """One WHEP session: POST an offer, play what comes, DELETE at the end."""
 
-    def __init__(self, whep_url: str, token: str, keep_last_frame: bool = False) -> None:
+    def __init__(
+        self,
+        whep_url: str,
+        token: str,
+        keep_last_frame: bool = False,
+        ice_servers: list[RTCIceServer] | None = None,
+    ) -> None:
         self.whep_url = whep_url
         self.token = token
         self.keep_last_frame = keep_last_frame
-        # No STUN server: aiortc's default (a public one) cannot be reached from tests and
-        # costs a 5 s gathering timeout per player.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # No STUN server unless given (a TURN relay, say): aiortc's default (a public one)
+        # cannot be reached from tests and costs a 5 s gathering timeout per player.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or []))
         self.stats = PlayStats()
         self.location: str | None = None
         self._tasks: list[asyncio.Task] = []

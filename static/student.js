@@ -175,6 +175,20 @@
   const FALLBACK_MS = 6000, PROBE_MS = 30000, PROBE_WAIT_MS = 8000;
   let hls = null, fallbackTimer = null, probeTimer = null, hlsScript = null;
   player.transport = "webrtc";
+  // Type of the local ICE candidate WebRTC plays through ("host", "relay", ...), or null.
+  player.candidateType = async () => {
+    if (!pc) return null;
+    let type = null;
+    const stats = await pc.getStats();
+    stats.forEach((r) => {
+      if (r.type === "transport" && r.selectedCandidatePairId) {
+        const pair = stats.get(r.selectedCandidatePairId);
+        const local = pair && stats.get(pair.localCandidateId);
+        if (local) type = local.candidateType;
+      }
+    });
+    return type;
+  };
 
   function armFallback() {
     clearTimeout(fallbackTimer);
