@@ -3,10 +3,11 @@
 # redis-server (cluster/events), chromium (browser tests), iproute2 + nftables (test
 # network namespace and its NAT), tesseract-ocr + Korean data (local slide OCR),
 # fonts-nanum (Korean glyphs in Chromium and test slides), prometheus (+ promtool: the
-# monitoring tests scrape a real node and check the alert rules).
+# monitoring tests scrape a real node and check the alert rules), coturn (TURN relay for
+# viewers on networks that block UDP; the tests start their own).
 set -euo pipefail
 pkgs=(ffmpeg redis-server chromium iproute2 util-linux nftables tesseract-ocr tesseract-ocr-kor
-  fonts-nanum prometheus)
+  fonts-nanum prometheus coturn)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
