@@ -15,6 +15,8 @@ It has no options for what follows, so each change is made at the narrowest poin
   pair (dup'ed, so the fan-out can use `sendmsg` with UDP GSO, which asyncio lacks).
   aiortc's RTCP loop keeps sending sender reports from the counters we update, and its
   NACK and PLI/FIR handling calls into the fan-out (`_retransmit`, `_send_keyframe`).
+- A WHIP publisher's receivers hand their reassembled encoded frames to the ingest
+  (`tap_encoded_frames`) instead of to aiortc's decoder thread: passthrough, no decode.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import socket
 from collections.abc import Awaitable, Callable
 
-from aiortc import RTCRtpSender
+from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
@@ -183,3 +186,36 @@ def receiver_report(sender: RTCRtpSender) -> dict:
                 stats.jitter * 1000 / (90_000 if sender.kind == "video" else 48_000), 2
             )
     return out
+
+
+class _EncodedFrameTap(queue.Queue):
+    """Stands in for an aiortc receiver's decoder queue (`RTCRtpReceiver.__decoder_queue`).
+
+    aiortc puts `(codec, JitterFrame)` for every reassembled frame, on the event loop
+    thread; we hand the encoded frame on instead of decoding it. Only the end marker
+    (None) reaches the receiver's idle decoder thread, which then exits.
+    """
+
+    def __init__(self, on_frame: Callable[[object], None]) -> None:
+        super().__init__()
+        self.on_frame = on_frame
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            super().put(None, block, timeout)
+        else:
+            self.on_frame(item[1])
+
+
+def tap_encoded_frames(receiver: RTCRtpReceiver, on_frame: Callable[[object], None]) -> None:
+    """Take the receiver's encoded frames before its decoder (set before `receive()`)."""
+    receiver._RTCRtpReceiver__decoder_queue = _EncodedFrameTap(on_frame)
+
+
+def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
+    """SSRC of the publisher's video (not its RTX stream), once packets arrived."""
+    rtx = receiver._RTCRtpReceiver__rtx_ssrc
+    for ssrc in receiver._RTCRtpReceiver__remote_streams:
+        if ssrc not in rtx:
+            return ssrc
+    return None

@@ -283,6 +283,15 @@ class RtpTarget:
             self._drain = asyncio.ensure_future(self._drain_backlog())
 
     async def _drain_backlog(self) -> None:
+        try:
+            await self._send_backlog()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # that viewer's SRTP or socket is gone: only it stops
+            log.exception("viewer RTP stream dropped while catching up")
+            self.stop()
+
+    async def _send_backlog(self) -> None:
         while self.backlog:
             budget = CATCH_UP_BURST_BYTES
             ntp = ntp_now()
@@ -413,6 +422,7 @@ class StreamFanout:
         self.targets: dict[str, list[RtpTarget]] = {"video": [], "audio": []}
         self.history = {"video": History(), "audio": History()}
         self.gop: list[MediaPacket] = stream.gop_snapshot()
+        self._failed: list[RtpTarget] = []
         self.subscription: Subscription = stream.subscribe(
             ("video", "audio"),
             max_packets=FANOUT_QUEUE_PACKETS,
@@ -469,9 +479,16 @@ class StreamFanout:
         for target in targets:
             if target.backlog is not None:
                 target.backlog.append((packet, packet.pts))
-            else:
+                continue
+            try:
                 target.send_frame(payloads, rtp_ts, first + target.seq_offset, ntp)
-                target.note_sent(packet.pts)
+            except Exception:  # that viewer's SRTP or socket is gone: only it stops
+                log.exception("viewer RTP stream dropped from the fan-out of %s", self.stream.name)
+                self._failed.append(target)
+                continue
+            target.note_sent(packet.pts)
+        while self._failed:
+            self.remove(self._failed.pop())
         self.on_sent(self.stream.name, packet, started, time.monotonic())
 
     def _keep_gop(self, packet: MediaPacket) -> None:

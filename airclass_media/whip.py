@@ -4,8 +4,8 @@ the recorder (and HLS).
 
 aiortc negotiates, runs ICE/DTLS/SRTP, reorders packets, sends NACKs and reassembles
 each encoded frame in the receiver's jitter buffer. It then hands every frame to a
-decoder thread through a queue; that queue is the one place we take over (see
-`_EncodedFrameTap`): frames go to `WhipSession` instead, and nothing is decoded.
+decoder thread through a queue; that queue is the one place we take over
+(`aiortc_tuning.tap_encoded_frames`): frames go to `WhipSession`, nothing is decoded.
 Video arrives as Annex-B access units (aiortc's H.264 depayloader writes start codes).
 
 Keyframes: browsers' encoders make a keyframe at start and when asked (RTCP PLI), not
@@ -24,14 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 
-import av
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -43,6 +39,8 @@ from aiortc import (
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.sdp import candidate_from_sdp
 
+from .aiortc_tuning import media_ssrc, tap_encoded_frames
+from .audio import AAC_RATE, OpusToAac
 from .h264 import H264Error, parse_sps, split_annexb
 from .hub import Stream, StreamBusy
 from .packets import MediaPacket
@@ -62,10 +60,6 @@ KEYFRAME_INTERVAL = 2.0
 PLI_MIN_INTERVAL = 0.5
 #: H.264 profiles a WHIP publisher is asked for, in order (browsers encode Baseline).
 INGEST_H264_PREFERENCE = ("42e0", "4200", "4d", "64")
-AAC_RATE = 48_000
-AAC_FRAME = 1024
-#: A jump in publisher audio time bigger than this restarts the AAC timeline.
-RESYNC_US = 200_000
 START_CODE = b"\x00\x00\x00\x01"
 NAL_IDR, NAL_SPS, NAL_PPS = 5, 7, 8
 
@@ -89,87 +83,6 @@ def ingest_preferences(kind: str) -> list:
         return len(INGEST_H264_PREFERENCE)
 
     return sorted(h264, key=rank)
-
-
-class _EncodedFrameTap(queue.Queue):
-    """Stands in for an aiortc receiver's decoder queue (`RTCRtpReceiver.__decoder_queue`).
-
-    aiortc puts `(codec, JitterFrame)` for every reassembled frame, on the event loop
-    thread; we hand the encoded frame on instead of decoding it. Only the end marker
-    (None) reaches the receiver's idle decoder thread, which then exits.
-    """
-
-    def __init__(self, on_frame: Callable[[object], None]) -> None:
-        super().__init__()
-        self.on_frame = on_frame
-
-    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
-        if item is None:
-            super().put(None, block, timeout)
-        else:
-            self.on_frame(item[1])
-
-
-def _tap_receiver(receiver: RTCRtpReceiver, on_frame: Callable[[object], None]) -> None:
-    """Take the receiver's encoded frames before its decoder (set before `receive()`)."""
-    receiver._RTCRtpReceiver__decoder_queue = _EncodedFrameTap(on_frame)
-
-
-def _media_ssrc(receiver: RTCRtpReceiver) -> int | None:
-    """SSRC of the publisher's video (not its RTX stream), once packets arrived."""
-    rtx = receiver._RTCRtpReceiver__rtx_ssrc
-    for ssrc in receiver._RTCRtpReceiver__remote_streams:
-        if ssrc not in rtx:
-            return ssrc
-    return None
-
-
-class OpusToAac:
-    """Decode Opus, resample to 48 kHz stereo fltp, encode AAC-LC (for recorder and HLS)."""
-
-    def __init__(self, bitrate: int = 96_000) -> None:
-        self.decoder = av.CodecContext.create("opus", "r")
-        self.decoder.sample_rate = AAC_RATE
-        self.decoder.layout = "stereo"
-        self.resampler = av.AudioResampler(
-            format="fltp", layout="stereo", rate=AAC_RATE, frame_size=AAC_FRAME
-        )
-        self.encoder = av.CodecContext.create("aac", "w")
-        self.encoder.sample_rate = AAC_RATE
-        self.encoder.layout = "stereo"
-        self.encoder.format = "fltp"
-        self.encoder.bit_rate = bitrate
-        self.encoder.time_base = Fraction(1, AAC_RATE)
-        self.encoder.open()
-        #: AudioSpecificConfig of the AAC we make.
-        self.config = bytes(self.encoder.extradata or b"")
-        self._anchor_us: int | None = None
-        self._samples_in = 0
-        self._expected_next_us: int | None = None
-
-    def transcode(self, opus: bytes, pts_us: int) -> list[tuple[bytes, int]]:
-        """AAC frames (data, pts in stream microseconds) made from one Opus packet."""
-        if self._anchor_us is None or (
-            self._expected_next_us is not None and abs(pts_us - self._expected_next_us) > RESYNC_US
-        ):
-            self._anchor_us = pts_us - self._samples_in * 1_000_000 // AAC_RATE
-        out: list[tuple[bytes, int]] = []
-        try:
-            frames = self.decoder.decode(av.Packet(opus))
-        except av.FFmpegError as exc:
-            log.debug("Opus packet dropped: %s", exc)
-            return out
-        for frame in frames:
-            self._expected_next_us = pts_us + frame.samples * 1_000_000 // max(frame.sample_rate, 1)
-            frame.pts = None
-            for chunk in self.resampler.resample(frame):
-                chunk.pts = self._samples_in
-                chunk.time_base = Fraction(1, AAC_RATE)
-                self._samples_in += chunk.samples
-                for packet in self.encoder.encode(chunk):
-                    pts = self._anchor_us + int(packet.pts) * 1_000_000 // AAC_RATE
-                    out.append((bytes(packet), pts))
-        return out
 
 
 @dataclass
@@ -211,7 +124,7 @@ class WhipSession:
         receiver = self.video_receiver
         if receiver is None or self.closed.is_set() or now - self._last_pli_at < PLI_MIN_INTERVAL:
             return False
-        ssrc = _media_ssrc(receiver)
+        ssrc = media_ssrc(receiver)
         if ssrc is None:
             return False
         self._last_pli_at = now
@@ -402,10 +315,10 @@ class WhipIngest:
             transceiver.setCodecPreferences(ingest_preferences(kind))
             if kind == "video":
                 session.video_receiver = transceiver.receiver
-                _tap_receiver(transceiver.receiver, session.on_video)
+                tap_encoded_frames(transceiver.receiver, session.on_video)
             else:
                 session._aac = OpusToAac()
-                _tap_receiver(transceiver.receiver, session.on_audio)
+                tap_encoded_frames(transceiver.receiver, session.on_audio)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             if any(t.receiver.transport is None for t in pc.getTransceivers()):

@@ -123,6 +123,10 @@ async def test_aiortc_internals_taken_over_are_there():
         assert hasattr(dtls, "_tx_srtp")
         connection = dtls.transport._connection
         assert isinstance(connection._nominated, dict)
+        # WHIP ingest (aiortc_tuning.tap_encoded_frames, media_ssrc).
+        receiver = pc.addTransceiver("video", direction="recvonly").receiver
+        for name in ("decoder_queue", "rtx_ssrc", "remote_streams"):
+            assert hasattr(receiver, f"_RTCRtpReceiver__{name}"), name
     finally:
         await pc.close()
 
@@ -196,6 +200,13 @@ async def test_lossy_jittery_link_still_decodes(node, processes, players, udp_lo
     }
     assert counts.get('stage="wire",stream="lossy"', 0) > 0, counts
     assert any(line.startswith("airclass_webrtc_nacks_total ") for line in text.splitlines())
+    # The viewer's receiver reports (aiortc sends them about once a second) are summed up.
+    loss_max = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('airclass_webrtc_viewer_loss_ratio{stat="max"}')
+    ]
+    assert loss_max and 0 <= loss_max[0] <= 1
 
 
 @pytest.mark.skipif(

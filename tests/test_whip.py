@@ -16,7 +16,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from playwright.async_api import expect
 
-from airclass_media.whip import _media_ssrc
+from airclass_media.aiortc_tuning import media_ssrc
 
 from .classroom_support import PASSWORD, add_teacher
 from .conftest import CHROMIUM, CHROMIUM_ARGS
@@ -181,7 +181,8 @@ LONG_GOP_SECONDS = 60
 @pytest.fixture
 def studio_node(tmp_path):
     env = {"AIRCLASS_WHIP_KEYFRAME_INTERVAL": str(LONG_GOP_SECONDS)}
-    node = NodeProcess(tmp_path, "--workers", "1", env=env, dev=False, name="studio")
+    # Viewers in media workers: their PLI travels to the node over the local relay.
+    node = NodeProcess(tmp_path, "--workers", "2", env=env, dev=False, name="studio")
     assert add_teacher(node.data_dir, "kim").returncode == 0
     node.start()
     yield node
@@ -299,7 +300,7 @@ async def test_teacher_goes_live_from_the_browser(studio_node, publishing_browse
             return True
         if time.monotonic() - sent["at"] > 1.2:  # the fan-out takes one per second per viewer
             sent["at"] = time.monotonic()
-            await receiver._send_rtcp_pli(_media_ssrc(receiver))
+            await receiver._send_rtcp_pli(media_ssrc(receiver))
         return False
 
     await async_wait_for(answered, 8, "a keyframe answering the viewer's PLI", interval=0.1)
