@@ -184,6 +184,14 @@ class WebRtcEgress:
             stats = self.wire_delay[stream] = LatencyStats(size=256)
         stats.record(now - packet.received_at)
 
+    def receiver_reports(self, kind: str = "video") -> list[dict]:
+        """Each connected viewer's latest RTCP receiver-report figures for one kind."""
+        return [
+            receiver_report(session.senders[kind])
+            for session in self.sessions.values()
+            if kind in session.targets
+        ]
+
     @property
     def viewer_count(self) -> int:
         return len(self.sessions)

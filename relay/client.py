@@ -203,6 +203,17 @@ class RelayClient:
             self._next_cached = None  # a new session on the stream timeline
         if self._publisher_id is not None:
             self.stream.info = frame.info
+            # Viewers here that lose the picture ask the real publisher (WHIP) through
+            # the relay; otherwise the fan-out replays the cached GOP to them.
+            self.stream.keyframe_requester = (
+                self._request_keyframe if frame.keyframes_on_demand else None
+            )
+
+    def _request_keyframe(self) -> None:
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            task = asyncio.ensure_future(ws.send_str(framing.KEYFRAME_REQUEST))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _detach(self) -> None:
         if self._publisher_id is not None:

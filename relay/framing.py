@@ -55,6 +55,13 @@ class InfoFrame:
     publisher: str
     info: StreamInfo
     sent_at: float
+    #: The publisher makes keyframes when asked (WHIP): send KEYFRAME_REQUEST upstream.
+    keyframes_on_demand: bool = False
+
+
+#: Text message a sub (or media worker) sends upstream when one of its viewers lost the
+#: picture and the stream's publisher makes keyframes on demand.
+KEYFRAME_REQUEST = "keyframe"
 
 
 def monotonic_to_wall(t: float) -> float:
@@ -98,8 +105,13 @@ def info_from_dict(data: dict) -> StreamInfo:
     return info
 
 
-def encode_info(live: bool, publisher: str, info: StreamInfo) -> bytes:
-    body = json.dumps({"live": live, "publisher": publisher, "info": info_to_dict(info)}).encode()
+def encode_info(
+    live: bool, publisher: str, info: StreamInfo, keyframes_on_demand: bool = False
+) -> bytes:
+    body = {"live": live, "publisher": publisher, "info": info_to_dict(info)}
+    if keyframes_on_demand:
+        body["keyframes_on_demand"] = True
+    body = json.dumps(body).encode()
     return HEADER.pack(FRAME_INFO, 0, 0, 0, 0, time.time(), len(body)) + body
 
 
@@ -128,7 +140,11 @@ def decode(frame: bytes, received_at: float | None = None) -> PacketFrame | Info
         try:
             body = json.loads(payload)
             return InfoFrame(
-                bool(body["live"]), str(body["publisher"]), info_from_dict(body["info"]), sent_at
+                bool(body["live"]),
+                str(body["publisher"]),
+                info_from_dict(body["info"]),
+                sent_at,
+                bool(body.get("keyframes_on_demand", False)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise FramingError(f"bad info frame: {exc}") from exc

@@ -91,11 +91,12 @@ class RelaySender:
     async def _send_state(self) -> None:
         """Send an INFO frame when the publisher or its codec parameters changed."""
         stream, info = self.stream, self.stream.info
-        state = (stream.publisher_id, info.sps, info.pps, info.aac_config, info.width)
+        on_demand = stream.keyframe_requester is not None
+        state = (stream.publisher_id, info.sps, info.pps, info.aac_config, info.width, on_demand)
         if state == self._state:
             return
         self._state = state
-        frame = framing.encode_info(stream.live, stream.publisher_id or "", info)
+        frame = framing.encode_info(stream.live, stream.publisher_id or "", info, on_demand)
         await self.send(frame)
 
     async def _send_packet(self, packet: MediaPacket, cached: bool) -> None:
@@ -141,3 +142,10 @@ class RelayServer:
 
     def status(self) -> list[dict]:
         return [s.status() for s in self.senders]
+
+
+def on_downstream_message(stream: Stream, text: str) -> None:
+    """A text message from a sub or media worker: a keyframe request is passed on to a
+    publisher that can answer it (WHIP); anything else is ignored."""
+    if text == framing.KEYFRAME_REQUEST and stream.keyframe_requester is not None:
+        stream.keyframe_requester()

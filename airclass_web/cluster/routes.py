@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from relay.server import DEFAULT_KINDS
+from relay.server import DEFAULT_KINDS, on_downstream_message
 
 from ..auth import STREAM_NAME
 from ..errors import json_error
@@ -76,8 +76,11 @@ async def relay_stream(request: web.Request) -> web.StreamResponse:
     serving.add_done_callback(lambda _: asyncio.ensure_future(ws.close()))
     clean = False
     try:
-        while True:  # nothing is expected from the sub: wait for it to leave
+        while True:  # only keyframe requests come from the sub: wait for it to leave
             msg = await ws.receive()
+            if msg.type == WSMsgType.TEXT:
+                on_downstream_message(stream, msg.data)
+                continue
             if msg.type == WSMsgType.CLOSE:
                 clean = msg.data == WSCloseCode.OK
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):

@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from airclass_media.hub import StreamHub
-from relay.server import DEFAULT_KINDS, RelayServer
+from relay.server import DEFAULT_KINDS, RelayServer, on_downstream_message
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,11 @@ class LocalFeed:
         serving = asyncio.ensure_future(self.relays.serve(stream, ws.send_bytes, kinds))
         serving.add_done_callback(lambda _: asyncio.ensure_future(ws.close()))
         try:
-            async for msg in ws:  # nothing is expected from the worker
+            async for msg in ws:  # only keyframe requests come from the worker
                 if msg.type == WSMsgType.ERROR:
                     break
+                if msg.type == WSMsgType.TEXT:
+                    on_downstream_message(stream, msg.data)
         finally:
             serving.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):

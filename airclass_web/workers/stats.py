@@ -19,6 +19,38 @@ QUANTILES = (0.5, 0.95, 0.99)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+#: Receiver-report figures summed up over viewers: (report key, metric, unit scale).
+REPORT_FIGURES = (
+    ("fraction_lost", "airclass_webrtc_viewer_loss_ratio", 1.0),
+    ("jitter_ms", "airclass_webrtc_viewer_jitter_seconds", 0.001),
+    ("rtt_ms", "airclass_webrtc_viewer_rtt_seconds", 0.001),
+)
+
+
+def _report_summary(reports: list[dict]) -> dict:
+    """Sum, count and max of each figure over the viewers that reported it."""
+    out = {}
+    for key, _, scale in REPORT_FIGURES:
+        values = [r[key] * scale for r in reports if key in r]
+        out[key] = {"sum": sum(values), "count": len(values), "max": max(values, default=0.0)}
+    return out
+
+
+def _report_families(snapshots: list[dict]) -> list:
+    """Mean and worst of the viewers' RTCP receiver reports (video), over every worker."""
+    families = []
+    for key, name, _ in REPORT_FIGURES:
+        family = GaugeMetricFamily(
+            name, f"Viewers' RTCP receiver reports, video ({key}): mean and max", labels=["stat"]
+        )
+        parts = [s["receiver_reports"][key] for s in snapshots if "receiver_reports" in s]
+        count = sum(p["count"] for p in parts)
+        family.add_metric(["mean"], sum(p["sum"] for p in parts) / count if count else 0.0)
+        family.add_metric(["max"], max((p["max"] for p in parts), default=0.0))
+        families.append(family)
+    return families
+
+
 def _stage(stats: LatencyStats) -> dict:
     return {"buckets": list(stats.bucket_counts), "sum": stats.sum, "count": stats.count}
 
@@ -39,6 +71,7 @@ def egress_snapshot(egress: WebRtcEgress, feeds: dict[str, LatencyStats] | None 
         "keyframe_replays": egress.keyframe_replays,
         "nacks": egress.nacks,
         "stages": stages,
+        "receiver_reports": _report_summary(egress.receiver_reports()),
         "queue_delay_count": delay.count,
         "queue_delay_sum": delay.sum,
         "queue_delay": {str(q): delay.percentile(q) for q in QUANTILES},
@@ -89,7 +122,16 @@ def _families(snapshots: Iterable[dict]) -> list:
         "airclass_webrtc_nacks", "Packets viewers reported lost (NACK), answered from history"
     )
     nacks.add_metric([], sum(s.get("nacks", 0) for s in snapshots))
-    return [viewers, opened, replays, delay, quantiles, nacks, _stage_family(snapshots)]
+    return [
+        viewers,
+        opened,
+        replays,
+        delay,
+        quantiles,
+        nacks,
+        _stage_family(snapshots),
+        *_report_families(snapshots),
+    ]
 
 
 def _stage_family(snapshots: list[dict]) -> HistogramMetricFamily:
