@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as ssl_module
 import time
 from dataclasses import dataclass, field
 
@@ -52,8 +53,11 @@ class WhepPlayer:
         token: str,
         keep_last_frame: bool = False,
         ice_servers: list[RTCIceServer] | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.whep_url = whep_url
+        #: Client SSLContext for an https WHEP URL (e.g. trusting a private CA).
+        self.ssl = ssl
         self.token = token
         self.keep_last_frame = keep_last_frame
         # No STUN server unless given (a TURN relay, say): aiortc's default (a public one)
@@ -75,7 +79,7 @@ class WhepPlayer:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {self.token}"}
         async with (
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(connector=self._connector()) as http,
             http.post(self.whep_url, data=self.pc.localDescription.sdp, headers=headers) as resp,
         ):
             body = await resp.text()
@@ -83,6 +87,9 @@ class WhepPlayer:
                 raise WhepError(resp.status, body)
             self.location = str(resp.url.join(aiohttp.client.URL(resp.headers["Location"])))
         await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
+
+    def _connector(self) -> aiohttp.TCPConnector | None:
+        return aiohttp.TCPConnector(ssl=self.ssl) if self.ssl is not None else None
 
     async def _consume(self, track) -> None:
         try:
@@ -126,6 +133,9 @@ class WhepPlayer:
             task.cancel()
         if self.location:
             with contextlib.suppress(aiohttp.ClientError):
-                async with aiohttp.ClientSession() as http, http.delete(self.location):
+                async with (
+                    aiohttp.ClientSession(connector=self._connector()) as http,
+                    http.delete(self.location),
+                ):
                     pass
         await self.pc.close()

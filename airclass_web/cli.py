@@ -173,7 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--rtmp-port",
         type=int,
         default=int(_env("RTMP_PORT", 1935)),
-        help="RTMP ingest port [AIRCLASS_RTMP_PORT, default: 1935]",
+        help="RTMP ingest port; with TLS, 0 turns plain RTMP off [AIRCLASS_RTMP_PORT, "
+        "default: 1935]",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        default=_env("TLS_CERT", ""),
+        metavar="PEM",
+        help="certificate chain: HTTPS and WSS on --http-port, RTMPS on --rtmps-port, HSTS; "
+        "reloaded on SIGHUP [AIRCLASS_TLS_CERT]",
+    )
+    serve.add_argument(
+        "--tls-key",
+        default=_env("TLS_KEY", ""),
+        metavar="PEM",
+        help="private key of --tls-cert [AIRCLASS_TLS_KEY]",
+    )
+    serve.add_argument(
+        "--rtmps-port",
+        type=int,
+        default=int(_env("RTMPS_PORT", 1936)),
+        help="RTMPS ingest port, with --tls-cert [AIRCLASS_RTMPS_PORT, default: 1936]",
     )
     serve.add_argument(
         "--ice-host",
@@ -303,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops.cli import add_ops_commands
 
     add_ops_commands(commands, add_store_options)
+    from .ops.tls import add_cert_command
+
+    add_cert_command(commands)
     return parser
 
 
@@ -316,6 +339,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         data_keys=_env("DATA_KEY", ""),
         http_port=args.http_port,
         rtmp_port=args.rtmp_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        rtmps_port=args.rtmps_port,
         ice_hosts=args.ice_host if args.ice_host else _env_list("ICE_HOST"),
         ice_public_ips=args.ice_public_ip or _env_list("ICE_PUBLIC_IP"),
         udp_ports=parse_port_range(args.udp_ports) if args.udp_ports else None,
@@ -370,6 +396,8 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if node.tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, node.tls.reload)
     await node.start(app)
     try:
         await stop.wait()

@@ -25,6 +25,11 @@ class Config:
     host: str = "0.0.0.0"
     http_port: int = 8000
     rtmp_port: int = 1935
+    #: TLS (ops/tls.py): PEM certificate chain and key; with them HTTPS/WSS on http_port
+    #: and RTMPS on rtmps_port (the plain RTMP port stays unless rtmp_port is 0).
+    tls_cert: str = ""
+    tls_key: str = ""
+    rtmps_port: int = 1936
     #: Only these host addresses are gathered and advertised as ICE candidates.
     ice_hosts: list[str] = field(default_factory=list)
     #: Addresses clients reach this node at through a 1:1 NAT / port mapping (same ports).
@@ -146,6 +151,17 @@ class Config:
             raise ConfigError("--hls-part-seconds must be between 0.2 and 2")
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_cert:
+            from .ops.tls import TlsError, check_files
+
+            try:
+                check_files(self.tls_cert, self.tls_key)
+            except TlsError as exc:
+                raise ConfigError(str(exc)) from exc
+            if self.demo and not self.rtmp_port:
+                raise ConfigError("--demo publishes to the plain RTMP port: not --rtmp-port 0")
         if self.udp_ports and self.udp_ports[1] - self.udp_ports[0] + 1 < self.workers:
             raise ConfigError("--udp-ports needs at least one port per worker")
         if self.capacity < 0 or self.max_viewers_per_user < 0 or self.max_viewers_per_ip < 0:
@@ -161,12 +177,29 @@ class Config:
         return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 
     @property
+    def tls(self) -> bool:
+        """HTTPS, WSS and RTMPS are served by the node itself."""
+        return bool(self.tls_cert)
+
+    @property
+    def plain_rtmp(self) -> bool:
+        """The plain RTMP listener runs (under TLS, --rtmp-port 0 turns it off)."""
+        return not self.tls or bool(self.rtmp_port)
+
+    @property
     def http_url(self) -> str:
-        return self.public_url.rstrip("/") or f"http://{self.advertised_host}:{self.http_port}"
+        scheme = "https" if self.tls else "http"
+        return self.public_url.rstrip("/") or f"{scheme}://{self.advertised_host}:{self.http_port}"
 
     @property
     def rtmp_url(self) -> str:
-        return f"rtmp://{self.advertised_host}:{self.rtmp_port}/live"
+        return self.rtmp_base(self.advertised_host)
+
+    def rtmp_base(self, host: str) -> str:
+        """Publishing URL up to the app (rtmps:// when TLS is on)."""
+        if self.tls:
+            return f"rtmps://{host}:{self.rtmps_port}/live"
+        return f"rtmp://{host}:{self.rtmp_port}/live"
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

@@ -69,10 +69,12 @@ class MediaServices:
             self.viewers = LocalViewers(self.egress, on_closed=self._session_closed)
         self.rtmp = RtmpServer(
             config.host,
-            config.rtmp_port,
+            config.rtmp_port if config.plain_rtmp else None,
             self.authorize_publish,
             max_connections=config.rtmp_max_connections,
             max_per_ip=config.rtmp_max_per_ip,
+            tls=node.tls.context if node.tls else None,  # RTMPS next to RTMP
+            tls_port=config.rtmps_port,
         )
         self.publishers: dict[str, PublishSession] = {}
         self.demo: asyncio.subprocess.Process | None = None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,6 +14,9 @@ from airclass_media.hub import Stream, StreamHub
 
 from .auth import TokenService
 from .config import Config
+
+if TYPE_CHECKING:
+    from .ops.tls import TlsContext
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,12 @@ class Node:
         self.config = config
         self.tokens = TokenService(config.jwt_secret, config.token_ttl)
         self.hub = StreamHub()
+        #: The server SSLContext under --tls-cert (HTTPS and RTMPS), reloaded on SIGHUP.
+        self.tls: TlsContext | None = None
+        if config.tls:
+            from .ops.tls import TlsContext  # ops imports this module
+
+            self.tls = TlsContext(config.tls_cert, config.tls_key)
         self._services: list[tuple[str, Hook, Hook]] = []
         self._started: list[tuple[str, Hook, Hook]] = []
         self._tasks: set[asyncio.Task] = set()
@@ -86,16 +96,27 @@ class Node:
             self._started.append((name, start, stop))
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.host, self.config.http_port)
-        await site.start()
-        log.info(
-            "AIRClass %s node %s: http://%s:%d rtmp://%s:%d/live",
-            self.config.role,
-            self.config.node_id,
+        site = web.TCPSite(
+            self.runner,
             self.config.host,
             self.config.http_port,
+            ssl_context=self.tls.context if self.tls else None,
+        )
+        await site.start()
+        scheme = "https" if self.tls else "http"
+        rtmp = f" rtmp://{self.config.host}:{self.config.rtmp_port}/live"
+        if self.tls:
+            rtmp = (rtmp if self.config.plain_rtmp else "") + (
+                f" rtmps://{self.config.host}:{self.config.rtmps_port}/live"
+            )
+        log.info(
+            "AIRClass %s node %s: %s://%s:%d%s",
+            self.config.role,
+            self.config.node_id,
+            scheme,
             self.config.host,
-            self.config.rtmp_port,
+            self.config.http_port,
+            rtmp,
         )
 
     async def stop(self) -> None:

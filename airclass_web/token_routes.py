@@ -196,7 +196,7 @@ async def issue_token(request: web.Request) -> web.Response:
     if action == "publish":
         host = request.host.rsplit(":", 1)[0] if not node.config.public_url else None
         rtmp_host = host or node.config.advertised_host
-        body["rtmp_url"] = f"rtmp://{rtmp_host}:{node.config.rtmp_port}/live/{stream}?token={token}"
+        body["rtmp_url"] = f"{node.config.rtmp_base(rtmp_host)}/{stream}?token={token}"
         body["whip_url"] = f"{public_base_url(node, request)}/live/{stream}/whip"
     log.info("token: %s %s %s on %s", user_type, user_id, action, stream)
     return web.json_response(body)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -377,22 +378,29 @@ def _u32(payload: bytes, what: str) -> int:
 class RtmpServer:
     """Accepts RTMP publishers on one port; many streams at once.
 
+    With `tls` (a server SSLContext) it also accepts RTMPS on `tls_port`: a second listener
+    into the same connections, limits and streams. `port=None` leaves plain RTMP off.
+
     At most `max_connections` connections at once, `max_per_ip` from one client address;
-    more are closed at once (before the handshake).
+    more are closed at once (before the RTMP handshake).
     """
 
     def __init__(
         self,
         host: str,
-        port: int,
+        port: int | None,
         authorize: Authorize,
         *,
         max_connections: int = MAX_CONNECTIONS,
         max_per_ip: int = MAX_CONNECTIONS_PER_IP,
         publish_timeout: float = PUBLISH_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
+        tls_port: int = 0,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        self.tls_port = tls_port
         self.authorize = authorize
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
@@ -401,13 +409,26 @@ class RtmpServer:
         #: Open connections per client address (entries removed at zero).
         self.per_ip: dict[str, int] = {}
         self.refused = 0
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("RTMP ingest on %s:%d", self.host, self.port)
+        if self.port is not None:
+            server = await asyncio.start_server(self._accept, self.host, self.port)
+            self._servers.append(server)
+            self.port = server.sockets[0].getsockname()[1]
+            log.info("RTMP ingest on %s:%d", self.host, self.port)
+        if self.tls is not None:
+            server = await asyncio.start_server(
+                self._accept,
+                self.host,
+                self.tls_port,
+                ssl=self.tls,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+            self._servers.append(server)
+            self.tls_port = server.sockets[0].getsockname()[1]
+            log.info("RTMPS ingest on %s:%d", self.host, self.tls_port)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -445,13 +466,13 @@ class RtmpServer:
                 self.per_ip.pop(ip, None)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         # Abort the sockets so every connection ends its own way (publisher detached).
         for conn in list(self.connections):
             conn.writer.transport.abort()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
-        if self._server is not None:
+        for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                await asyncio.wait_for(server.wait_closed(), 2)
