@@ -341,11 +341,15 @@ def test_self_signed_cert_command_serves_a_node(tmp_path):
     assert "PRIVATE KEY" not in result.stdout + result.stderr
 
     # The node serves it; a client trusting exactly this certificate verifies host and chain.
-    node = TlsNode(tmp_path, cert_path, key_path, cert_path)
+    # With --rtmp-port 0 only RTMPS listens.
+    node = TlsNode(tmp_path, cert_path, key_path, cert_path, "--rtmp-port", "0")
     try:
         node.start()
         assert served_serial(node.http_port, node.ssl) == cert.serial_number
         assert served_serial(node.rtmps_port, node.ssl) == cert.serial_number
+        assert "RTMPS ingest on" in node.log() and "RTMP ingest on" not in node.log()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((TEST_HOST, node.rtmp_port), timeout=5).close()
     finally:
         node.stop()
 
