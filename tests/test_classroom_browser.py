@@ -44,7 +44,7 @@ async def test_student_joins_answers_quiz_teacher_sees_it(browser_node, browser)
     await teacher.fill("#t-title", "Browser class")
     await teacher.fill("#t-stream", "browser")
     await teacher.click("#t-create-submit")
-    await expect(teacher.locator("#t-code")).to_have_text(re.compile(r"^[A-Z2-9]{6}$"))
+    await expect(teacher.locator("#t-code")).to_have_text(re.compile(r"^[A-Z2-9]{8}$"))
     code = await teacher.locator("#t-code").text_content()
     await expect(teacher.locator("#t-ws-state")).to_have_text("connected")
 

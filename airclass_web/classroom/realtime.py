@@ -114,6 +114,7 @@ class Client:
                 if text is None:
                     break
                 await self.ws.send_str(text)
+                self.queue.task_done()
         except (ConnectionError, RuntimeError):
             pass
         finally:
@@ -461,6 +462,9 @@ class RealtimeHub:
                 self.rate_limited += 1
                 if client.refused >= WS_FLOOD_CLOSE:
                     log.warning("client %s floods its WebSocket: disconnecting", client.user_id)
+                    # What was queued (the rate_limited error among it) goes out first.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(client.queue.join(), 2)
                     await ws.close(code=1008, message=b"too many messages")
                     break
                 if client.refused == 1:  # one error per burst, not one per message
