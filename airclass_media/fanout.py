@@ -44,8 +44,12 @@ GSO_MAX_BYTES = 65_000
 GSO_REFUSED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 #: Packets kept per stream and kind for retransmission (NACK): ~5 s of 2 Mbps video.
 HISTORY_SIZE = 1024
-#: Bytes of cached GOP sent to one catching-up viewer per event-loop turn.
-CATCH_UP_BURST_BYTES = 64 * 1024
+#: Cached GOP sent to one catching-up viewer: this many bytes, then a pause, so a 2 s
+#: GOP reaches the viewer in a few tens of ms without overflowing its receive buffer.
+CATCH_UP_BURST_BYTES = 32 * 1024
+CATCH_UP_PAUSE_S = 0.004
+#: NACKs for catch-up packets are answered this long after the viewer went live.
+CATCH_UP_NACK_SECONDS = 3.0
 #: Spacing of cached-GOP frames sent to a new viewer (microseconds).
 CATCH_UP_STEP_US = 1000
 #: Spacing of cached-GOP frames replayed after a keyframe request: just over one tick
@@ -237,6 +241,10 @@ class RtpTarget:
     keyframe_replays: int = 0
     started_at: float = field(default_factory=time.monotonic)
     _next_seq: int = 0
+    #: Sequence number -> (payload, rtp timestamp, marker) of what the current catch-up
+    #: sent, for NACKs (live packets are answered from the stream's shared history).
+    _catch_up_sent: dict = field(default_factory=dict)
+    _catch_up_nacks_until: float = 0.0
     _rtx_seq: int = 0
     _last_replay: float = 0.0
     _drain: asyncio.Task | None = None
@@ -279,6 +287,7 @@ class RtpTarget:
             history = fanout.history[self.kind]
             self._next_seq = (history.next_index + self.seq_offset) & 0xFFFF
         self.backlog = deque(frames)
+        self._catch_up_sent = {}
         if self._drain is None or self._drain.done():
             self._drain = asyncio.ensure_future(self._drain_backlog())
 
@@ -299,17 +308,22 @@ class RtpTarget:
                 packet, pts = self.backlog.popleft()
                 ready = rtp_ready(packet)
                 rtp_ts = pts * CLOCK_RATES[packet.kind] // 1_000_000
-                self.send_frame(ready.payloads, rtp_ts, self._next_seq, ntp)
-                self._next_seq = (self._next_seq + len(ready.payloads)) & 0xFFFF
+                seq, last = self._next_seq, len(ready.payloads) - 1
+                self.send_frame(ready.payloads, rtp_ts, seq, ntp)
+                for i, payload in enumerate(ready.payloads):
+                    marker = 0x80 if i == last else 0
+                    self._catch_up_sent[(seq + i) & 0xFFFF] = (payload, rtp_ts, marker)
+                self._next_seq = (seq + len(ready.payloads)) & 0xFFFF
                 self.note_sent(pts)
                 budget -= len(packet.data)
             if self.backlog:
-                await asyncio.sleep(0)
+                await asyncio.sleep(CATCH_UP_PAUSE_S)
         fanout = self.fanout
         if fanout is not None:
             self.live_from = fanout.history[self.kind].next_index
             self.seq_offset = self._next_seq - self.live_from
         self.backlog = None
+        self._catch_up_nacks_until = time.monotonic() + CATCH_UP_NACK_SECONDS
 
     def request_keyframe(self) -> bool:
         """The viewer lost the picture (PLI/FIR). A publisher that can make a keyframe on
@@ -339,11 +353,16 @@ class RtpTarget:
         """Answer a NACK from the stream's shared history (as RTX when negotiated)."""
         self.nacks += 1
         fanout = self.fanout
-        if fanout is None or self.backlog is not None:
+        if fanout is None:
             return False
-        history = fanout.history[self.kind]
-        index = history.next_index - 1 - ((history.next_index - 1 + self.seq_offset - seq) & 0xFFFF)
-        entry = history.get(index) if index >= self.live_from else None
+        if self._catch_up_sent and time.monotonic() > self._catch_up_nacks_until:
+            self._catch_up_sent = {}  # long live again: its sequence numbers will wrap
+        entry = self._catch_up_sent.get(seq)
+        if entry is None and self.backlog is None:
+            history = fanout.history[self.kind]
+            latest = history.next_index - 1
+            index = latest - ((latest + self.seq_offset - seq) & 0xFFFF)
+            entry = history.get(index) if index >= self.live_from else None
         if entry is None:
             return False
         payload, rtp_ts, marker = entry

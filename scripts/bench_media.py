@@ -436,7 +436,13 @@ def start_node(args: argparse.Namespace, data: str) -> tuple[subprocess.Popen, s
     # fmt: on
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
-    env = {**os.environ, "AIRCLASS_JWT_SECRET": "bench-" + os.urandom(16).hex()}
+    env = {
+        **os.environ,
+        "AIRCLASS_JWT_SECRET": "bench-" + os.urandom(16).hex(),
+        # Every load viewer comes from this one address: lift the per-address limits.
+        "AIRCLASS_IP_RATE_LIMIT": "0",
+        "AIRCLASS_MAX_VIEWERS_PER_IP": "0",
+    }
     node = subprocess.Popen(cmd, env=env, cwd=ROOT)
     url = f"http://{args.host}:{http_port}"
     deadline = time.monotonic() + 30
