@@ -57,10 +57,16 @@ CATCH_UP_STEP_US = 1000
 REPLAY_STEP_US = 12
 #: A viewer asking for keyframes gets the cached GOP at most this often (seconds).
 KEYFRAME_REPLAY_INTERVAL = 1.0
+#: Opus packets go to viewers in pairs (one syscall each): the first waits at most this
+#: long for the second (packets come every 20 ms).
+AUDIO_PAIR_WAIT_S = 0.025
 #: Queue of the one hub subscription a stream's fan-out reads (all viewers share it).
 FANOUT_QUEUE_PACKETS = 600
 #: Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 NTP_UNIX_OFFSET = 2_208_988_800
+#: A viewer stream's sender-report figures are handed to aiortc at most this often
+#: (0.25 s as a 64-bit NTP interval).
+REPORT_EVERY_NTP = 1 << 30
 
 #: (stream name, packet, fan-out picked it up, sent to every viewer) monotonic times.
 OnSent = Callable[[str, MediaPacket, float, float], None]
@@ -209,6 +215,7 @@ class RtpBinding:
     header_tail: bytes
     #: First header byte (version 2, X bit when there are extensions).
     first_byte: int
+    #: SRTP-protects a whole RTP packet (retransmissions).
     protect: Callable[[bytes], bytes]
     path: UdpPath
     #: RTX payload type, SSRC-and-extension bytes and first byte, when RTX was negotiated.
@@ -218,6 +225,23 @@ class RtpBinding:
     report: Callable[[int, int, int, int], None] = lambda *args: None
     initial_sequence: int = 0
     timestamp_origin: int = 0
+    #: write(second byte, sequence number, timestamp, payload) -> SRTP packet: the fast
+    #: path (aiortc_tuning.srtp_writer); by default built from `protect`.
+    write: Callable[[int, int, int, bytes], bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.write is None:
+            protect, pack, b0, tail = (
+                self.protect,
+                RTP_HEADER.pack,
+                self.first_byte,
+                self.header_tail,
+            )
+
+            def write(b1: int, seq: int, ts: int, payload: bytes) -> bytes:
+                return protect(pack(b0, b1, seq, ts) + tail + payload)
+
+            self.write = write
 
 
 @dataclass(eq=False)
@@ -246,6 +270,9 @@ class RtpTarget:
     _catch_up_sent: dict = field(default_factory=dict)
     _catch_up_nacks_until: float = 0.0
     _rtx_seq: int = 0
+    _reported_ntp: int = 0
+    _reported_packets: int = 0
+    _reported_octets: int = 0
     _last_replay: float = 0.0
     _drain: asyncio.Task | None = None
 
@@ -256,26 +283,55 @@ class RtpTarget:
     def kind(self) -> str:
         return self.binding.kind
 
-    def send_frame(self, payloads: list[bytes], rtp_ts: int, seq: int, ntp: int) -> None:
+    def send_frame(self, payloads: list[bytes], rtp_ts: int, seq: int, pts: int, ntp: int) -> None:
         """Protect and send one frame's payloads starting at sequence number `seq`."""
         b = self.binding
-        protect, pack, tail = b.protect, RTP_HEADER.pack, b.header_tail
-        b0, pt = b.first_byte, b.payload_type
+        write, pt = b.write, b.payload_type
         ts = (rtp_ts + b.timestamp_origin) & 0xFFFFFFFF
         last = len(payloads) - 1
-        packets = [
-            protect(pack(b0, pt | 0x80 if i == last else pt, (seq + i) & 0xFFFF, ts) + tail + p)
-            for i, p in enumerate(payloads)
-        ]
-        b.path.send(packets)
-        octets = sum(map(len, payloads))
-        self.packets += len(payloads)
-        self.octets += octets
-        b.report(ts, ntp, len(payloads), octets)
+        b.path.send(
+            [
+                write(pt | 0x80 if i == last else pt, (seq + i) & 0xFFFF, ts, p)
+                for i, p in enumerate(payloads)
+            ]
+        )
+        self._account(len(payloads), sum(map(len, payloads)), ts, pts, ntp)
 
-    def note_sent(self, pts: int) -> None:
+    def send_audio(self, frames: list[tuple[bytes, int, int, int]], ntp: int) -> None:
+        """Send one or two Opus packets (payload, rtp timestamp, stream index, pts) in one
+        call: two go as one GSO pair, the shorter last (the receiver reorders by seq)."""
+        b = self.binding
+        write, b1, origin, offset = (
+            b.write,
+            b.payload_type | 0x80,
+            b.timestamp_origin,
+            self.seq_offset,
+        )
+        packets = [
+            write(b1, (index + offset) & 0xFFFF, (rtp_ts + origin) & 0xFFFFFFFF, payload)
+            for payload, rtp_ts, index, _ in frames
+        ]
+        if len(packets) == 2 and len(packets[0]) < len(packets[1]):
+            packets.reverse()
+        b.path.send(packets)
+        _, rtp_ts, _, pts = frames[-1]
+        octets = sum(len(frame[0]) for frame in frames)
+        self._account(len(frames), octets, (rtp_ts + origin) & 0xFFFFFFFF, pts, ntp)
+
+    def _account(self, packets: int, octets: int, ts: int, pts: int, ntp: int) -> None:
+        b = self.binding
+        self.packets += packets
+        self.octets += octets
         if self.last_pts is None or pts > self.last_pts:
             self.last_pts = pts
+        if ntp - self._reported_ntp > REPORT_EVERY_NTP:
+            # The sender report's clock pair and counts (aiortc's RTCP loop reads them
+            # about once a second): kept fresh, not written for every frame.
+            self._reported_ntp = ntp
+            b.report(
+                ts, ntp, self.packets - self._reported_packets, self.octets - self._reported_octets
+            )
+            self._reported_packets, self._reported_octets = self.packets, self.octets
 
     # -- catch-up: cached GOP, keyframe requests ----------------------------------------
     def start_catch_up(self, frames: list[tuple[MediaPacket, int]]) -> None:
@@ -309,12 +365,11 @@ class RtpTarget:
                 ready = rtp_ready(packet)
                 rtp_ts = pts * CLOCK_RATES[packet.kind] // 1_000_000
                 seq, last = self._next_seq, len(ready.payloads) - 1
-                self.send_frame(ready.payloads, rtp_ts, seq, ntp)
+                self.send_frame(ready.payloads, rtp_ts, seq, pts, ntp)
                 for i, payload in enumerate(ready.payloads):
                     marker = 0x80 if i == last else 0
                     self._catch_up_sent[(seq + i) & 0xFFFF] = (payload, rtp_ts, marker)
                 self._next_seq = (seq + len(ready.payloads)) & 0xFFFF
-                self.note_sent(pts)
                 budget -= len(packet.data)
             if self.backlog:
                 await asyncio.sleep(CATCH_UP_PAUSE_S)
@@ -442,6 +497,9 @@ class StreamFanout:
         self.history = {"video": History(), "audio": History()}
         self.gop: list[MediaPacket] = stream.gop_snapshot()
         self._failed: list[RtpTarget] = []
+        #: An Opus packet waiting for the next one (they go out in pairs).
+        self._held_audio: MediaPacket | None = None
+        self._held_timer: asyncio.TimerHandle | None = None
         self.subscription: Subscription = stream.subscribe(
             ("video", "audio"),
             max_packets=FANOUT_QUEUE_PACKETS,
@@ -489,26 +547,61 @@ class StreamFanout:
         targets = self.targets.get(kind)
         if targets is None:
             return
+        if kind == "audio":
+            held = self._held_audio
+            if held is None:
+                self._held_audio = packet
+                loop = asyncio.get_running_loop()
+                self._held_timer = loop.call_later(AUDIO_PAIR_WAIT_S, self._send_held_audio)
+            else:
+                self._held_audio = None
+                self._held_timer.cancel()
+                self._send_audio([held, packet], started)
+            return
         if kind == "video":
             self._keep_gop(packet)
         ready = rtp_ready(packet)
         payloads, rtp_ts = ready.payloads, ready.timestamp
         first = self.history[kind].add(payloads, rtp_ts)
-        ntp = ntp_now()
+        ntp, pts = ntp_now(), packet.pts
         for target in targets:
             if target.backlog is not None:
                 target.backlog.append((packet, packet.pts))
                 continue
             try:
-                target.send_frame(payloads, rtp_ts, first + target.seq_offset, ntp)
+                target.send_frame(payloads, rtp_ts, first + target.seq_offset, pts, ntp)
             except Exception:  # that viewer's SRTP or socket is gone: only it stops
                 log.exception("viewer RTP stream dropped from the fan-out of %s", self.stream.name)
                 self._failed.append(target)
-                continue
-            target.note_sent(packet.pts)
         while self._failed:
             self.remove(self._failed.pop())
         self.on_sent(self.stream.name, packet, started, time.monotonic())
+
+    def _send_held_audio(self) -> None:
+        held, self._held_audio = self._held_audio, None
+        if held is not None:
+            self._send_audio([held], time.monotonic())
+
+    def _send_audio(self, packets: list[MediaPacket], started: float) -> None:
+        """Opus packets to every viewer: two at a time, one syscall per viewer (an audio
+        packet is small: the per-call cost, not the bytes, is what a viewer costs)."""
+        history, frames = self.history["audio"], []
+        for packet in packets:
+            ready = rtp_ready(packet)
+            index = history.add(ready.payloads, ready.timestamp)
+            frames.append((ready.payloads[0], ready.timestamp, index, packet.pts))
+        ntp = ntp_now()
+        for target in self.targets["audio"]:
+            try:
+                target.send_audio(frames, ntp)
+            except Exception:  # that viewer's SRTP or socket is gone: only it stops
+                log.exception("viewer RTP stream dropped from the fan-out of %s", self.stream.name)
+                self._failed.append(target)
+        while self._failed:
+            self.remove(self._failed.pop())
+        now = time.monotonic()
+        for packet in packets:
+            self.on_sent(self.stream.name, packet, started, now)
 
     def _keep_gop(self, packet: MediaPacket) -> None:
         if packet.keyframe:
@@ -521,6 +614,8 @@ class StreamFanout:
     def close(self) -> None:
         self.subscription.close()
         self.task.cancel()
+        if self._held_timer is not None:
+            self._held_timer.cancel()
         for targets in self.targets.values():
             for target in list(targets):
                 target.stop()
