@@ -9,9 +9,11 @@ from pathlib import Path
 #: Secret used only under --dev when AIRCLASS_JWT_SECRET is not set.
 DEV_JWT_SECRET = "airclass-dev-secret-do-not-use-in-production"
 
-#: WebRTC viewers one media worker (one core) serves, measured by scripts/bench_media.py.
-#: The default --capacity of a node is this times its worker count.
-VIEWERS_PER_CORE = 300
+#: WebRTC viewers one media worker (one core) serves. scripts/bench_media.py measured
+#: 0.0029-0.0031 core per 720p30 2 Mbps viewer (Opus included) at 100-300 viewers, i.e.
+#: ~330 on a full core; this keeps a quarter of the core for bursts (keyframes, new
+#: viewers catching up, RTCP). The default --capacity is this times the worker count.
+VIEWERS_PER_CORE = 250
 #: Shortest AIRCLASS_JWT_SECRET / AIRCLASS_CLUSTER_SECRET accepted (bytes).
 MIN_SECRET_BYTES = 32
 
