@@ -50,6 +50,74 @@ class Overloaded(Exception):
     """This node serves as many viewers as it may (HTTP 503)."""
 
 
+class IceRestart(ValueError):
+    """A trickle fragment with new ICE credentials: not supported (HTTP 422)."""
+
+
+class BadCandidate(ValueError):
+    """A candidate line that cannot be used (HTTP 400)."""
+
+
+def check_offer(offer_sdp: str, *, need_video: bool) -> list[str]:
+    """The media kinds of an offer we can answer (WHEP and WHIP alike): audio/video
+    sections with ICE credentials and, for video, H.264 (passthrough needs it)."""
+    try:
+        offer = sdp.SessionDescription.parse(offer_sdp)
+    except Exception as exc:  # aiortc's parser raises whatever it trips on
+        raise BadOffer(f"cannot parse the offer: {exc!r}") from exc
+    media = [m for m in offer.media if m.kind in ("audio", "video")]
+    if not media:
+        raise BadOffer("offer has no audio or video")
+    kinds = list(dict.fromkeys(m.kind for m in media))
+    if need_video and "video" not in kinds:
+        raise BadOffer("offer has no video")
+    for m in media:
+        if not m.ice.usernameFragment or not m.ice.password:
+            raise BadOffer(f"{m.kind} section lacks ICE credentials")
+    if "video" in kinds and not any(
+        c.mimeType.lower() == "video/h264" for m in media if m.kind == "video" for c in m.rtp.codecs
+    ):
+        raise BadOffer("offer has no H.264 video codec (passthrough needs H.264)")
+    return kinds
+
+
+async def apply_offer(pc: RTCPeerConnection, offer_sdp: str) -> None:
+    """Set the remote offer and our answer on a peer connection whose transceivers are
+    made; aiortc's own errors become BadOffer."""
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        # Checked before anything else awaits: aiortc's connect task, scheduled by
+        # setRemoteDescription, would trip over a transceiver the offer left unused.
+        if any(t.receiver.transport is None for t in pc.getTransceivers()):
+            raise BadOffer("the offer's media sections do not match its media kinds")
+        await pc.setLocalDescription(await pc.createAnswer())
+    except (InvalidAccessError, InvalidStateError, OperationError) as exc:
+        raise BadOffer(str(exc)) from exc
+
+
+async def trickle(pc: RTCPeerConnection, sdpfrag: str) -> int:
+    """Trickle ICE: add an SDP fragment's candidates; returns how many. IceRestart for
+    new credentials, BadCandidate for a candidate line that cannot be parsed."""
+    remote = pc.remoteDescription.sdp if pc.remoteDescription else ""
+    lines = [line.strip() for line in sdpfrag.splitlines()]
+    if any(line.startswith("a=ice-ufrag:") and line not in remote for line in lines):
+        raise IceRestart("ICE restart is not supported; start a new session")
+    mid, added = None, 0
+    for line in lines:
+        if line.startswith("a=mid:"):
+            mid = line[6:]
+        elif line.startswith("a=candidate:"):
+            try:
+                candidate = candidate_from_sdp(line[2:].split(":", 1)[1])
+            except (IndexError, ValueError) as exc:
+                raise BadCandidate(f"bad candidate {line!r}") from exc
+            candidate.sdpMid = mid
+            candidate.sdpMLineIndex = None if mid is not None else 0
+            await pc.addIceCandidate(candidate)
+            added += 1
+    return added
+
+
 def h264_preferences():
     """H.264 codec capabilities, High first, for `setCodecPreferences`."""
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
@@ -243,24 +311,7 @@ class WebRtcEgress:
         Transceivers are made before the offer is applied: aiortc filters codecs by the
         preferences when the remote description is set, not later.
         """
-        try:
-            offer = sdp.SessionDescription.parse(offer_sdp)
-        except Exception as exc:  # aiortc's parser raises whatever it trips on
-            raise BadOffer(f"cannot parse the offer: {exc!r}") from exc
-        media = [m for m in offer.media if m.kind in ("audio", "video")]
-        if not media:
-            raise BadOffer("offer has no audio or video")
-        for m in media:
-            if not m.ice.usernameFragment or not m.ice.password:
-                raise BadOffer(f"{m.kind} section lacks ICE credentials")
-        kinds = list(dict.fromkeys(m.kind for m in media))
-        if "video" in kinds and not any(
-            c.mimeType.lower() == "video/h264"
-            for m in media
-            if m.kind == "video"
-            for c in m.rtp.codecs
-        ):
-            raise BadOffer("offer has no H.264 video codec")
+        kinds = check_offer(offer_sdp, need_video=False)
         pc = session.pc
         for kind in kinds:
             transceiver = pc.addTransceiver(FanoutTrack(kind), direction="sendonly")
@@ -273,15 +324,7 @@ class WebRtcEgress:
                 functools.partial(self._keyframe_requested, session),
                 functools.partial(self._nack, session, kind),
             )
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-            # Checked before anything else awaits: aiortc's connect task, scheduled by
-            # setRemoteDescription, would trip over a transceiver the offer left unused.
-            if any(t.receiver.transport is None for t in pc.getTransceivers()):
-                raise BadOffer("the offer's media sections do not match its media kinds")
-            await pc.setLocalDescription(await pc.createAnswer())
-        except (InvalidAccessError, InvalidStateError, OperationError) as exc:
-            raise BadOffer(str(exc)) from exc
+        await apply_offer(pc, offer_sdp)
         session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
 
     async def _feed(self, session: ViewerSession, binding: RtpBinding) -> None:
@@ -314,21 +357,8 @@ class WebRtcEgress:
         await self.close(session.id)
 
     async def add_candidates(self, session_id: str, sdpfrag: str) -> int:
-        """Trickle ICE: add the candidates of an SDP fragment; returns how many."""
-        session = self.sessions[session_id]
-        mid = None
-        added = 0
-        for line in sdpfrag.splitlines():
-            line = line.strip()
-            if line.startswith("a=mid:"):
-                mid = line[6:]
-            elif line.startswith("a=candidate:"):
-                candidate = candidate_from_sdp(line[2:].split(":", 1)[1])
-                candidate.sdpMid = mid
-                candidate.sdpMLineIndex = None if mid is not None else 0
-                await session.pc.addIceCandidate(candidate)
-                added += 1
-        return added
+        """Trickle ICE (see `trickle`); KeyError for an unknown session."""
+        return await trickle(self.sessions[session_id].pc, sdpfrag)
 
     async def _discard(self, session: ViewerSession) -> None:
         session.closed.set()

@@ -33,18 +33,14 @@ from aiortc import (
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpReceiver,
-    RTCSessionDescription,
-    sdp,
 )
-from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
-from aiortc.sdp import candidate_from_sdp
 
 from .aiortc_tuning import media_ssrc, tap_encoded_frames
 from .audio import AAC_RATE, OpusToAac
 from .h264 import H264Error, parse_sps, split_annexb
 from .hub import Stream, StreamBusy
 from .packets import MediaPacket
-from .webrtc import BadOffer, add_public_candidates
+from .webrtc import BadOffer, IceRestart, add_public_candidates, apply_offer, check_offer, trickle
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +58,6 @@ PLI_MIN_INTERVAL = 0.5
 INGEST_H264_PREFERENCE = ("42e0", "4200", "4d", "64")
 START_CODE = b"\x00\x00\x00\x01"
 NAL_IDR, NAL_SPS, NAL_PPS = 5, 7, 8
-
-
-class IceRestart(ValueError):
-    """A trickle fragment with new ICE credentials: not supported (HTTP 422)."""
 
 
 def ingest_preferences(kind: str) -> list:
@@ -292,25 +284,9 @@ class WhipIngest:
 
     async def _negotiate(self, session: WhipSession, offer_sdp: str) -> None:
         """Receive-only answer: H.264 video (passthrough needs it), Opus audio."""
-        try:
-            offer = sdp.SessionDescription.parse(offer_sdp)
-        except Exception as exc:  # aiortc's parser raises whatever it trips on
-            raise BadOffer(f"cannot parse the offer: {exc!r}") from exc
-        media = [m for m in offer.media if m.kind in ("audio", "video")]
-        if not any(m.kind == "video" for m in media):
-            raise BadOffer("offer has no video")
-        for m in media:
-            if not m.ice.usernameFragment or not m.ice.password:
-                raise BadOffer(f"{m.kind} section lacks ICE credentials")
-        if not any(
-            c.mimeType.lower() == "video/h264"
-            for m in media
-            if m.kind == "video"
-            for c in m.rtp.codecs
-        ):
-            raise BadOffer("offer has no H.264 video codec (passthrough needs H.264)")
+        kinds = check_offer(offer_sdp, need_video=True)
         pc = session.pc
-        for kind in dict.fromkeys(m.kind for m in media):
+        for kind in kinds:
             transceiver = pc.addTransceiver(kind, direction="recvonly")
             transceiver.setCodecPreferences(ingest_preferences(kind))
             if kind == "video":
@@ -319,13 +295,7 @@ class WhipIngest:
             else:
                 session._aac = OpusToAac()
                 tap_encoded_frames(transceiver.receiver, session.on_audio)
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-            if any(t.receiver.transport is None for t in pc.getTransceivers()):
-                raise BadOffer("the offer's media sections do not match its media kinds")
-            await pc.setLocalDescription(await pc.createAnswer())
-        except (InvalidAccessError, InvalidStateError, OperationError) as exc:
-            raise BadOffer(str(exc)) from exc
+        await apply_offer(pc, offer_sdp)
         session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
 
     async def _watch(self, session: WhipSession) -> None:
@@ -347,30 +317,8 @@ class WhipIngest:
                 session.request_keyframe("interval")
 
     async def add_candidates(self, session_id: str, sdpfrag: str) -> int:
-        """Trickle ICE: add an SDP fragment's candidates. KeyError: unknown session;
-        IceRestart: new credentials; ValueError: a bad candidate line."""
-        session = self.sessions[session_id]
-        remote = session.pc.remoteDescription.sdp if session.pc.remoteDescription else ""
-        if any(
-            line.startswith("a=ice-ufrag:") and line.strip() not in remote
-            for line in sdpfrag.splitlines()
-        ):
-            raise IceRestart("ICE restart is not supported; start a new session")
-        mid, added = None, 0
-        for line in sdpfrag.splitlines():
-            line = line.strip()
-            if line.startswith("a=mid:"):
-                mid = line[6:]
-            elif line.startswith("a=candidate:"):
-                try:
-                    candidate = candidate_from_sdp(line[2:].split(":", 1)[1])
-                except (IndexError, ValueError) as exc:
-                    raise ValueError(f"bad candidate {line!r}") from exc
-                candidate.sdpMid = mid
-                candidate.sdpMLineIndex = None if mid is not None else 0
-                await session.pc.addIceCandidate(candidate)
-                added += 1
-        return added
+        """Trickle ICE (see webrtc.trickle); KeyError for an unknown session."""
+        return await trickle(self.sessions[session_id].pc, sdpfrag)
 
     def get(self, session_id: str, stream_name: str | None = None) -> WhipSession | None:
         session = self.sessions.get(session_id)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from airclass_media.hub import Stream
-from airclass_media.webrtc import WebRtcEgress
+from airclass_media.webrtc import BadCandidate, IceRestart, WebRtcEgress
+
+__all__ = ["BadCandidate", "IceRestart", "LocalViewers", "SessionNotFound"]
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,6 @@ OnClosed = Callable[[str], None]
 
 class SessionNotFound(LookupError):
     """No such session on this stream (HTTP 404)."""
-
-
-class IceRestart(ValueError):
-    """The fragment restarts ICE, which is not supported (HTTP 422)."""
-
-
-class BadCandidate(ValueError):
-    """A candidate line that cannot be used (HTTP 400)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -89,14 +83,6 @@ class RecentlyEnded:
         return entry is not None and entry[0] == stream_name
 
 
-def ice_restart(remote_sdp: str, fragment: str) -> bool:
-    """Does this trickle fragment carry ICE credentials the offer did not have?"""
-    return any(
-        line.startswith("a=ice-ufrag:") and line.strip() not in remote_sdp
-        for line in fragment.splitlines()
-    )
-
-
 class LocalViewers:
     """Viewer sessions of a `WebRtcEgress` running in this process."""
 
@@ -134,16 +120,10 @@ class LocalViewers:
     async def add_candidates(self, session_id: str, stream_name: str, fragment: str) -> None:
         if not self.active(session_id, stream_name):
             raise SessionNotFound(session_id)
-        session = self.egress.sessions[session_id]
-        remote = session.pc.remoteDescription.sdp if session.pc.remoteDescription else ""
-        if ice_restart(remote, fragment):
-            raise IceRestart("ICE restart is not supported; start a new session")
         try:
             await self.egress.add_candidates(session_id, fragment)
         except KeyError as exc:
             raise SessionNotFound(session_id) from exc
-        except (ValueError, IndexError) as exc:
-            raise BadCandidate(str(exc)) from exc
 
     async def close(self, session_id: str, stream_name: str) -> bool:
         """True when the session was open or ended lately (DELETE is idempotent)."""
