@@ -3,13 +3,15 @@
 Per packet and viewer only what must differ is done: a 12-byte RTP header (sequence
 number, timestamp, marker) in front of the viewer's constant SSRC and header-extension
 bytes, the viewer's SRTP protection, and a share of one UDP GSO `sendmsg` per frame
-(equal-size FU-A fragments make one run of equal segments). Payloads are cut once per
-stream (`MediaPacket.rtp`), sequence numbers come from one shared history per stream
-(a viewer's sequence number is the stream's packet index plus its own offset), so
-NACKs are answered from that history, with RTX when the viewer negotiated it.
+(equal-size FU-A fragments make one run of equal segments; Opus packets go in pairs).
+Payloads are cut once per stream (`MediaPacket.rtp`), sequence numbers come from one
+shared history per stream (a viewer's sequence number is the stream's packet index plus
+its own offset), so NACKs are answered from that history, with RTX when the viewer
+negotiated it. A new viewer (or one that lost the picture) is caught up from the
+fan-out's copy of the GOP, paced, before it joins the live packets.
 
 aiortc still negotiates, runs ICE and DTLS, reads RTCP and sends sender reports; how a
-viewer's aiortc sender is bound to this module lives in `aiortc_tuning.bind_sender`.
+viewer's aiortc sender is bound to this module lives in `aiortc_tuning.take_over_rtp`.
 This module knows nothing of aiortc.
 """
 
