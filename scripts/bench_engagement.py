@@ -5,7 +5,11 @@ Builds the session (joins, coalesced presence changes, reconnects, chat, 20 quiz
 every student answering, alerts), then requests the session report repeatedly, as teacher
 pages do (one every 4 s each; here back to back, and several at once), while a ticker task
 measures how late the event loop wakes up (the stall every other client of the node would
-feel). Prints one JSON line.
+feel). Meanwhile the real fan-out sender (airclass_media.fanout, SRTP and UDP included)
+sends a 30 fps stream to `--viewers` local UDP receivers in the same event loop: its send
+delay (packet handed to the hub -> sent to every viewer) is measured before and during
+the reports: the WebRTC send delay a viewer of a single-process node (`--workers 1`)
+would see. Prints one JSON line.
 
     .venv/bin/python scripts/bench_engagement.py [--students 450] [--hours 2] [--rounds 5]
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import statistics
@@ -130,6 +135,93 @@ async def fill(store: SQLiteStore, docs: dict[str, list[dict]]) -> None:
     await store._run(bulk)
 
 
+class MediaLoad:
+    """The fan-out sending a synthetic 30 fps ~2 Mbps stream to N local UDP receivers."""
+
+    def __init__(self, viewers: int) -> None:
+        import os
+        import socket
+
+        from pylibsrtp import Policy, Session
+
+        from airclass_media.fanout import Fanout, RtpBinding, RtpTarget, UdpPath
+        from airclass_media.hub import StreamHub
+
+        self.delays: list[float] = []
+        self.hub = StreamHub()
+        self.stream = self.hub.stream("bench")
+        self.stream.attach_publisher("bench")
+        self.fanout = Fanout(
+            on_sent=lambda name, packet, started, now: self.delays.append(now - packet.received_at)
+        )
+        self.receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.receiver.bind(("127.0.0.1", 0))
+        self.receiver.setblocking(False)
+        self.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+        self.sockets = []
+        for i in range(viewers):
+            policy = Policy(
+                key=os.urandom(28),
+                ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+            )
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self.sockets.append(sock)
+            binding = RtpBinding(
+                kind="video",
+                payload_type=102,
+                header_tail=(1000 + i).to_bytes(4, "big"),
+                first_byte=0x80,
+                protect=Session(policy).protect,
+                path=UdpPath(sock, self.receiver.getsockname()),
+            )
+            self.fanout.add(self.stream, RtpTarget(binding))
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self.receiver.recv(2048)
+        except BlockingIOError:
+            pass
+
+    async def run(self) -> None:
+        from airclass_media.packets import MediaPacket
+
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.receiver.fileno(), self._drain)
+        rnd = random.Random(1)
+        body = bytes(rnd.randrange(1, 256) for _ in range(8300))  # no start code inside
+        frame = 0
+        try:
+            while True:
+                pts = frame * 33_333
+                keyframe = frame % 60 == 0
+                nal = b"\x00\x00\x00\x01" + (b"\x65" if keyframe else b"\x41") + body
+                self.stream.publish(
+                    MediaPacket("video", nal, pts, pts, keyframe, received_at=time.monotonic())
+                )
+                frame += 1
+                await asyncio.sleep(1 / 30)
+        finally:
+            loop.remove_reader(self.receiver.fileno())
+
+    def take(self) -> dict:
+        delays, self.delays = sorted(self.delays), []
+        if not delays:
+            return {}
+        return {
+            "p50": round(1000 * delays[len(delays) // 2], 2),
+            "p99": round(1000 * delays[int(len(delays) * 0.99)], 2),
+            "max": round(1000 * delays[-1], 1),
+        }
+
+    def close(self) -> None:
+        self.fanout.close()
+        for sock in [self.receiver, *self.sockets]:
+            sock.close()
+
+
 class Ticker:
     """How late the event loop wakes a task that sleeps 5 ms at a time."""
 
@@ -161,6 +253,7 @@ async def main() -> None:
     parser.add_argument("--quizzes", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pages", type=int, default=3, help="teacher pages asking at once")
+    parser.add_argument("--viewers", type=int, default=50, help="fan-out receivers (0: none)")
     args = parser.parse_args()
 
     session, docs = build(args.students, args.hours, args.presence, args.chats, args.quizzes)
@@ -170,6 +263,11 @@ async def main() -> None:
         await fill(store, docs)
         engagement = EngagementService(store, lambda event: None)
         times: list[float] = []
+        media = MediaLoad(args.viewers) if args.viewers else None
+        sending = asyncio.ensure_future(media.run()) if media else None
+        if media:
+            await asyncio.sleep(3)  # the send delay with no report running
+            quiet = media.take()
         with Ticker() as ticker:
             await asyncio.sleep(0.05)
             for _ in range(args.rounds):
@@ -190,6 +288,12 @@ async def main() -> None:
                 # A student's report too (the teacher clicks a name).
                 await engagement.student_report(session, "stu-1")
                 await asyncio.sleep(0.05)
+        busy = media.take() if media else {}
+        if media:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            media.close()
         await store.close()
     lags = sorted(ticker.lags)
     print(
@@ -209,6 +313,9 @@ async def main() -> None:
                     "max": round(1000 * lags[-1], 1),
                 },
                 "students_in_report": report["summary"]["students"],
+                "fanout_viewers": args.viewers,
+                "send_delay_ms_quiet": quiet if media else None,
+                "send_delay_ms_during_reports": busy,
             }
         )
     )
