@@ -50,6 +50,8 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
 #: Longest unix socket path (sun_path is 108 bytes with the final NUL).
 MAX_SOCKET_PATH = 100
 WORKER_URL = "http://airclass-worker"
+#: Snapshot counters a restarted worker's successor continues from (they only go up).
+COUNTERS = ("sessions_opened", "keyframe_replays", "nacks", "queue_delay_count", "queue_delay_sum")
 
 
 def split_port_range(ports: tuple[int, int] | None, count: int) -> list[str]:
@@ -301,7 +303,7 @@ class WorkerPool:
         for public_id in list(worker.sessions):
             self._end(worker, public_id)
         worker.closed_early.clear()
-        for key in ("sessions_opened", "keyframe_replays", "queue_delay_count", "queue_delay_sum"):
+        for key in COUNTERS:
             worker.carried[key] = worker.carried.get(key, 0) + worker.snapshot.get(key, 0)
         worker.snapshot = _empty_snapshot()
         if worker.http is not None:
