@@ -23,6 +23,7 @@ import errno
 import logging
 import socket
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -185,7 +186,10 @@ class UdpPath:
         self.syscalls += 1
         try:
             self.sock.sendmsg(
-                run, [(socket.SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, "little"))], 0, self.addr
+                run,
+                [(socket.SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))],
+                0,
+                self.addr,
             )
         except BlockingIOError:
             self.dropped += len(run)
