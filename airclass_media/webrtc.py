@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiortc import (
@@ -93,6 +94,24 @@ async def apply_offer(pc: RTCPeerConnection, offer_sdp: str) -> None:
         await pc.setLocalDescription(await pc.createAnswer())
     except (InvalidAccessError, InvalidStateError, OperationError) as exc:
         raise BadOffer(str(exc)) from exc
+
+
+def watch_connection(
+    pc: RTCPeerConnection,
+    label: str,
+    on_connected: Callable[[], None],
+    close: Callable[[], Awaitable[object]],
+) -> None:
+    """Connected -> on_connected(); failed or closed -> close() (viewers and publishers)."""
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        state = pc.connectionState
+        log.debug("%s: %s", label, state)
+        if state == "connected":
+            on_connected()
+        elif state in ("failed", "closed"):
+            await close()
 
 
 async def trickle(pc: RTCPeerConnection, sdpfrag: str) -> int:
@@ -288,14 +307,9 @@ class WebRtcEgress:
         self.sessions[session.id] = session
         self.sessions_opened += 1
 
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            state = pc.connectionState
-            log.debug("viewer %s: %s", session.id, state)
-            if state == "connected":
-                session.connected.set()
-            elif state in ("failed", "closed"):
-                await self.close(session.id)
+        watch_connection(
+            pc, f"viewer {session.id}", session.connected.set, lambda: self.close(session.id)
+        )
 
         task = asyncio.ensure_future(self._expire_unconnected(session))
         self._timeouts.add(task)

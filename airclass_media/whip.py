@@ -40,7 +40,15 @@ from .audio import AAC_RATE, OpusToAac
 from .h264 import H264Error, parse_sps, split_annexb
 from .hub import Stream, StreamBusy
 from .packets import MediaPacket
-from .webrtc import BadOffer, IceRestart, add_public_candidates, apply_offer, check_offer, trickle
+from .webrtc import (
+    BadOffer,
+    IceRestart,
+    add_public_candidates,
+    apply_offer,
+    check_offer,
+    trickle,
+    watch_connection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -268,15 +276,11 @@ class WhipIngest:
         self.sessions[session.id] = session
         self.sessions_opened += 1
 
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            state = pc.connectionState
-            log.debug("whip %s: %s", session.id, state)
-            if state == "connected":
-                session.connected.set()
-                session.last_media_at = time.monotonic()
-            elif state in ("failed", "closed"):
-                await self.close(session.id)
+        def connected() -> None:
+            session.connected.set()
+            session.last_media_at = time.monotonic()
+
+        watch_connection(pc, f"whip {session.id}", connected, lambda: self.close(session.id))
 
         self._spawn(self._watch(session))
         log.info("whip %s: %s publishes %s", session.id, user_id, stream.name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from airclass_media.webrtc import BadOffer, Overloaded
@@ -96,23 +98,35 @@ async def whep_delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-async def whep_patch(request: web.Request) -> web.Response:
-    media = request.app[MEDIA]
-    session_id, name = request.match_info["session"], request.match_info["stream"]
-    if not media.viewers.active(session_id, name):
-        raise json_error(404, "unknown WHEP session")
+async def trickle(
+    request: web.Request, add: Callable[[str], Awaitable[object]], unknown: str
+) -> web.Response:
+    """PATCH trickle for WHEP and WHIP alike: 204, 415 (not an sdpfrag), 404 (session
+    gone: `add` raised KeyError or SessionNotFound), 422 (ICE restart), 400 (bad line)."""
     if request.content_type != "application/trickle-ice-sdpfrag":
         raise json_error(415, "PATCH takes application/trickle-ice-sdpfrag")
     fragment = await request.text()
     try:
-        await media.viewers.add_candidates(session_id, name, fragment)
-    except SessionNotFound as exc:
-        raise json_error(404, "unknown WHEP session") from exc
+        await add(fragment)
+    except (KeyError, SessionNotFound) as exc:
+        raise json_error(404, unknown) from exc
     except IceRestart as exc:
         raise json_error(422, str(exc)) from exc
     except BadCandidate as exc:
         raise json_error(400, f"bad candidate: {exc}") from exc
     return web.Response(status=204)
+
+
+async def whep_patch(request: web.Request) -> web.Response:
+    media = request.app[MEDIA]
+    session_id, name = request.match_info["session"], request.match_info["stream"]
+    if not media.viewers.active(session_id, name):
+        raise json_error(404, "unknown WHEP session")
+    return await trickle(
+        request,
+        lambda fragment: media.viewers.add_candidates(session_id, name, fragment),
+        "unknown WHEP session",
+    )
 
 
 async def list_streams(request: web.Request) -> web.Response:

@@ -14,12 +14,12 @@ import os
 from aiohttp import web
 
 from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
-from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, IceRestart, StreamBusy, WhipIngest
+from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIngest
 
 from .access import AccessDenied
 from .auth import require
 from .errors import json_error
-from .media_routes import ice_link_headers
+from .media_routes import ice_link_headers, trickle
 from .node import NODE, Node, node_of
 from .store import StoreError
 
@@ -84,19 +84,12 @@ async def whip_delete(request: web.Request) -> web.Response:
 
 
 async def whip_patch(request: web.Request) -> web.Response:
-    session = _session(request)
-    if request.content_type != "application/trickle-ice-sdpfrag":
-        raise json_error(415, "PATCH takes application/trickle-ice-sdpfrag")
-    fragment = await request.text()
-    try:
-        await request.app[WHIP].add_candidates(session.id, fragment)
-    except KeyError as exc:
-        raise json_error(404, "unknown WHIP session") from exc
-    except IceRestart as exc:
-        raise json_error(422, str(exc)) from exc
-    except ValueError as exc:
-        raise json_error(400, f"bad candidate: {exc}") from exc
-    return web.Response(status=204)
+    session, ingest = _session(request), request.app[WHIP]
+    return await trickle(
+        request,
+        lambda fragment: ingest.add_candidates(session.id, fragment),
+        "unknown WHIP session",
+    )
 
 
 async def whip_status(request: web.Request) -> web.Response:
