@@ -160,6 +160,8 @@ class RealtimeHub:
         self.node_id = classroom.node.config.node_id
         #: Open sockets per user id on this node.
         self.sockets: collections.Counter[str] = collections.Counter()
+        #: Departures of closed sockets still being stored (kept so they finish).
+        self._departures: set[asyncio.Future] = set()
         self.rate_limited = 0
         self.refused_sockets = 0
         self.proxied_sockets = 0
@@ -303,22 +305,35 @@ class RealtimeHub:
             writer.cancel()
             if client.presence_task is not None:
                 client.presence_task.cancel()
-                with contextlib.suppress(Exception):
-                    await self.flush_presence(client)  # the last state, before "offline"
             if not room.clients and self.rooms.get(session["id"]) is room:
                 self.rooms.pop(session["id"], None)
-            if role == "student" and not any(x.user_id == client.user_id for x in room.clients):
-                self.c.publish(
-                    {
-                        "session_id": session["id"],
-                        "type": "presence",
-                        "to": "staff",
-                        "presence": client.presence(self.node_id, online=False),
-                    }
-                )
-                with contextlib.suppress(Exception):
-                    await c.engagement.record(session["id"], client.user_id, "offline")
+            # aiohttp cancels this handler when the peer closes cleanly: the departure runs
+            # in its own task so that a cancellation cannot skip the "offline" record.
+            leaving = asyncio.ensure_future(self._depart(c, room, client))
+            self._departures.add(leaving)
+            leaving.add_done_callback(self._departures.discard)
+            await asyncio.shield(leaving)
         return ws
+
+    async def _depart(self, c: Classroom, room: Room, client: Client) -> None:
+        """A socket closed: store its last presence, then mark the student offline if
+        this was the student's last socket in the room."""
+        with contextlib.suppress(Exception):
+            await self.flush_presence(client)  # the last state, before "offline"
+        if client.role != "student" or any(x.user_id == client.user_id for x in room.clients):
+            return
+        self.c.publish(
+            {
+                "session_id": client.session_id,
+                "type": "presence",
+                "to": "staff",
+                "presence": client.presence(self.node_id, online=False),
+            }
+        )
+        try:
+            await c.engagement.record(client.session_id, client.user_id, "offline")
+        except Exception:
+            log.exception("could not store that %s went offline", client.user_id)
 
     # -- presence (coalesced) -------------------------------------------------------------
     def presence_changed(self, client: Client, playing: bool, visible: bool) -> None:
