@@ -15,7 +15,14 @@ from airclass_media.ice import restrict_host_addresses
 from airclass_web.workers.admission import Admission, NodeFull, TooManySessions
 from airclass_web.workers.pool import split_port_range
 
-from .support import TEST_HOST, async_wait_for, ffmpeg_publish, http_json, wait_for
+from .support import (
+    TEST_HOST,
+    NodeProcess,
+    async_wait_for,
+    ffmpeg_publish,
+    http_json,
+    wait_for,
+)
 
 
 def publish(node, stream: str, processes) -> None:
@@ -219,3 +226,28 @@ def test_udp_port_range_is_split_between_workers():
     assert split_port_range((40000, 40199), 2) == ["40000-40099", "40100-40199"]
     assert split_port_range((40000, 40010), 3) == ["40000-40002", "40003-40005", "40006-40010"]
     assert split_port_range(None, 2) == ["", ""]
+
+
+async def test_nodes_sharing_a_data_dir_keep_their_own_worker_sockets(tmp_path, processes, players):
+    """Two nodes on one data directory (a one-machine cluster): the one started last does
+    not take over the other's media-worker sockets, and killing it (kill -9) leaves the
+    other serving viewers."""
+    shared = tmp_path / "shared-data"
+    first = NodeProcess(tmp_path, "--workers", "2", name="first")
+    second = NodeProcess(tmp_path, "--workers", "2", name="second")
+    nodes = [first, second]
+    try:
+        for node in nodes:
+            node.args[node.args.index(str(node.data_dir))] = str(shared)
+            node.data_dir = shared
+            node.start()
+        os.kill(second.proc.pid, signal.SIGKILL)  # its workers lose their node and exit
+        second.kill()
+        publish(first, "shared", processes)
+        for i in range(2):  # one viewer on each of the first node's workers
+            grant = first.token("shared", user_id=f"s{i}")
+            player = await players(grant["whep_url"], grant["token"])
+            await player.wait_frames(video=15, timeout=30)
+    finally:
+        for node in nodes:
+            node.stop()

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -119,13 +120,24 @@ class WorkerHandle:
         return f"w{self.index}-{internal_id}"
 
 
+def serving(path: Path) -> bool:
+    """Whether a live process accepts connections on this unix socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class WorkerPool:
     """Viewer backend spreading sessions over `config.workers` worker processes."""
 
     def __init__(self, config: Config, hub: StreamHub, on_closed: OnClosed | None = None) -> None:
         self.config = config
         self.on_closed = on_closed
-        self.run_dir = self._run_dir(config.data_dir)
+        self.run_dir = self._run_dir(config.data_dir, config.node_id)
         self.feed = LocalFeed(hub, self.run_dir / "node.sock")
         ports = split_port_range(config.udp_ports, config.workers)
         self.workers = [
@@ -138,12 +150,21 @@ class WorkerPool:
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
-    def _run_dir(data_dir: Path) -> Path:
-        """A directory only this user may enter, for the unix sockets."""
-        run = data_dir.resolve() / "run"
+    def _run_dir(data_dir: Path, node_id: str) -> Path:
+        """A directory of this node's own, that only this user may enter, for the unix
+        sockets: nodes sharing a data directory never take over each other's sockets."""
+        runs = data_dir.resolve() / "run"
+        run = runs / node_id
         if len(str(run / "w999.sock")) > MAX_SOCKET_PATH:
             return Path(tempfile.mkdtemp(prefix="airclass-"))
-        run.mkdir(parents=True, exist_ok=True)
+        runs.mkdir(parents=True, exist_ok=True)
+        runs.chmod(0o700)
+        for other in runs.iterdir():
+            # Left by a node that was killed (not one that is starting right now).
+            settled = time.time() - other.stat().st_mtime > START_TIMEOUT
+            if other.is_dir() and settled and not serving(other / "node.sock"):
+                shutil.rmtree(other, ignore_errors=True)
+        run.mkdir(exist_ok=True)
         run.chmod(0o700)
         return run
 
@@ -170,8 +191,7 @@ class WorkerPool:
         for task in list(self._tasks):
             task.cancel()
         await self.feed.stop()
-        if self.run_dir.name.startswith("airclass-"):
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     async def _terminate(self, worker: WorkerHandle) -> None:
         proc = worker.proc
