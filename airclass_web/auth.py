@@ -105,10 +105,15 @@ class TokenService:
         )
 
 
+#: A teacher's lasting RTMP stream key starts so (airclass_web/classroom/stream_keys.py).
+STREAM_KEY_PREFIX = "sk_"
+
+
 def split_stream_key(key: str) -> tuple[str, str]:
     """Split an RTMP stream key into (stream, token).
 
-    Accepts ``stream?token=JWT`` (or ``?jwt=``) and, for apps that cannot send a query,
+    The token is a JWT or a teacher's stream key (``sk_...``). Accepts
+    ``stream?token=JWT`` (or ``?jwt=``, ``?key=``) and, for apps that cannot send a query,
     ``stream.JWT`` (stream names never contain a dot).
     """
     name, _, query = key.partition("?")
@@ -116,7 +121,7 @@ def split_stream_key(key: str) -> tuple[str, str]:
     if query:
         for part in query.split("&"):
             k, _, v = part.partition("=")
-            if k in ("token", "jwt"):
+            if k in ("token", "jwt", "key"):
                 token = v
     elif "." in name:
         name, _, token = name.partition(".")

@@ -22,7 +22,7 @@ from airclass_media.rtmp.server import PublishRejected, PublishRequest, RtmpServ
 from airclass_media.webrtc import WebRtcEgress
 
 from .access import AccessDenied
-from .auth import STREAM_NAME, TokenError, split_stream_key
+from .auth import STREAM_KEY_PREFIX, STREAM_NAME, Claims, TokenError, split_stream_key
 from .limits import parse_networks
 from .node import Node
 from .store import StoreError
@@ -40,7 +40,7 @@ def _query_token(url: str) -> str:
     _, _, query = url.partition("?")
     for part in query.split("&"):
         key, _, value = part.partition("=")
-        if key in ("token", "jwt"):
+        if key in ("token", "jwt", "key"):
             return value
     return ""
 
@@ -147,16 +147,20 @@ class MediaServices:
         token = token or _query_token(request.app) or _query_token(request.tc_url)
         if not STREAM_NAME.match(stream_name):
             raise PublishRejected("NetStream.Publish.BadName", "bad stream name")
-        try:
-            claims = self.node.tokens.verify(token)
-        except TokenError as exc:
-            raise PublishRejected("NetStream.Publish.Rejected", f"unauthorized: {exc}") from exc
+        if token.startswith(STREAM_KEY_PREFIX):
+            claims = await self._stream_key_claims(token, stream_name)
+        else:
+            try:
+                claims = self.node.tokens.verify(token)
+            except TokenError as exc:
+                raise PublishRejected("NetStream.Publish.Rejected", f"unauthorized: {exc}") from exc
         if claims.role != "teacher" or claims.action not in ("publish", "admin"):
             raise PublishRejected("NetStream.Publish.Rejected", "token may not publish")
         if not claims.allows_stream(stream_name):
             raise PublishRejected("NetStream.Publish.Rejected", "token is for another stream")
         try:  # a revoked token, or another teacher's stream (ownership: airclass_web.access)
-            await self.node.access.check_teacher_token(claims)
+            if not token.startswith(STREAM_KEY_PREFIX):
+                await self.node.access.check_teacher_token(claims)
             await self.node.access.claim(stream_name, claims.user_id)
         except AccessDenied as exc:
             raise PublishRejected("NetStream.Publish.Rejected", exc.message) from exc
@@ -174,6 +178,19 @@ class MediaServices:
         self.publishers[publisher_id] = session
         log.info("rtmp %s: %s publishes %s", request.peer, claims.user_id, stream_name)
         return session
+
+    async def _stream_key_claims(self, key: str, stream_name: str) -> Claims:
+        """Publish claims of the teacher whose lasting stream key this is."""
+        keys = self.node.stream_keys
+        try:
+            teacher = await keys.teacher_of(key) if keys is not None else None
+        except StoreError as exc:
+            raise PublishRejected("NetStream.Publish.Failed", f"store: {exc}") from exc
+        if teacher is None:
+            raise PublishRejected(
+                "NetStream.Publish.Rejected", "unauthorized: unknown or rotated stream key"
+            )
+        return Claims("teacher", teacher, "publish", stream_name, "", 0)
 
     # -- viewers ---------------------------------------------------------------------
     async def open_viewer(self, stream: Stream, offer_sdp: str, user_id: str, ip: str) -> Opened:

@@ -58,6 +58,9 @@ class Node:
         self.stream_resolver: Callable[[str], Awaitable[Stream | None]] | None = None
         #: The persistent store (airclass_web.store.Store), set by classroom.setup.
         self.store = None
+        #: Teachers' lasting RTMP stream keys (classroom.stream_keys.StreamKeys), set by
+        #: classroom.setup.
+        self.stream_keys = None
         #: Stream ownership / viewing rules (airclass_web.access.StreamAccess), set by
         #: token_routes.setup.
         self.access = None

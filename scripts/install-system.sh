@@ -4,10 +4,11 @@
 # network namespace and its NAT), tesseract-ocr + Korean data (local slide OCR),
 # fonts-nanum (Korean glyphs in Chromium and test slides), prometheus (+ promtool: the
 # monitoring tests scrape a real node and check the alert rules), coturn (TURN relay for
-# viewers on networks that block UDP; the tests start their own).
+# viewers on networks that block UDP; the tests start their own), zbar-tools (the tests
+# decode the QR codes the pages show).
 set -euo pipefail
 pkgs=(ffmpeg redis-server chromium iproute2 util-linux nftables tesseract-ocr tesseract-ocr-kor
-  fonts-nanum prometheus coturn)
+  fonts-nanum prometheus coturn zbar-tools)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

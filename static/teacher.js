@@ -112,11 +112,7 @@
       const data = await api("POST", `/api/sessions/${session.id}/monitor-token`).catch(fail);
       if (data) { $("t-info").hidden = false; $("t-info").textContent = data.url; }
     });
-    $("t-publish-info").addEventListener("click", async () => {
-      const q = new URLSearchParams({ user_type: "teacher", action: "publish", stream: session.stream });
-      const data = await api("POST", "/api/token?" + q).catch(fail);
-      if (data) { $("t-info").hidden = false; $("t-info").textContent = ["RTMP (OBS): " + data.rtmp_url, data.whip_url ? "WHIP: " + data.whip_url : ""].join("\n"); }
-    });
+    // "How to go live" lives in static/golive.js.
   }
 
   async function openSession(id) {

@@ -17,6 +17,7 @@ def setup(app: web.Application) -> None:
     node = app[NODE]
     classroom = Classroom(node)
     node.store = classroom.store
+    node.stream_keys = classroom.stream_keys
     app[CLASSROOM] = classroom
     node.add_service("classroom", classroom.start, classroom.stop)
     node.teacher_auth = teacher_auth

@@ -25,6 +25,7 @@ from ..token_routes import (
     viewer_whep_url,
 )
 from .errors import ClassroomError
+from .go_live import publish_details, qr_svg, valid_join_code
 from .quiz import staff_view
 from .service import Classroom
 from .sessions import is_teacher_claims, public_session
@@ -407,6 +408,82 @@ async def teacher_page(request: web.Request) -> dict:
     return {"rtmp_port": node_of(request).config.rtmp_port}
 
 
+# -- going live: stream key, encoder settings, QR codes -----------------------------------
+def _rtmp_base(request: web.Request) -> str:
+    node = node_of(request)
+    host = request.host.rsplit(":", 1)[0] if not node.config.public_url else None
+    return node.config.rtmp_base(host or node.config.advertised_host)
+
+
+@api
+async def go_live(request: web.Request) -> web.Response:
+    """GET /api/sessions/ID/go-live (its teacher): what OBS, a phone app or WHIP needs."""
+    c = classroom_of(request)
+    claims = await teacher_claims(request)
+    session, _ = await c.session_for(claims, request.match_info["session_id"], ("teacher",))
+    key = await c.stream_keys.current(claims.user_id)
+    body = publish_details(_rtmp_base(request), session["stream"], key["key"])
+    whip_token, expires_at = c.node.tokens.issue(
+        role="teacher", user_id=claims.user_id, action="publish", stream=session["stream"]
+    )
+    body |= {
+        "stream": session["stream"],
+        "key_created_at": key["created_at"],
+        "whip_url": f"{public_base_url(c.node, request)}/live/{session['stream']}/whip",
+        "whip_token": whip_token,
+        "whip_token_expires_at": expires_at,
+    }
+    return web.json_response(body)
+
+
+@api
+async def rotate_stream_key(request: web.Request) -> web.Response:
+    """POST /api/stream-key/rotate (teacher): a new key; the old one is refused at once."""
+    c = classroom_of(request)
+    claims = await teacher_claims(request)
+    key = await c.stream_keys.rotate(claims.user_id)
+    log.info("teacher %s rotated the stream key", claims.user_id)
+    return web.json_response({"rotated": True, "key_created_at": key["created_at"]})
+
+
+@api
+async def go_live_qr(request: web.Request) -> web.Response:
+    """GET /api/sessions/ID/go-live/qr?app=larix|rtmp (its teacher): the QR as SVG."""
+    c = classroom_of(request)
+    claims = await teacher_claims(request)
+    session, _ = await c.session_for(claims, request.match_info["session_id"], ("teacher",))
+    key = await c.stream_keys.current(claims.user_id)
+    details = publish_details(_rtmp_base(request), session["stream"], key["key"])
+    what = request.query.get("app", "larix")
+    if what not in ("larix", "rtmp"):
+        raise json_error(400, "app must be larix or rtmp")
+    text = details["larix_url" if what == "larix" else "rtmp_url"]
+    if text is None:
+        raise ClassroomError(409, "rotate the stream key to see it", code="key_hidden")
+    return web.Response(
+        body=qr_svg(text), content_type="image/svg+xml", headers={"Cache-Control": "no-store"}
+    )
+
+
+async def join_qr(request: web.Request) -> web.Response:
+    """GET /join/CODE/qr.svg: the join link of a code as a QR code (for the projector)."""
+    code = request.match_info["code"].upper()
+    if not valid_join_code(code):
+        raise json_error(400, "not a join code")
+    url = f"{public_base_url(node_of(request), request)}/join?code={code}"
+    return web.Response(body=qr_svg(url), content_type="image/svg+xml")
+
+
+@aiohttp_jinja2.template("present.html")
+async def present_page(request: web.Request) -> dict:
+    """/present?code=CODE: the join code and its QR, full screen, for the classroom."""
+    code = request.query.get("code", "").upper()[:16]
+    if not valid_join_code(code):
+        raise web.HTTPBadRequest(text="not a join code")
+    base = public_base_url(node_of(request), request)
+    return {"code": code, "join_url": f"{base}/join?code={code}", "join_host": base}
+
+
 @aiohttp_jinja2.template("monitor.html")
 async def monitor_page(request: web.Request) -> dict:
     return {}
@@ -426,6 +503,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/sessions", list_sessions)
     r.add_post("/api/sessions/join", join_session)
     r.add_get("/api/sessions/{session_id}", get_session)
+    r.add_get("/api/sessions/{session_id}/go-live", go_live)
+    r.add_get("/api/sessions/{session_id}/go-live/qr", go_live_qr)
+    r.add_post("/api/stream-key/rotate", rotate_stream_key)
+    r.add_get("/join/{code}/qr.svg", join_qr)
+    r.add_get("/present", present_page)
     r.add_post("/api/sessions/{session_id}/end", end_session)
     r.add_post("/api/sessions/{session_id}/monitor-token", monitor_token)
     r.add_get("/api/sessions/{session_id}/chat", chat_history)

@@ -17,6 +17,7 @@ from .events import EventBus, make_bus
 from .quiz import QuizService
 from .realtime import Client, RealtimeHub
 from .sessions import SessionService, role_in_session
+from .stream_keys import StreamKeys
 from .teachers import TeacherService
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Classroom:
             node.config.data_keys,
             dev_key_dir=node.config.data_dir if node.config.dev else None,
         )
+        self.stream_keys = StreamKeys(self.store, self.teachers)
         self.sessions = SessionService(self.store)
         self.chat = ChatService(self.store, self.publish)
         self.engagement = EngagementService(self.store, self.publish)

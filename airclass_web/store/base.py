@@ -66,6 +66,8 @@ SCHEMA: dict[str, Collection] = {
         Collection(
             "streams", ("owner", "public", "claimed_at"), indexes=(("owner", "claimed_at"),)
         ),
+        # Teachers' RTMP stream keys (classroom/stream_keys.py): id is the key's SHA-256.
+        Collection("stream_keys", ("teacher", "created_at"), indexes=(("teacher",),)),
         Collection(
             "recordings",
             ("stream", "session_id", "started_at"),
