@@ -14,6 +14,7 @@
       "cls.quiz.dismiss": "닫기", "cls.quiz.sent": "답을 제출했습니다.", "cls.quiz.already": "이미 답했습니다.",
       "cls.quiz.closed": "퀴즈가 끝났습니다.", "cls.quiz.correct": "정답입니다!", "cls.quiz.wrong": "오답입니다. 정답: {answer}",
       "cls.quiz.result": "정답: {answer} ({correct}/{total}명 정답)", "cls.me": "{name}(으)로 참여 중",
+      "cls.quiz.left": "남은 시간 {n}초", "cls.quiz.mine": "내 답",
     },
     en: {
       "cls.join.title": "Join a class", "cls.join.code": "Join code", "cls.join.code_ph": "e.g. ABC234",
@@ -25,6 +26,7 @@
       "cls.quiz.dismiss": "Close", "cls.quiz.sent": "Answer sent.", "cls.quiz.already": "You already answered.",
       "cls.quiz.closed": "The quiz is closed.", "cls.quiz.correct": "Correct!", "cls.quiz.wrong": "Not quite. Answer: {answer}",
       "cls.quiz.result": "Answer: {answer} ({correct}/{total} correct)", "cls.me": "joined as {name}",
+      "cls.quiz.left": "{n} s left", "cls.quiz.mine": "your answer",
     },
   });
 
@@ -114,7 +116,8 @@
     clearInterval(timerId);
     const tick = () => {
       const left = Math.max(0, Math.round((q.closes_at || 0) - Date.now() / 1000));
-      $("cls-quiz-timer").textContent = q.closes_at ? left + "s" : "";
+      $("cls-quiz-timer").textContent = q.closes_at ? AirI18n.t("cls.quiz.left", { n: left }) : "";
+      $("cls-quiz-timer").classList.toggle("urgent", !!q.closes_at && left <= 10);
     };
     tick();
     timerId = setInterval(tick, 500);
@@ -125,7 +128,11 @@
     ws.send(JSON.stringify({ type: "quiz_answer", quiz_id: quiz.id, answer }));
     document.querySelectorAll(".cls-option").forEach((b) => {
       b.disabled = true;
-      if (String(b.dataset.index) === String(answer)) b.classList.add("chosen");
+      if (String(b.dataset.index) === String(answer)) {
+        b.classList.add("chosen");
+        b.setAttribute("aria-pressed", "true");
+        b.dataset.mine = AirI18n.t("cls.quiz.mine");
+      }
     });
   }
   $("cls-quiz-short").addEventListener("submit", (e) => {

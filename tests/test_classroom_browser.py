@@ -21,7 +21,7 @@ def browser_node(tmp_path):
     node.stop()
 
 
-async def test_student_joins_answers_quiz_teacher_sees_it(browser_node, browser):
+async def test_student_joins_answers_quiz_teacher_sees_it(browser_node, browser, tmp_path):
     teacher_ctx = await browser.new_context(locale="en-US")
     student_ctx = await browser.new_context(locale="en-US")
     teacher = await teacher_ctx.new_page()
@@ -80,6 +80,18 @@ async def test_student_joins_answers_quiz_teacher_sees_it(browser_node, browser)
     await expect(student.locator("#cls-quiz-question")).to_have_text("2 + 2 = ?")
     await student.locator(".cls-option", has_text="4").click()
     await expect(student.locator("#cls-quiz-result")).to_have_text("Answer sent.")
+    # The countdown reads in the page's language, light on dark is never dark on dark,
+    # and the chosen answer stands out.
+    await expect(student.locator("#cls-quiz-timer")).to_have_text(re.compile(r"^\d+ s left$"))
+    timer_colors = await student.evaluate(
+        "(() => { const s = getComputedStyle(document.getElementById('cls-quiz-timer'));"
+        " return [s.color, s.backgroundColor]; })()"
+    )
+    assert timer_colors[0] != timer_colors[1]
+    chosen = student.locator(".cls-option.chosen")
+    await expect(chosen).to_have_text("2. 4")
+    assert await chosen.evaluate("b => getComputedStyle(b).color") == "rgb(255, 255, 255)"
+    await student.screenshot(path=tmp_path / "quiz-chosen.png")
 
     # The teacher's live results show the answer.
     await expect(teacher.locator(".t-recent")).to_contain_text("Minji: 4 ✓")
