@@ -4,7 +4,7 @@
 (function () {
   AirI18n.register({
     ko: {
-      "s.title": "방송하기", "s.off": "방송 안 함", "s.connecting": "연결 중…", "s.live": "방송 중",
+      "s.title": "방송하기", "s.off": "방송 안 함", "s.elsewhere": "인코더(OBS·휴대폰 앱)로 방송 중", "s.connecting": "연결 중…", "s.live": "방송 중",
       "s.source": "화면 소스", "s.camera": "카메라", "s.screen": "화면 공유", "s.mic": "마이크",
       "s.quality": "화질", "s.q720": "720p · 2.5 Mbps", "s.q1080": "1080p · 4.5 Mbps",
       "s.preview": "미리 보기", "s.go": "방송 시작", "s.stop": "방송 종료",
@@ -15,7 +15,7 @@
       "s.insecure": "브라우저 방송에는 HTTPS 주소(또는 localhost)가 필요합니다. 또는 OBS로 RTMP/WHIP 방송을 하세요.", "s.sending": "{w}×{h} 전송 중",
     },
     en: {
-      "s.title": "Go live", "s.off": "not live", "s.connecting": "connecting…", "s.live": "LIVE",
+      "s.title": "Go live", "s.off": "not live", "s.elsewhere": "live from an encoder (OBS, phone app)", "s.connecting": "connecting…", "s.live": "LIVE",
       "s.source": "Source", "s.camera": "Camera", "s.screen": "Share screen", "s.mic": "Microphone",
       "s.quality": "Quality", "s.q720": "720p · 2.5 Mbps", "s.q1080": "1080p · 4.5 Mbps",
       "s.preview": "Preview", "s.go": "Go live", "s.stop": "Stop",
@@ -35,19 +35,21 @@
     1080: { width: 1920, height: 1080, bitrate: 4500000 },
   };
   let session = null, teacherToken = null, media = null, pc = null, location_ = null, publishToken = null;
-  let infoTimer = null;
+  let infoTimer = null, streamLive = false;
   const studio = { state: "off" };
   window.airclassStudio = studio;
 
   function setState(state) {
     studio.state = state;
     const badge = $("s-state");
-    badge.dataset.i18n = state === "live" ? "s.live" : state === "connecting" ? "s.connecting" : "s.off";
+    const elsewhere = state === "off" && streamLive;  // OBS or a phone app is publishing
+    badge.dataset.i18n = state === "live" ? "s.live" : state === "connecting" ? "s.connecting" : elsewhere ? "s.elsewhere" : "s.off";
     badge.textContent = AirI18n.t(badge.dataset.i18n);
-    badge.classList.toggle("live", state === "live");
+    badge.classList.toggle("live", state === "live" || elsewhere);
     $("s-go").hidden = state !== "off";
     $("s-stop").hidden = state === "off";
     ["s-source", "s-mic", "s-quality", "s-preview-btn"].forEach((id) => ($(id).disabled = state !== "off"));
+    if (!window.isSecureContext) ["s-preview-btn", "s-go"].forEach((id) => ($(id).disabled = true));
   }
   function fail(key, err) {
     $("s-error").textContent = AirI18n.t(key, { why: (err && (err.message || err.name)) || String(err) });
@@ -155,6 +157,7 @@
     const report = await pc.getStats();
     report.forEach((s) => {
       if (s.type === "outbound-rtp" && s.kind === "video" && s.frameWidth) {
+        delete $("s-info").dataset.i18n;
         $("s-info").textContent = AirI18n.t("s.sending", { w: s.frameWidth, h: s.frameHeight });
       }
     });
@@ -184,5 +187,15 @@
     teacherToken = e.detail.token;
     card.hidden = false;
   });
+  // The session's stream went live or offline (teacher.js polls it).
+  document.addEventListener("airclass:stream", (e) => {
+    streamLive = !!e.detail.live;
+    if (studio.state === "off") setState("off");
+  });
   setState("off");
+  if (!window.isSecureContext) {
+    // Camera and screen capture need HTTPS: say so at once, not after a click.
+    $("s-info").dataset.i18n = "s.insecure";
+    $("s-info").textContent = AirI18n.t("s.insecure");
+  }
 })();

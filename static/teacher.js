@@ -150,6 +150,7 @@
     badge.dataset.i18n = live ? "state.live" : "state.offline";
     badge.textContent = AirI18n.t(badge.dataset.i18n);
     badge.classList.toggle("live", live);
+    document.dispatchEvent(new CustomEvent("airclass:stream", { detail: { live } }));
   }
 
   // -- engagement + roster --------------------------------------------------------------

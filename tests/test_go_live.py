@@ -105,7 +105,9 @@ def decode_qr(png: Path) -> str:
 
 
 @pytest.mark.skipif(shutil.which("zbarimg") is None, reason="zbar-tools not installed")
-async def test_go_live_panel_and_projector_qr_codes(api: Api, keyed_node, browser, tmp_path):
+async def test_go_live_panel_and_projector_qr_codes(
+    api: Api, keyed_node, browser, tmp_path, processes
+):
     context = await browser.new_context(locale="ko-KR", viewport={"width": 1280, "height": 800})
     page = await context.new_page()
     errors: list[str] = []
@@ -120,6 +122,11 @@ async def test_go_live_panel_and_projector_qr_codes(api: Api, keyed_node, browse
     await page.click("#t-create-submit")
     await page.wait_for_function("() => document.getElementById('t-code').textContent.length === 8")
     code = await page.text_content("#t-code")
+    # Plain HTTP: the studio says at once that browser capture needs HTTPS.
+    await page.wait_for_function(
+        "() => document.getElementById('s-info').textContent.includes('HTTPS')"
+    )
+    assert await page.is_disabled("#s-go")
     await page.click("#t-publish-info")
     await page.wait_for_function(
         "() => document.getElementById('g-qr-larix').naturalWidth > 0"
@@ -130,6 +137,13 @@ async def test_go_live_panel_and_projector_qr_codes(api: Api, keyed_node, browse
     assert server.startswith("rtmp://") and key.startswith("panel.sk_")
     assert await page.text_content("#g-panel h3") == "OBS 등 인코더 (RTMP)"
     assert (await page.text_content("#g-whip-token")).count(".") == 2  # a JWT
+    # OBS goes live with what the panel shows: the studio says so too.
+    processes.append(ffmpeg_publish(f"{server}/{key}", seconds=60))
+    await page.wait_for_function(
+        "() => document.getElementById('s-state').textContent"
+        " === '인코더(OBS·휴대폰 앱)로 방송 중'",
+        timeout=20_000,
+    )
     await page.screenshot(path=tmp_path / "golive-1280.png", full_page=True)
     shot = tmp_path / "larix.png"
     await page.locator("#g-qr-larix").screenshot(path=shot)
