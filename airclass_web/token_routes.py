@@ -173,6 +173,8 @@ async def issue_token(request: web.Request) -> web.Response:
             if not await access.is_public(stream):
                 await access.require_owner(stream, user_id)
         elif not await access.is_public(stream):
+            if await access.stream(stream) is None and node.hub.get(stream) is None:
+                raise AccessDenied(404, f"there is no stream named {stream}")  # a typo?
             raise AccessDenied(
                 403,
                 f"stream {stream} is private: join its class session, or its teacher "

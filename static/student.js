@@ -144,7 +144,7 @@
       } catch (err) {
         if (err.status !== 404) throw err;
         setLive(false, false);
-        return scheduleRetry("player.unknown", 5000);
+        return scheduleRetry("player.unknown", unknownDelay());
       }
       ({ pc, sessionUrl } = opened);
       watchConnection();
@@ -153,7 +153,8 @@
     } catch (err) {
       console.warn("airclass player:", err);
       if (err.status === 503) scheduleRetry("player.full", err.retryAfterMs);  // every node full
-      else if (err.status === 403) { player.private = true; setLive(false); scheduleRetry("player.private", 10000); }
+      else if (err.status === 404) { setLive(false, false); scheduleRetry("player.unknown", unknownDelay()); }
+      else if (err.status === 403) { player.private = true; setLive(false); scheduleRetry("player.private", unknownDelay()); }
       else scheduleRetry("player.error");
     }
   }
@@ -297,13 +298,21 @@
     retryDelay = Math.min(retryDelay * 2, 10000);
   }
 
+  // An unknown stream (a typo in the link?) is asked about less and less often.
+  let unknownTries = 0;
+  function unknownDelay() { return Math.min(5000 * 2 ** unknownTries++, 60000); }
+
   async function pollLive() {
+    let listed = false;
     try {
       const joined = joinedToken();
       const res = await fetch("/api/streams/" + encodeURIComponent(stream), joined ? { headers: { Authorization: "Bearer " + joined } } : {});
+      listed = res.ok;
       // A private stream is not listed to visitors (404): it is still not "unknown".
       setLive(res.ok && (await res.json()).live, res.status !== 404 || !!player.private);
     } catch (err) { setLive(false); }
+    if (listed) unknownTries = 0;
+    setTimeout(pollLive, listed ? 3000 : unknownDelay());
   }
 
   // Watchdog: frames flowing -> playing; live but no frames for 10 s -> reconnect.
@@ -326,7 +335,6 @@
 
   unmute.addEventListener("click", () => { video.muted = false; video.play().catch(() => {}); unmute.hidden = true; });
   window.addEventListener("pagehide", teardown);
-  setInterval(pollLive, 3000);
   pollLive();
   connect();
 })();

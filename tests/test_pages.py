@@ -123,6 +123,13 @@ async def test_pages_fit_and_show_the_right_parts(pages_node, browser, tmp_path,
     # The stream is private (a class session's): the visitor is told to join, not "unknown".
     await expect(student.locator("#state-text")).to_contain_text("참여 코드" if ko else "join it")
     await expect(student.locator("#live-badge")).to_have_text("오프라인" if ko else "offline")
+    # A typo in the stream name is an unknown stream, not a private class.
+    await student.goto(base + "/student?stream=pagez")
+    unknown = "없는 방송" if ko else "unknown stream"
+    await expect(student.locator("#live-badge")).to_have_text(unknown)
+    await expect(student.locator("#state-text")).to_contain_text(
+        "이 이름의 방송이" if ko else "no stream with this name"
+    )
 
     # Joining by code: the form goes away, the chat shows beside (laptop) or below (phone).
     await student.goto(base + "/join")
