@@ -100,7 +100,10 @@ def with_urls(node: Node, doc: dict, ttl: float) -> dict:
     doc = dict(doc)
     doc["mp4_url"] = f"{base}/file.mp4?{q}" if doc.get("mp4") else None
     doc["page_url"] = f"{base}?{q}"
-    doc["segments"] = [{**s, "url": f"{base}/segments/{s['file']}?{q}"} for s in doc["segments"]]
+    doc["segments"] = [
+        s if s.get("removed") else {**s, "url": f"{base}/segments/{s['file']}?{q}"}
+        for s in doc["segments"]
+    ]
     doc["screenshots"] = [{**s, "url": f"{base}/shots/{s['file']}?{q}"} for s in doc["screenshots"]]
     return doc
 

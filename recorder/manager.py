@@ -531,6 +531,7 @@ def recover(directory: Path, doc: dict) -> dict:
             duration=result["duration"],
             status="complete",
         )
+        metadata.drop_segments(directory, doc)
     except Exception as exc:  # noqa: BLE001 - keep what is playable, report the rest
         log.error("recovery %s: final MP4 failed: %s", doc["id"], exc)
         doc.update(status="failed", error=f"recovery: {exc}")

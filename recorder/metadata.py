@@ -11,6 +11,7 @@ for other services. Layout of a recording directory::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -119,3 +120,13 @@ def directory_size(directory: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def drop_segments(directory: Path, doc: dict) -> None:
+    """Delete the segment files once the final MP4 holds them (one copy on disk, not
+    two); their entries stay in the metadata, marked ``removed``."""
+    for entry in doc.get("segments", []):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / entry["file"]).unlink()
+        entry["removed"] = True
+        entry["size"] = 0

@@ -317,6 +317,7 @@ class Recording:
             self._doc["mp4_size"] = result["size"]
             self._doc["duration"] = result["duration"]
             self._doc["status"] = "complete"
+            metadata.drop_segments(self.directory, self._doc)
         self._save()
         log.info(
             "recording %s complete: %.1f s, %d segments, %d screenshots, mux %.2f s CPU-ish, "

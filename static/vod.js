@@ -155,9 +155,10 @@
       for (const [, fig] of figures) fig.classList.toggle("current", fig === current);
     });
     const segs = $("vod-segments");
-    for (const s of doc.segments) {
+    for (const s of doc.segments.filter((x) => x.url)) {  // segments are gone once the MP4 is made
       segs.append(el("li", {}, el("a", { href: s.url, textContent: s.file }), ` ${clock(s.start)} +${s.duration.toFixed(1)} s, ${bytes(s.size)}`));
     }
+    segs.closest("details").hidden = !segs.children.length;
     if (!signed) {
       const share = $("vod-share");
       share.hidden = false;

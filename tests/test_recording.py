@@ -193,12 +193,16 @@ def test_record_720p_passthrough(node_factory, processes, tmp_path):
     source_probe = streams_of(ffprobe(source), "video")[0]
     assert (video["profile"], video["level"]) == (source_probe["profile"], source_probe["level"])
 
-    # Segments are playable fMP4 files listed in the JSON beside them, same as the API.
+    # One copy on disk: the segments the MP4 was made of are gone once it exists (their
+    # entries stay in the JSON), so the recording takes about the MP4's size, not twice.
     meta = read_meta(directory)
     assert meta["status"] == "complete" and meta["segments"]
     for seg in meta["segments"]:
-        seg_probe = ffprobe(directory / seg["file"])
-        assert streams_of(seg_probe, "video")[0]["width"] == 1280
+        assert seg["removed"] and not (directory / seg["file"]).exists()
+    assert all("url" not in seg for seg in doc["segments"])
+    on_disk = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    assert on_disk < 1.25 * mp4.stat().st_size + sum(s["size"] for s in doc["screenshots"])
+    assert doc["size"] <= on_disk
 
     # Screenshots: ~1 per 10 s, real 720p JPEGs.
     shots = doc["screenshots"]
@@ -301,6 +305,7 @@ def test_kill9_leaves_playable_segments_and_recovers(node_factory, processes, tm
     probe = ffprobe(directory / "recording.mp4")
     assert float(probe["format"]["duration"]) >= sum(s["duration"] for s in segs[:-1])
     assert streams_of(probe, "audio")
+    assert not any((directory / seg["file"]).exists() for seg in segs)  # one copy kept
 
 
 def test_publisher_reconnect_continues_recording(node_factory, processes):
