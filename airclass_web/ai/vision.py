@@ -93,8 +93,10 @@ def ocr_slide(data: bytes) -> dict:
         )
     if np.asarray(image).mean() < 110:  # light text on a dark slide: Tesseract wants dark
         image = ImageOps.invert(image)
+    # --psm 4 (one column of text of varying sizes): the automatic layout (--psm 3) drops
+    # large Korean headings (measured: 2 of 7 rendered slide titles found, 7 of 7 with 4).
     table = pytesseract.image_to_data(
-        image, lang=OCR_LANGS, config="--psm 3", output_type=pytesseract.Output.DICT
+        image, lang=OCR_LANGS, config="--psm 4", output_type=pytesseract.Output.DICT
     )
     rows: dict[tuple[int, int, int], list[int]] = {}
     for i, word in enumerate(table["text"]):
