@@ -6,6 +6,11 @@ record, stop, share and delete its recordings, and mark it public. Anyone may wa
 public stream; everyone else watches through a class session's join token. Under --dev
 every stream is public. Ownership lives in the store (shared by a cluster's nodes); nodes
 cache what they read for a moment.
+
+Every media route (WHEP, WHIP, HLS playlists, segments and parts, the viewer listing) asks
+`authorize` at each request: the token's stream claim AND the stream's rule as it is now,
+so a teacher's sign-in token (valid for "*") opens only his own or public streams, and a
+token taken while a stream was public stops working once it is private.
 """
 
 from __future__ import annotations
@@ -14,8 +19,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Literal
 
-from .auth import Claims
+from aiohttp import web
+
+from .auth import Claims, require
+from .errors import json_error
+from .node import node_of
+from .store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +116,7 @@ class StreamAccess:
             return True
         if claims is None:
             return False
-        if claims.role == "teacher" and claims.action in ("publish", "admin"):
+        if claims.role == "teacher":  # teacher tokens come only from verified credentials
             return await self.owner(name) in (None, claims.user_id)
         return claims.role in ("student", "monitor") and claims.session_id != "" and (
             claims.stream == name
@@ -132,3 +143,68 @@ class StreamAccess:
         # Tokens carry milliseconds: compare at that precision.
         if claims.issued_at < math.floor(valid_after * 1000) / 1000:
             raise AccessDenied(401, "token revoked (the password changed); sign in again")
+
+    # -- media routes ------------------------------------------------------------------
+    async def check_watch(self, name: str, claims: Claims) -> None:
+        """AccessDenied unless these claims may watch the stream now (WHEP, HLS): the
+        token names it (or "*"), is not revoked, and the stream's rule (public, its
+        owner, a member of its class) allows it at this moment."""
+        if not claims.allows_stream(name):
+            raise AccessDenied(403, f"token is not valid for stream {name}")
+        await self.check_teacher_token(claims)
+        if not await self.may_view(name, claims):
+            raise AccessDenied(
+                403,
+                f"stream {name} is private: join its class session, or its teacher marks "
+                "it public",
+            )
+
+    async def check_publish(self, name: str, claims: Claims) -> None:
+        """AccessDenied unless these claims may publish the stream (claims it if free)."""
+        if claims.role != "teacher" or claims.action not in ("publish", "admin"):
+            raise AccessDenied(403, "only a teacher's publish token may publish")
+        if not claims.allows_stream(name):
+            raise AccessDenied(403, f"token is not valid for stream {name}")
+        await self.check_teacher_token(claims)
+        await self.claim(name, claims.user_id)
+
+    async def check_manage(self, name: str, claims: Claims) -> None:
+        """AccessDenied unless these claims are the stream's owner's (or an admin's):
+        who may see its viewers."""
+        if claims.role == "admin":
+            return
+        if claims.role != "teacher" or claims.action not in ("publish", "admin"):
+            raise AccessDenied(403, "only the stream's teacher may do this")
+        if not claims.allows_stream(name):
+            raise AccessDenied(403, f"token is not valid for stream {name}")
+        await self.check_teacher_token(claims)
+        await self.require_owner(name, claims.user_id)
+
+
+Need = Literal["watch", "publish", "manage"]
+#: Roles whose tokens each kind of media request takes.
+NEED_ROLES: dict[str, tuple[str, ...]] = {
+    "watch": ("student", "teacher", "monitor"),
+    "publish": ("teacher",),
+    "manage": ("teacher", "admin"),
+}
+
+
+async def authorize(request: web.Request, name: str, need: Need = "watch") -> Claims:
+    """The one access check of every media route: the request's token claims, or a JSON
+    401 (no, bad, expired or revoked token), 403 (not allowed now) or 503 (store down)."""
+    node = node_of(request)
+    claims = require(request, node.tokens, roles=NEED_ROLES[need])
+    access: StreamAccess = node.access
+    try:
+        if need == "watch":
+            await access.check_watch(name, claims)
+        elif need == "publish":
+            await access.check_publish(name, claims)
+        else:
+            await access.check_manage(name, claims)
+    except AccessDenied as exc:
+        raise json_error(exc.status, exc.message) from exc
+    except StoreError as exc:
+        raise json_error(503, f"store: {exc}") from exc
+    return claims

@@ -1,6 +1,7 @@
 """HLS fallback endpoints: `GET /live/NAME/index.m3u8` and its init segments, segments and
 parts (airclass_media.hls). Token in the query (`?token=` / `?jwt=`) or as Bearer, the same
-rules as WHEP; a query token is repeated in every URI of the playlist."""
+rules as WHEP (`access.authorize` at every request, segments and parts included); a query
+token is repeated in every URI of the playlist."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from airclass_media.hls import HlsOrigin, HlsSegmenter
 from airclass_media.hub import Stream
 
-from .auth import Claims, require
+from .access import authorize
 from .errors import json_error
 from .node import NODE, node_of
 from .token_routes import guards_of
 
 HLS = web.AppKey("hls", HlsOrigin)
-VIEWER_ROLES = ("student", "teacher", "monitor")
 #: How long a first request waits for the stream's first part (a keyframe away).
 FIRST_PART_WAIT = 8.0
 PLAYLIST = "application/vnd.apple.mpegurl"
@@ -29,10 +29,6 @@ def hls_viewer_count(app: web.Application, stream: str) -> int:
     """Distinct clients that asked for the stream's playlist lately."""
     origin = app.get(HLS)
     return origin.viewers_of(stream) if origin is not None else 0
-
-
-def _claims(request: web.Request, name: str) -> Claims:
-    return require(request, node_of(request).tokens, roles=VIEWER_ROLES, stream=name)
 
 
 async def _stream(request: web.Request, name: str) -> Stream:
@@ -57,7 +53,7 @@ def _int_param(request: web.Request, key: str) -> int | None:
 async def playlist(request: web.Request) -> web.Response:
     """The media playlist; `_HLS_msn`/`_HLS_part` block until that part exists."""
     name = request.match_info["stream"]
-    claims = _claims(request, name)
+    claims = await authorize(request, name, "watch")
     stream = await _stream(request, name)
     origin = request.app[HLS]
     segmenter = origin.segmenter(stream)
@@ -79,7 +75,7 @@ async def playlist(request: web.Request) -> web.Response:
 
 async def _segmenter(request: web.Request) -> HlsSegmenter:
     name = request.match_info["stream"]
-    _claims(request, name)
+    await authorize(request, name, "watch")
     segmenter = request.app[HLS].get(name)
     if segmenter is None:
         raise json_error(404, "no HLS for this stream now: ask for its playlist")

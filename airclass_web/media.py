@@ -25,6 +25,7 @@ from .access import AccessDenied
 from .auth import STREAM_KEY_PREFIX, STREAM_NAME, Claims, TokenError, split_stream_key
 from .limits import parse_networks
 from .node import Node
+from .session_urls import SessionUrls
 from .store import StoreError
 from .workers.admission import Admission, Ticket
 from .workers.pool import WorkerPool
@@ -55,6 +56,8 @@ class MediaServices:
             config.capacity, config.max_viewers_per_user, config.max_viewers_per_ip
         )
         self._tickets: dict[str, Ticket] = {}
+        #: Resource ids (Location URLs) of WHEP and WHIP sessions: the secret that ends them.
+        self.urls = SessionUrls()
         #: Proxies whose X-Forwarded-For gives a viewer's address (per-IP cap).
         self.trusted_proxies = parse_networks(config.trusted_proxies)
         #: The in-process egress (`--workers 1`), None with media workers.

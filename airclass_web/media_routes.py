@@ -8,7 +8,7 @@ from aiohttp import web
 
 from airclass_media.webrtc import BadOffer, Overloaded
 
-from .auth import require
+from .access import authorize
 from .errors import json_error
 from .hls_routes import hls_viewer_count
 from .ice_servers import link_header, viewer_ice_servers
@@ -20,7 +20,6 @@ from .workers.admission import AdmissionRefused
 from .workers.viewers import BadCandidate, IceRestart, SessionNotFound
 
 MEDIA = web.AppKey("media", MediaServices)
-VIEWER_ROLES = ("student", "teacher", "monitor")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
@@ -59,7 +58,7 @@ async def whep_offer(request: web.Request) -> web.Response:
     node = node_of(request)
     media = request.app[MEDIA]
     name = request.match_info["stream"]
-    claims = require(request, node.tokens, roles=VIEWER_ROLES, stream=name)
+    claims = await authorize(request, name, "watch")
     if request.content_type != "application/sdp":
         raise json_error(415, "WHEP offers must be Content-Type: application/sdp")
     offer = await request.text()
@@ -78,7 +77,7 @@ async def whep_offer(request: web.Request) -> web.Response:
         error = json_error(status, f"node is full: {exc}" if status == 503 else str(exc))
         error.headers["Retry-After"] = "5"
         raise error from exc
-    location = f"/live/{name}/whep/{session.id}"
+    location = f"/live/{name}/whep/{media.urls.resource_id('whep', name, session.id)}"
     headers = [
         ("Location", location),
         ("Content-Type", "application/sdp"),
@@ -89,11 +88,24 @@ async def whep_offer(request: web.Request) -> web.Response:
     return web.Response(status=201, text=session.answer_sdp, headers=headers)
 
 
+def whep_session(request: web.Request) -> str:
+    """The public id of the session a PATCH/DELETE URL names: 404 for no such session,
+    403 for a known session without its secret (its id from the viewer listing)."""
+    media = request.app[MEDIA]
+    name = request.match_info["stream"]
+    session_id, proven = media.urls.check("whep", name, request.match_info["session"])
+    if proven:
+        return session_id
+    if media.viewers.active(session_id, name) or media.viewers.ended.has(session_id, name):
+        raise json_error(403, "use the session's own URL (its Location) to change or end it")
+    raise json_error(404, "unknown WHEP session")
+
+
 async def whep_delete(request: web.Request) -> web.Response:
     """Ends the session; 200 also for one that ended lately (the WHEP reference client
     closes its peer connection before it sends DELETE)."""
-    media = request.app[MEDIA]
-    if not await media.viewers.close(request.match_info["session"], request.match_info["stream"]):
+    session_id = whep_session(request)
+    if not await request.app[MEDIA].viewers.close(session_id, request.match_info["stream"]):
         raise json_error(404, "unknown WHEP session")
     return web.Response(status=200)
 
@@ -119,7 +131,7 @@ async def trickle(
 
 async def whep_patch(request: web.Request) -> web.Response:
     media = request.app[MEDIA]
-    session_id, name = request.match_info["session"], request.match_info["stream"]
+    session_id, name = whep_session(request), request.match_info["stream"]
     if not media.viewers.active(session_id, name):
         raise json_error(404, "unknown WHEP session")
     return await trickle(
@@ -156,10 +168,11 @@ async def stream_status(request: web.Request) -> web.Response:
 
 
 async def stream_viewers(request: web.Request) -> web.Response:
-    """Every viewer session of a stream (teacher token): status, and worker if any."""
+    """Every viewer session of a stream (its owner's or an admin's token): status, and
+    worker if any. Ids are public ids: they cannot end or change a session."""
     node = node_of(request)
-    require(request, node.tokens, roles=("teacher",))
     name = request.match_info["stream"]
+    await authorize(request, name, "manage")
     if node.hub.get(name) is None:
         raise json_error(404, "unknown stream")
     sessions = await request.app[MEDIA].viewers.statuses(name)

@@ -19,6 +19,7 @@ from .access import AccessDenied
 from .auth import STREAM_NAME, Claims
 from .errors import json_error
 from .node import NODE, Node, node_of
+from .store import StoreError
 from .token_routes import denied, request_params, signed_in_teacher
 
 RECORDER = web.AppKey("recorder", RecordingManager)
@@ -49,6 +50,23 @@ async def require_owner(request: web.Request, stream: str, claims: Claims) -> No
         await node_of(request).access.require_owner(stream, claims.user_id)
     except AccessDenied as exc:
         raise denied(exc) from exc
+
+
+async def require_own_session(
+    request: web.Request, session_id: str, stream: str, claims: Claims
+) -> None:
+    """A recording is filed under a class session only by that session's teacher and only
+    for its stream: 404 unknown session, 403 another teacher's, 400 another stream's."""
+    try:
+        session = await node_of(request).store.get("sessions", session_id)
+    except StoreError as exc:
+        raise json_error(503, f"store: {exc}") from exc
+    if session is None:
+        raise json_error(404, f"unknown class session {session_id}")
+    if session.get("teacher") != claims.user_id:
+        raise json_error(403, "this class session belongs to another teacher")
+    if session.get("stream") != stream:
+        raise json_error(400, f"class session {session_id} is on stream {session.get('stream')}")
 
 
 async def owned(request: web.Request, claims: Claims, docs: list[dict]) -> list[dict]:
@@ -116,6 +134,8 @@ async def start(request: web.Request) -> web.Response:
         raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
     claims = await teacher(request, stream)
     session_id = str(params.get("session_id") or claims.session_id or "")[:128]
+    if session_id:
+        await require_own_session(request, session_id, stream, claims)
     try:
         doc = await manager_of(request).start_recording(stream, session_id, reason="manual")
     except RecordingError as exc:

@@ -16,12 +16,10 @@ from aiohttp import web
 from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
 from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIngest
 
-from .access import AccessDenied
-from .auth import require
+from .access import authorize
 from .errors import json_error
-from .media_routes import ice_link_headers, trickle
+from .media_routes import MEDIA, ice_link_headers, trickle
 from .node import NODE, Node, node_of
-from .store import StoreError
 
 WHIP = web.AppKey("whip", WhipIngest)
 #: Seconds between the keyframes a WHIP publisher is asked for (browsers make none unasked).
@@ -41,18 +39,12 @@ def _links(node: Node) -> list[tuple[str, str]]:
 async def whip_offer(request: web.Request) -> web.Response:
     node = node_of(request)
     name = request.match_info["stream"]
-    claims = require(request, node.tokens, roles=("teacher",), action="publish", stream=name)
+    # A revoked token, or another teacher's stream: refused (as for RTMP publish).
+    claims = await authorize(request, name, "publish")
     if node.config.role == "sub":
         raise json_error(403, "publish to the main node; sub nodes relay its streams")
     if request.content_type != "application/sdp":
         raise json_error(415, "WHIP offers must be Content-Type: application/sdp")
-    try:  # a revoked token, or another teacher's stream (as for RTMP publish)
-        await node.access.check_teacher_token(claims)
-        await node.access.claim(name, claims.user_id)
-    except AccessDenied as exc:
-        raise json_error(exc.status, exc.message) from exc
-    except StoreError as exc:
-        raise json_error(503, f"store: {exc}") from exc
     offer = await request.text()
     try:
         session = await request.app[WHIP].open(node.hub.stream(name), offer, claims.user_id)
@@ -60,8 +52,9 @@ async def whip_offer(request: web.Request) -> web.Response:
         raise json_error(400, f"malformed SDP offer: {exc}") from exc
     except StreamBusy as exc:
         raise json_error(409, f"stream {name} already has a publisher") from exc
+    resource = request.app[MEDIA].urls.resource_id("whip", name, session.id)
     headers = [
-        ("Location", f"/live/{name}/whip/{session.id}"),
+        ("Location", f"/live/{name}/whip/{resource}"),
         ("Content-Type", "application/sdp"),
         ("Accept-Patch", "application/trickle-ice-sdpfrag"),
         ("ETag", f'"{session.id}"'),
@@ -71,9 +64,14 @@ async def whip_offer(request: web.Request) -> web.Response:
 
 
 def _session(request: web.Request):
-    session = request.app[WHIP].get(request.match_info["session"], request.match_info["stream"])
+    """The session its Location names: 404 unknown, 403 a session id without its secret."""
+    name = request.match_info["stream"]
+    session_id, proven = request.app[MEDIA].urls.check("whip", name, request.match_info["session"])
+    session = request.app[WHIP].get(session_id, name)
     if session is None:
         raise json_error(404, "unknown WHIP session")
+    if not proven:
+        raise json_error(403, "use the session's own URL (its Location) to change or end it")
     return session
 
 
@@ -93,9 +91,9 @@ async def whip_patch(request: web.Request) -> web.Response:
 
 
 async def whip_status(request: web.Request) -> web.Response:
-    """The publisher session's counters (frames, keyframes, keyframe requests)."""
-    node = node_of(request)
-    require(request, node.tokens, roles=("teacher",), stream=request.match_info["stream"])
+    """The publisher session's counters (frames, keyframes, keyframe requests): the
+    stream's owner, with the session's Location."""
+    await authorize(request, request.match_info["stream"], "manage")
     return web.json_response(_session(request).status())
 
 

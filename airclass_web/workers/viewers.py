@@ -47,6 +47,8 @@ class Viewers(Protocol):
     """What the WHEP routes and the node need from a viewer backend."""
 
     on_closed: OnClosed | None
+    #: Sessions that ended lately (a late DELETE still gets 200).
+    ended: RecentlyEnded
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
