@@ -15,7 +15,7 @@ async def index(request: web.Request) -> dict:
     node = node_of(request)
     visible = await visible_streams(request, [s.name for s in node.hub.streams()])
     streams = [s.status() for s in node.hub.streams() if s.name in visible]
-    return {"streams": streams, "config": node.config}
+    return {"streams": streams}
 
 
 @aiohttp_jinja2.template("student.html")

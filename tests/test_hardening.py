@@ -156,7 +156,7 @@ async def test_pages_run_under_csp_and_login_redirect_stays_on_site(prod_node, b
     )
     base = prod_node.url
     for path, ready in [
-        ("/", "document.querySelector('[data-i18n=\"index.role\"]').textContent === 'Node role'"),
+        ("/", "document.querySelector('.home-action b').textContent === 'Join a class'"),
         ("/join", "document.documentElement.lang === 'en'"),
         ("/vod", "document.documentElement.lang === 'en'"),
         ("/student?stream=x", "!!window.airclassPlayer"),
@@ -169,7 +169,7 @@ async def test_pages_run_under_csp_and_login_redirect_stays_on_site(prod_node, b
     await page.click(".lang-toggle")
     await page.goto(base + "/")
     await page.wait_for_function(
-        "() => document.querySelector('[data-i18n=\"index.role\"]').textContent === '노드 역할'"
+        "() => document.querySelector('.home-action b').textContent === '수업 참여'"
     )
     await page.goto(base + "/login")
     await page.wait_for_function("() => !!window.AirLogin")
