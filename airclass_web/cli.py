@@ -190,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="private key of --tls-cert [AIRCLASS_TLS_KEY]",
     )
     serve.add_argument(
+        "--http-redirect-port",
+        type=int,
+        default=int(_env("HTTP_REDIRECT_PORT", 0)),
+        metavar="PORT",
+        help="with --tls-cert: plain HTTP on this port redirects to HTTPS, e.g. 80 "
+        "[AIRCLASS_HTTP_REDIRECT_PORT, default: off]",
+    )
+    serve.add_argument(
         "--rtmps-port",
         type=int,
         default=int(_env("RTMPS_PORT", 1936)),
@@ -342,6 +350,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         rtmps_port=args.rtmps_port,
+        http_redirect_port=args.http_redirect_port,
         ice_hosts=args.ice_host if args.ice_host else _env_list("ICE_HOST"),
         ice_public_ips=args.ice_public_ip or _env_list("ICE_PUBLIC_IP"),
         udp_ports=parse_port_range(args.udp_ports) if args.udp_ports else None,

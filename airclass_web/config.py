@@ -32,6 +32,8 @@ class Config:
     tls_cert: str = ""
     tls_key: str = ""
     rtmps_port: int = 1936
+    #: With TLS: a plain-HTTP listener on this port that redirects to HTTPS (0: none).
+    http_redirect_port: int = 0
     #: Only these host addresses are gathered and advertised as ICE candidates.
     ice_hosts: list[str] = field(default_factory=list)
     #: Addresses clients reach this node at through a 1:1 NAT / port mapping (same ports).

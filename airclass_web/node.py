@@ -46,6 +46,7 @@ class Node:
         self._tasks: set[asyncio.Task] = set()
         self._metric_sources: list[Callable[[], list]] = []
         self.runner: web.AppRunner | None = None
+        self._redirect_runner: web.AppRunner | None = None
         #: MediaServices (RTMP ingest, WebRTC egress), set by media_routes.setup.
         self.media = None
         #: async (node, request, params) -> bool: may this request publish as a teacher?
@@ -106,6 +107,8 @@ class Node:
             ssl_context=self.tls.context if self.tls else None,
         )
         await site.start()
+        if self.tls and self.config.http_redirect_port:
+            await self._start_https_redirect()
         scheme = "https" if self.tls else "http"
         rtmp = f" rtmp://{self.config.host}:{self.config.rtmp_port}/live"
         if self.tls:
@@ -121,8 +124,24 @@ class Node:
             self.config.http_port,
             rtmp,
         )
+        log.info(
+            "students join at %s/join, teachers sign in at %s/teacher",
+            self.config.http_url,
+            self.config.http_url,
+        )
+
+    async def _start_https_redirect(self) -> None:
+        from .ops.tls import https_redirect_app  # ops imports this module
+
+        runner = web.AppRunner(https_redirect_app(self.config.http_port), access_log=None)
+        await runner.setup()
+        self._redirect_runner = runner
+        await web.TCPSite(runner, self.config.host, self.config.http_redirect_port).start()
+        log.info("plain HTTP on port %d redirects to HTTPS", self.config.http_redirect_port)
 
     async def stop(self) -> None:
+        if self._redirect_runner is not None:
+            await self._redirect_runner.cleanup()
         if self.runner is not None:
             await self.runner.cleanup()
         for name, _start, stop in reversed(self._started):

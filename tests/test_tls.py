@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import http.client
 import ipaddress
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -368,3 +370,18 @@ def test_self_signed_cert_command_serves_a_node(tmp_path):
     result = run_cli(*serve, "--tls-cert", str(cert_path), "--tls-key", str(other_key))
     assert result.returncode == 2 and "cannot load" in result.stderr
     assert "PRIVATE KEY" not in result.stderr
+
+
+def test_plain_http_redirects_to_https(tls_node):
+    """--http-redirect-port: a typed http:// address lands on the HTTPS node."""
+    redirect_port = free_port()
+    node = tls_node("--http-redirect-port", str(redirect_port))
+    conn = http.client.HTTPConnection(TEST_HOST, redirect_port, timeout=5)
+    conn.request("GET", "/join?code=ABCD2345")
+    resp = conn.getresponse()
+    assert resp.status == 308
+    assert resp.getheader("Location") == f"https://{TEST_HOST}:{node.http_port}/join?code=ABCD2345"
+    conn.close()
+    # The HTTPS port itself still answers TLS only.
+    with urllib.request.urlopen(node.url + "/api/health", context=node.ssl, timeout=5) as ok:
+        assert ok.status == 200

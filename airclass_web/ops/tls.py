@@ -20,6 +20,8 @@ import ssl
 import sys
 from pathlib import Path
 
+from aiohttp import web
+
 log = logging.getLogger(__name__)
 
 
@@ -146,3 +148,17 @@ def add_cert_command(commands) -> None:
     cert.add_argument("--out-dir", default=".", help="where to write (default: .)")
     cert.add_argument("--days", type=int, default=365, help="validity (default: 365)")
     cert.set_defaults(handler=cert_command)
+
+
+def https_redirect_app(https_port: int) -> web.Application:
+    """A plain-HTTP app that sends every request to the same path over HTTPS (308 keeps
+    the method and body), so a typed http:// address still reaches the node."""
+
+    async def redirect(request: web.Request) -> web.Response:
+        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        port = "" if https_port == 443 else f":{https_port}"
+        raise web.HTTPPermanentRedirect(f"https://{host}{port}{request.path_qs}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", redirect)
+    return app
