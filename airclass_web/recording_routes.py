@@ -3,6 +3,7 @@ work is done by recorder.RecordingManager."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
@@ -17,6 +18,7 @@ from recorder.settings import RecorderSettings
 
 from .access import AccessDenied
 from .auth import STREAM_NAME, Claims
+from .classroom.sessions import class_title
 from .errors import json_error
 from .node import NODE, Node, node_of
 from .store import StoreError
@@ -178,8 +180,19 @@ async def list_recordings(request: web.Request) -> web.Response:
     docs = await owned(request, claims, await manager_of(request).list(stream))
     node = node_of(request)
     ttl = node.config.token_ttl
-    docs = [with_urls(node, d, ttl) for d in docs]
+    docs = [with_urls(node, await titled(node, d), ttl) for d in docs]
     return web.json_response({"recordings": docs})
+
+
+async def titled(node: Node, doc: dict) -> dict:
+    """The recording with its class's title (None when no class session is known)."""
+    title = None
+    if node.store is not None:
+        with contextlib.suppress(StoreError):
+            title = await class_title(
+                node.store, doc.get("session_id") or "", doc["stream"], doc["started_at"] or 0
+            )
+    return {**doc, "title": title}
 
 
 async def storage(request: web.Request) -> web.Response:
@@ -201,7 +214,7 @@ async def _teacher_doc(request: web.Request) -> dict:
 async def get_recording(request: web.Request) -> web.Response:
     doc = await _teacher_doc(request)
     node = node_of(request)
-    return web.json_response(with_urls(node, doc, node.config.token_ttl))
+    return web.json_response(with_urls(node, await titled(node, doc), node.config.token_ttl))
 
 
 async def share(request: web.Request) -> web.Response:
@@ -253,7 +266,9 @@ async def vod_info(request: web.Request) -> web.Response:
         raise json_error(404, "unknown recording")
     expires = int(request.query["exp"])
     node = node_of(request)
-    return web.json_response(with_urls(node, doc, max(60, expires - time.time())))
+    return web.json_response(
+        with_urls(node, await titled(node, doc), max(60, expires - time.time()))
+    )
 
 
 def _file(request: web.Request, name: str) -> web.FileResponse:

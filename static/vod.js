@@ -87,7 +87,7 @@
       const thumb = r.screenshots.length ? el("img", { src: r.screenshots[0].url, alt: "" }) : el("img", { alt: "" });
       const when = new Date(r.started_at * 1000).toLocaleString(AirI18n.lang === "ko" ? "ko-KR" : undefined);
       const info = el("div", { className: "vod-info" },
-        el("b", { textContent: r.stream }), " · " + when + " · " + clock(r.duration) + " · " + bytes(r.size) + " ",
+        el("b", { textContent: r.title || r.stream }), (r.title ? " · " + r.stream : "") + " · " + when + " · " + clock(r.duration) + " · " + bytes(r.size) + " ",
         el("span", { className: "badge" + (r.status === "recording" ? " live" : ""), textContent: t("vod.status." + r.status) }),
         r.recovered ? el("span", { className: "muted", textContent: " " + t("vod.recovered") }) : "");
       const play = el("a", { href: r.page_url, className: "button", textContent: t("vod.play") });
@@ -137,7 +137,9 @@
     if (!signed && !token) { showError(t("vod.signin")); return; }
     try { doc = await load(); } catch (e) { showError(e.message); return; }
     const video = $("vod-video");
-    $("vod-heading").textContent = doc.stream + " — " + new Date(doc.started_at * 1000).toLocaleString();
+    const started = new Date(doc.started_at * 1000).toLocaleString(AirI18n.lang === "ko" ? "ko-KR" : undefined);
+    $("vod-heading").textContent = (doc.title || doc.stream) + " — " + started;
+    document.title = "AIRClass — " + (doc.title || doc.stream);
     $("vod-meta").textContent = clock(doc.duration) + " · " + bytes(doc.size) + " · " + t("vod.status." + doc.status) +
       (doc.video ? ` · ${doc.video.width}×${doc.video.height}` : "") + (doc.recovered ? " " + t("vod.recovered") : "");
     if (doc.mp4_url) video.src = doc.mp4_url;

@@ -145,6 +145,11 @@ def test_record_720p_passthrough(node_factory, processes, tmp_path):
     processes.append(publish_file(source, node.rtmp_url("rec720", token)))
     wait_live(node, "rec720", 1280)
 
+    # The class on this stream: its title names the recording (VOD list and page).
+    status, session, _ = api(
+        node, "POST", "/api/sessions", token, {"title": "이차방정식 1교시", "stream": "rec720"}
+    )
+    assert status in (200, 201), session
     cpu_before = cpu_seconds(node.proc.pid)
     status, doc, _ = api(node, "POST", "/api/recording/start", token, {"stream": "rec720"})
     assert status == 201, doc
@@ -230,6 +235,7 @@ def test_record_720p_passthrough(node_factory, processes, tmp_path):
     query = link["url"].split("?", 1)[1]
     status, info, _ = http_json("GET", f"{node.url}/vod/{rid}/info?{query}")
     assert status == 200 and info["mp4_url"]
+    assert info["title"] == "이차방정식 1교시"
     assert http_json("GET", f"{node.url}/vod/{rid}?{query}")[0] == 200
     # The player page itself refuses a missing, forged or expired signature.
     assert http_json("GET", f"{node.url}/vod/{rid}")[0] == 401

@@ -49,6 +49,21 @@ def public_session(session: dict) -> dict:
     return {k: session.get(k) for k in keys}
 
 
+async def class_title(store, session_id: str, stream: str, at: float) -> str | None:
+    """The title of the class a recording belongs to: its session's, else the newest
+    session on its stream that had started by then (auto-recorded streams)."""
+    if session_id:
+        session = await store.get("sessions", session_id)
+        if session is not None:
+            return session.get("title")
+    for session in await store.find(
+        "sessions", {"stream": stream}, order_by="started_at", descending=True, limit=20
+    ):
+        if (session.get("started_at") or 0) <= at + 60:
+            return session.get("title")
+    return None
+
+
 class SessionService:
     def __init__(self, store: Store) -> None:
         self.store = store
