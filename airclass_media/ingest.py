@@ -86,6 +86,16 @@ class PublishSession:
         if not data:
             return
         dts = self.stream.timeline(self._unwrap(timestamp_ms) * 1000)
+        if cts and not self.stream.info.reorders:
+            # A composition-time offset: the encoder sends B-frames (frames reordered).
+            self.stream.info.reorders = True
+            log.warning(
+                "stream %s: the encoder sends B-frames (composition time %d ms); browsers "
+                "get a re-encoded copy without them. Set x264 bframes=0 (OBS: profile "
+                "baseline, or B-frames 0).",
+                self.stream.name,
+                cts,
+            )
         self.video_frames += 1
         self.stream.publish(MediaPacket("video", data, dts + cts * 1000, dts, has_idr))
 

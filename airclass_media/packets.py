@@ -47,6 +47,14 @@ class StreamInfo:
     aac_config: bytes = b""
     audio_sample_rate: int = 0
     audio_channels: int = 0
+    #: The publisher sends B-frames (some video packet had pts != dts): browsers' WebRTC
+    #: decoders cannot reorder, so WebRTC viewers get `webrtc_default` instead.
+    reorders: bool = False
+    #: The ladder's renditions of this stream, highest first: dicts with name (hub
+    #: stream), rung, width, height, bitrate (bit/s). See airclass_media.ladder.
+    renditions: list[dict] = field(default_factory=list)
+    #: Hub stream a WebRTC viewer gets by default ("" = this stream itself).
+    webrtc_default: str = ""
 
     def as_dict(self) -> dict:
         return {
@@ -55,4 +63,7 @@ class StreamInfo:
             "video_profile": self.video_profile,
             "audio_sample_rate": self.audio_sample_rate,
             "audio_channels": self.audio_channels,
+            "reorders": self.reorders,
+            "renditions": self.renditions,
+            "webrtc_default": self.webrtc_default,
         }

@@ -130,6 +130,13 @@ def add_delivery_options(parser: argparse.ArgumentParser) -> None:
         default=float(_env("HLS_PART_SECONDS", 0.5)),
         help="Low-Latency HLS part duration [AIRCLASS_HLS_PART_SECONDS, default: 0.5]",
     )
+    group.add_argument(
+        "--ladder",
+        default=_env("LADDER", "540p:1200,360p:500"),
+        metavar="RUNGS",
+        help="renditions encoded once per stream for slow links, HEIGHTp:KBITS,... or none "
+        "[AIRCLASS_LADDER, default: 540p:1200,360p:500]",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,6 +392,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         turn_secret=_env("TURN_SECRET", ""),
         turn_ttl=args.turn_ttl,
         hls_part_seconds=args.hls_part_seconds,
+        ladder=args.ladder,
     )
 
 

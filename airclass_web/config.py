@@ -49,6 +49,8 @@ class Config:
     turn_ttl: int = 4 * 3600
     #: HLS fallback: target duration of a Low-Latency HLS part (seconds).
     hls_part_seconds: float = 0.5
+    #: Rendition ladder (airclass_media.ladder): "540p:1200,360p:500" (kbit/s) or "none".
+    ladder: str = "540p:1200,360p:500"
     data_dir: Path = Path("data")
     dev: bool = False
     demo: bool = False
@@ -155,6 +157,12 @@ class Config:
             raise ConfigError("--hls-part-seconds must be between 0.2 and 2")
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        try:
+            from airclass_media.ladder import parse_ladder
+
+            parse_ladder(self.ladder)
+        except ValueError as exc:
+            raise ConfigError(f"--ladder: {exc}") from exc
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_cert:

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from airclass_media.hub import Stream, StreamBusy
 from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
 from airclass_media.ingest import PublishSession
+from airclass_media.ladder import Ladder, parse_ladder
 from airclass_media.rtmp.server import PublishRejected, PublishRequest, RtmpServer
 from airclass_media.webrtc import WebRtcEgress
 
@@ -69,7 +70,13 @@ class MediaServices:
             self.egress = WebRtcEgress(
                 config.ice_servers, capacity=config.capacity, public_ips=config.ice_public_ips
             )
-            self.viewers = LocalViewers(self.egress, on_closed=self._session_closed)
+            self.viewers = LocalViewers(
+                self.egress, on_closed=self._session_closed, resolve=self._find_stream
+            )
+        #: Renditions encoded once per source stream; a sub relays its main's instead.
+        self.ladder = (
+            Ladder(node.hub, parse_ladder(config.ladder)) if config.role != "sub" else None
+        )
         self.rtmp = RtmpServer(
             config.host,
             config.rtmp_port if config.plain_rtmp else None,
@@ -90,6 +97,8 @@ class MediaServices:
             if config.udp_ports:
                 restrict_udp_ports(asyncio.get_running_loop(), *config.udp_ports)
         await self.viewers.start()
+        if self.ladder is not None:
+            await self.ladder.start()
         await self.rtmp.start()
         self.node.spawn(self._forget_idle_streams(), "forget-idle-streams")
         if config.demo:
@@ -134,7 +143,15 @@ class MediaServices:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.demo.wait(), 5)
         await self.rtmp.stop()
+        if self.ladder is not None:
+            await self.ladder.stop()
         await self.viewers.stop()
+
+    async def _find_stream(self, name: str) -> Stream | None:
+        stream = self.node.hub.get(name)
+        if stream is None and self.node.stream_resolver is not None:
+            stream = await self.node.stream_resolver(name)
+        return stream
 
     async def _forget_idle_streams(self) -> None:
         while True:
@@ -233,7 +250,8 @@ class MediaServices:
         rtmp.add_metric([], len(self.rtmp.connections))
         for session in self.publishers.values():
             transcode.add_metric([session.stream.name], session.transcode_seconds)
-        return [*self.viewers.metrics(), refused, transcode, rtmp]
+        ladder = self.ladder.metrics() if self.ladder is not None else []
+        return [*self.viewers.metrics(), refused, transcode, rtmp, *ladder]
 
     def _publisher_closed(self, session: PublishSession) -> None:
         self.publishers.pop(session.publisher_id, None)

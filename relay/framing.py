@@ -101,6 +101,10 @@ def info_from_dict(data: dict) -> StreamInfo:
             value = base64.b64decode(value)
         elif not isinstance(value, type(getattr(info, f.name))):
             raise FramingError(f"bad info field {f.name}")
+        elif f.name == "renditions" and not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) for r in value
+        ):
+            raise FramingError("bad info field renditions")
         setattr(info, f.name, value)
     return info
 

@@ -92,7 +92,17 @@ class RelaySender:
         """Send an INFO frame when the publisher or its codec parameters changed."""
         stream, info = self.stream, self.stream.info
         on_demand = stream.keyframe_requester is not None
-        state = (stream.publisher_id, info.sps, info.pps, info.aac_config, info.width, on_demand)
+        state = (
+            stream.publisher_id,
+            info.sps,
+            info.pps,
+            info.aac_config,
+            info.width,
+            on_demand,
+            info.reorders,
+            info.webrtc_default,
+            tuple(r.get("name") for r in info.renditions),
+        )
         if state == self._state:
             return
         self._state = state

@@ -8,6 +8,7 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from airclass_media.ladder import is_rendition
 from relay.server import DEFAULT_KINDS, on_downstream_message
 
 from ..auth import STREAM_NAME
@@ -52,7 +53,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 
 def _stream_name(request: web.Request) -> str:
     name = request.match_info["stream"]
-    if not STREAM_NAME.match(name):
+    if not STREAM_NAME.match(name) and not is_rendition(name):  # class1 or class1~540p
         raise json_error(400, "bad stream name")
     return name
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +31,8 @@ ENDED_KEEP_SECONDS = 600.0
 ENDED_KEEP_MAX = 20_000
 
 OnClosed = Callable[[str], None]
+#: name -> the hub stream of that name (pulled from upstream if need be), or None.
+Resolve = Callable[[str], Awaitable["Stream | None"]]
 
 
 class SessionNotFound(LookupError):
@@ -88,9 +90,16 @@ class RecentlyEnded:
 class LocalViewers:
     """Viewer sessions of a `WebRtcEgress` running in this process."""
 
-    def __init__(self, egress: WebRtcEgress, on_closed: OnClosed | None = None) -> None:
+    def __init__(
+        self,
+        egress: WebRtcEgress,
+        on_closed: OnClosed | None = None,
+        resolve: Resolve | None = None,
+    ) -> None:
         self.egress = egress
         self.on_closed = on_closed
+        #: Finds a stream's `webrtc_default` rendition (the ladder's B-frame-free copy).
+        self.resolve = resolve
         self.ended = RecentlyEnded()
         #: Sessions we opened and have not reported ended: id -> stream name.
         self._open: dict[str, str] = {}
@@ -108,8 +117,15 @@ class LocalViewers:
         self._reap()
 
     async def open(self, stream: Stream, offer_sdp: str, user_id: str) -> Opened:
-        """Raises BadOffer or Overloaded (from the egress)."""
-        session = await self.egress.open(stream, offer_sdp, user_id)
+        """Raises BadOffer or Overloaded (from the egress).
+
+        A stream whose info names a `webrtc_default` rendition (its publisher sends
+        B-frames, which browsers cannot reorder) is served from that rendition; the
+        session still belongs to `stream` (WHEP URLs, counts)."""
+        serve = stream
+        if stream.info.webrtc_default and self.resolve is not None:
+            serve = await self.resolve(stream.info.webrtc_default) or stream
+        session = await self.egress.open(serve, offer_sdp, user_id)
         self._open[session.id] = stream.name
         return Opened(session.id, session.answer_sdp)
 
@@ -141,7 +157,7 @@ class LocalViewers:
         return self.egress.viewer_count
 
     def viewers_of(self, stream_name: str) -> int:
-        return self.egress.viewers_of(stream_name)
+        return sum(1 for sid in self.egress.sessions if self._open.get(sid) == stream_name)
 
     def user_ids(self) -> set[str]:
         return {s.user_id for s in self.egress.sessions.values()}
@@ -150,7 +166,7 @@ class LocalViewers:
         return [
             s.status()
             for s in list(self.egress.sessions.values())
-            if stream_name in (None, s.stream.name)
+            if stream_name in (None, self._open.get(s.id, s.stream.name))
         ]
 
     def metrics(self) -> list:

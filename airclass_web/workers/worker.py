@@ -58,12 +58,14 @@ class Worker:
         self.egress = WebRtcEgress(
             args.ice_server, capacity=UNLIMITED, public_ips=args.ice_public_ip
         )
-        self.viewers = LocalViewers(self.egress, on_closed=self._closed)
         self.relays = RelayManager(
             self.hub,
             "http://airclass-node",
             lambda method, path: {},
             connector=lambda: aiohttp.UnixConnector(path=args.node_socket),
+        )
+        self.viewers = LocalViewers(
+            self.egress, on_closed=self._closed, resolve=self.relays.resolve
         )
         self._events: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task] = set()
