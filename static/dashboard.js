@@ -26,6 +26,9 @@
       "sug.hard_quiz": "퀴즈 '{question}' 정답률이 {accuracy}%입니다. 정답을 설명해 주세요.",
       "sug.invite_participation": "학생 {students}명 중 {silent}명이 아무것도 쓰지 않았습니다. 열린 질문이나 간단한 퀴즈를 해 보세요.",
       "sug.keep_going": "특별한 문제 신호가 없습니다. 지금 속도를 유지하세요.",
+      "sug.check_in": "이해가 안 된다는 메시지가 {n}개 있었습니다. 해당 학생들에게 따로 확인해 보세요.",
+      "d.summary": "학생 {students}명, 메시지 {messages}개 (질문 {questions}개, 혼란 {confused}개), 슬라이드 {slides}장, 혼란 구간 {peaks}개, 답하지 않은 질문 {unanswered}개.",
+      "d.dur.hm": "{h}시간 {m}분", "d.dur.ms": "{m}분 {s}초",
       "note.confused": "이해가 안 된다고 {n}번 말함", "note.asked": "질문 {n}개", "note.quiz": "퀴즈 {n}개 응답, 정답률 {accuracy}%",
       "note.quiet": "채팅과 퀴즈 응답 없음",
     },
@@ -52,6 +55,9 @@
       "sug.hard_quiz": "Quiz '{question}' was answered correctly by {accuracy}%: explain the answer.",
       "sug.invite_participation": "{silent} of {students} students wrote nothing: ask an open question or run a quick poll.",
       "sug.keep_going": "No sign of trouble: keep the pace.",
+      "sug.check_in": "{n} message(s) said a student did not understand: check in with them.",
+      "d.summary": "{students} students, {messages} messages ({questions} questions, {confused} confused), {slides} slides, {peaks} confusion peak(s), {unanswered} unanswered question(s).",
+      "d.dur.hm": "{h}h {m}m", "d.dur.ms": "{m}m {s}s",
       "note.confused": "said {n} time(s) they did not follow", "note.asked": "asked {n} question(s)",
       "note.quiz": "answered {n} quiz(zes), {accuracy}% correct", "note.quiet": "quiet: no chat, no quiz answer",
     },
@@ -63,7 +69,11 @@
   const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = text; if (cls) e.className = cls; return e; };
   const time = (t) => (t ? new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "–");
   const date = (t) => (t ? new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "–");
-  const dur = (s) => { s = Math.round(s || 0); const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60); return h ? `${h}h ${m}m` : `${m}m ${s % 60}s`; };
+  const dur = (s) => {
+    s = Math.round(s || 0);
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    return h ? AirI18n.t("d.dur.hm", { h, m }) : AirI18n.t("d.dur.ms", { m, s: s % 60 });
+  };
   const pct = (v) => (v === null || v === undefined ? "–" : Math.round(v) + "%");
   function showError(msg) { const e = $("d-error"); if (e) e.textContent = msg || ""; }
 
@@ -208,7 +218,11 @@
     let src = report.source === "local" ? AirI18n.t("d.source.local") : AirI18n.t("d.source.remote", { provider: report.source, model: report.model || "" });
     if (report.fallback) src += " " + AirI18n.t("d.fallback", { provider: report.fallback.provider, reason: report.fallback.reason });
     $("d-report-source").textContent = src + " · " + time(report.generated_at);
-    $("d-report-summary").textContent = report.ai_summary || report.summary;
+    const p = report.participation || {};
+    $("d-report-summary").textContent = report.ai_summary || AirI18n.t("d.summary", {
+      students: p.students || 0, messages: p.messages || 0, questions: p.questions || 0,
+      confused: p.confusion_messages || 0, slides: (report.topics_per_slide || []).length,
+      peaks: report.confusion_peaks.length, unanswered: report.unanswered_questions.length });
     const sug = (report.ai_suggestions || []).map((t) => el("li", t)).concat(report.suggestions.map((s) => el("li", tr_(s, "sug."))));
     $("d-suggestions").replaceChildren(...sug);
     const un = report.unanswered_questions.map((q) => el("li", `${time(q.at)} ${q.name}: ${q.text}`));

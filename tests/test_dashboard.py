@@ -243,6 +243,9 @@ async def test_dashboard_api_and_browser(dash_node, tmp_path, processes, browser
                 await page.text_content("#d-formula")
             )
             assert await page.text_content("#c-present") == "3 / 3"
+            # No English in the Korean report: the summary is composed in the page's language.
+            summary = await page.text_content("#d-report-summary")
+            assert summary.startswith("학생 3명") and "students" not in summary, summary
             await page.wait_for_function(
                 "() => document.getElementById('d-live').textContent === '실시간'"
             )
@@ -253,6 +256,7 @@ async def test_dashboard_api_and_browser(dash_node, tmp_path, processes, browser
             await page.screenshot(path=str(shots_dir / f"dash-{width}.png"), full_page=True)
             await page.click(".lang-toggle")
             assert "Activity" in await page.text_content("#d-formula")
+
             assert await page.text_content("h2 >> nth=0") == "Engagement over time"
             # Live: a new chat message reaches the cards over the WebSocket.
             await api.ok(

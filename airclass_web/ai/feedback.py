@@ -114,7 +114,10 @@ def _suggest(code: str, text: str, **params) -> dict:
     return {"code": code, "params": params, "text": text}
 
 
-def suggestions(peaks, unanswered, topics, engagement: dict, quizzes: list[dict]) -> list[dict]:
+def suggestions(
+    peaks, unanswered, topics, engagement: dict, quizzes: list[dict], confused: int = 0
+) -> list[dict]:
+    """What the teacher could do next; `confused`: student messages showing confusion."""
     out = []
     for p in peaks[:3]:
         title = (p["slide"] or {}).get("title") or ""
@@ -160,6 +163,14 @@ def suggestions(peaks, unanswered, topics, engagement: dict, quizzes: list[dict]
                 f"quick poll.",
                 silent=silent,
                 students=students,
+            )
+        )
+    if confused and not peaks:  # confusion too spread out for a peak is still confusion
+        out.append(
+            _suggest(
+                "check_in",
+                f"{confused} message(s) said a student did not understand: check in with them.",
+                n=confused,
             )
         )
     if not out:
@@ -241,7 +252,9 @@ def build_report(
     keywords = Counter(
         w for c in student_msgs for w in (analysis.get(c["id"]) or {}).get("keywords", [])
     )
-    sug = suggestions(peaks, unanswered, topics, engagement, quizzes)
+    sug = suggestions(
+        peaks, unanswered, topics, engagement, quizzes, participation["confusion_messages"]
+    )
     text = (
         f"{participation['students']} students, {participation['messages']} messages "
         f"({participation['questions']} questions, {participation['confusion_messages']} "
