@@ -8,14 +8,20 @@
           "login.submit": "Sign in", "login.hint": "Accounts are created with: airclass teacher add <username>",
           "login.failed": "Wrong username or password.", "login.limited": "Too many attempts. Try again in a moment." },
   });
-  // Where to go after signing in: a path of this origin only (no open redirect). Browsers
-  // read "/\\evil.com" as "//evil.com", so the URL is resolved and its origin compared.
+  // Where to go after signing in: a path of this origin only (no open redirect). The
+  // server checked it already (pages.safe_next, put in the form's data-next); the page
+  // checks again the same way. Browsers read "/\\evil.com" as "//evil.com", and
+  // "/.//evil.com/x" normalises to the path "//evil.com/x", which is another host once
+  // handed to location: so the URL is resolved, its origin compared, and so is the path
+  // that comes out.
+  function sameOrigin(path) {
+    try { return new URL(path, location.origin).origin === location.origin; } catch (err) { return false; }
+  }
   function safeNext(next) {
-    if (!next || next[0] !== "/" || /[\\\u0000-\u001f]/.test(next)) return "/teacher";
-    let url;
-    try { url = new URL(next, location.origin); } catch (err) { return "/teacher"; }
-    if (url.origin !== location.origin) return "/teacher";
-    return url.pathname + url.search + url.hash;
+    if (!next || next[0] !== "/" || /[\\\u0000-\u0020\u007f]/.test(next) || !sameOrigin(next)) return "/teacher";
+    const url = new URL(next, location.origin);
+    const path = url.pathname + url.search + url.hash;
+    return path.startsWith("//") || !sameOrigin(path) ? "/teacher" : path;
   }
   window.AirLogin = { safeNext };
   const form = document.getElementById("login-form");
@@ -32,7 +38,7 @@
       const data = await resp.json();
       sessionStorage.setItem("airclass.teacher_token", data.token);
       sessionStorage.setItem("airclass.teacher", data.username);
-      location.href = safeNext(new URLSearchParams(location.search).get("next"));
+      location.href = safeNext(form.dataset.next || new URLSearchParams(location.search).get("next"));
     } catch (err) { error.textContent = String(err); }
   });
 })();

@@ -398,9 +398,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 # -- pages ------------------------------------------------------------------------------
-@aiohttp_jinja2.template("login.html")
-async def login_page(request: web.Request) -> dict:
-    return {}
+async def login_page(request: web.Request) -> web.StreamResponse:
+    from ..pages import login as page  # the sign-in page and its checked `next`
+
+    return await page(request)
 
 
 @aiohttp_jinja2.template("teacher.html")

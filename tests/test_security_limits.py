@@ -1,0 +1,69 @@
+"""Issue 17 (security round three) on real nodes and headless Chromium: the sign-in
+`next` never leaves the node's origin, an attacker's wrong passwords cannot lock the
+owner out, and one address cannot hold every viewer seat with offers that never connect.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .classroom_support import PASSWORD, add_teacher
+from .support import NodeProcess
+
+#: `next` values that once led the browser off-site after signing in.
+OFFSITE_NEXT = [
+    "/.//evil.example/x",
+    "/..//evil.example/x",
+    "/%2e//evil.example/x",
+    "/%2E%2E//evil.example/x",
+    "/a/../..//evil.example/x",
+    "/.%2F/evil.example/x",
+    "/%5C/evil.example/x",
+    "//evil.example/x",
+]
+
+
+@pytest.fixture
+def prod_node(tmp_path):
+    """A production-mode node with the teacher account kim; X-Forwarded-For is believed
+    from the test's own address, so requests can come from many client addresses."""
+    node = NodeProcess(tmp_path, dev=False, name="sec")
+    node.args += ["--trusted-proxy", node.args[node.args.index("--host") + 1]]
+    assert add_teacher(node.data_dir, "kim").returncode == 0
+    node.start()
+    yield node
+    node.stop()
+
+
+async def test_login_next_stays_on_the_node_origin(prod_node, browser):
+    """Sign in with each tricky `next` in real Chromium: the page ends on the node."""
+    base = prod_node.url
+    ctx = await browser.new_context(locale="en-US")
+    offsite: list[str] = []
+
+    async def elsewhere(route) -> None:  # never leave the namespace: record and answer
+        offsite.append(route.request.url)
+        await route.fulfill(status=200, body="evil", content_type="text/html")
+
+    await ctx.route(lambda url: not url.startswith(base + "/"), elsewhere)
+    page = await ctx.new_page()
+    for value in [*OFFSITE_NEXT, "/vod%3Fx%3D1%23y"]:
+        await page.goto(f"{base}/login?next={value}")
+        await page.wait_for_function("() => !!window.AirLogin")
+        await page.fill("#login-username", "kim")
+        await page.fill("#login-password", PASSWORD)
+        await page.click("#login-submit")
+        await page.wait_for_url(lambda url: "/login" not in url, timeout=10_000)
+        assert page.url.startswith(base + "/"), (value, page.url)
+        assert not offsite, (value, offsite)
+        if value.startswith("/vod"):
+            assert page.url == base + "/vod?x=1#y"  # a good `next` is still followed
+    # The page's own check agrees with the server's, whatever the server handed it.
+    await page.goto(base + "/login")
+    await page.wait_for_function("() => !!window.AirLogin")
+    for value in OFFSITE_NEXT:
+        got = await page.evaluate("(v) => window.AirLogin.safeNext(v)", value)
+        assert not got.startswith("//") and got.startswith("/"), (value, got)
+        resolved = await page.evaluate("(v) => new URL(v, location.origin).origin", got)
+        assert resolved == base, (value, got)
+    await ctx.close()
