@@ -15,15 +15,18 @@ token taken while a stream was public stops working once it is private.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Literal
 
+import aiohttp
 from aiohttp import web
 
-from .auth import Claims, require
+from .auth import STREAM_NAME, Claims, require, token_from_request
+from .config import Config
 from .errors import json_error
 from .node import node_of
 from .store import StoreError
@@ -51,6 +54,16 @@ class StreamAccess:
         self.dev = dev
         self._streams: dict[str, tuple[float, dict]] = {}
         self._valid_after: dict[str, tuple[float, float]] = {}
+        self._main: MainAccess | None = None
+
+    def main_for(self, config: Config) -> MainAccess | None:
+        """A sub node without a shared store (MongoDB) knows no stream owner nor public
+        flag: its main node decides (`MainAccess`). None where this node decides."""
+        if self.dev or config.role != "sub" or config.mongo_url or not config.main_url:
+            return None
+        if self._main is None:
+            self._main = MainAccess(config.main_url)
+        return self._main
 
     @property
     def store(self):
@@ -181,6 +194,49 @@ class StreamAccess:
         await self.require_owner(name, claims.user_id)
 
 
+class MainAccess:
+    """Access decisions asked of the main node (GET /api/streams/NAME/access with the
+    caller's token), each answer kept for CACHE_SECONDS: a sub without a shared store."""
+
+    TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+    def __init__(self, main_url: str) -> None:
+        self.main_url = main_url.rstrip("/")
+        self._answers: dict[tuple[str, str, str], tuple[float, int, str]] = {}
+
+    async def check(self, name: str, need: str, token: str) -> None:
+        """AccessDenied as the main answered (401/403), 503 when it cannot answer."""
+        key = (need, name, hashlib.sha256(token.encode()).hexdigest())
+        cached = self._answers.get(key)
+        if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+            status, message = cached[1], cached[2]
+        else:
+            status, message = await self._ask(name, need, token)
+            if len(self._answers) > 10_000:
+                self._answers.clear()
+            self._answers[key] = (time.monotonic(), status, message)
+        if status != 204:
+            raise AccessDenied(status, message)
+
+    async def _ask(self, name: str, need: str, token: str) -> tuple[int, str]:
+        url = f"{self.main_url}/api/streams/{name}/access"
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self.TIMEOUT) as http,
+                http.get(url, params={"need": need}, headers=headers) as resp,
+            ):
+                if resp.status == 204:
+                    return 204, ""
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise AccessDenied(503, f"main node not reachable ({type(exc).__name__})") from exc
+        if resp.status in (401, 403):
+            error = body.get("error", "refused") if isinstance(body, dict) else "refused"
+            return resp.status, f"main node: {error}"
+        raise AccessDenied(503, f"main node answered {resp.status}")
+
+
 Need = Literal["watch", "publish", "manage"]
 #: Roles whose tokens each kind of media request takes.
 NEED_ROLES: dict[str, tuple[str, ...]] = {
@@ -196,8 +252,14 @@ async def authorize(request: web.Request, name: str, need: Need = "watch") -> Cl
     node = node_of(request)
     claims = require(request, node.tokens, roles=NEED_ROLES[need])
     access: StreamAccess = node.access
+    name = name.partition("~")[0]  # a rendition (NAME~RUNG) has its source's rule
+    if not STREAM_NAME.match(name):
+        raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
+    main = access.main_for(node.config) if need != "publish" else None
     try:
-        if need == "watch":
+        if main is not None:
+            await main.check(name, need, token_from_request(request))
+        elif need == "watch":
             await access.check_watch(name, claims)
         elif need == "publish":
             await access.check_publish(name, claims)

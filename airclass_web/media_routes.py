@@ -11,11 +11,11 @@ from airclass_media.webrtc import BadOffer, Overloaded
 from .access import authorize
 from .errors import json_error
 from .hls_routes import hls_viewer_count
-from .ice_servers import link_header, viewer_ice_servers
+from .ice_servers import ice_servers_json, link_header, viewer_ice_servers
 from .limits import client_ip
 from .media import MediaServices
 from .node import NODE, node_of
-from .token_routes import visible_streams
+from .token_routes import viewer_whep_url, visible_streams
 from .workers.admission import AdmissionRefused
 from .workers.viewers import BadCandidate, IceRestart, SessionNotFound
 
@@ -167,6 +167,23 @@ async def stream_status(request: web.Request) -> web.Response:
     return web.json_response(status)
 
 
+async def stream_route(request: web.Request) -> web.Response:
+    """GET /api/streams/NAME/route (a viewer's token): where to watch from now.
+
+    A page asks again whenever playback fails, so a viewer whose node died is sent to a
+    live one (the cluster router never hands out a node that left the registry) instead
+    of retrying a stored address."""
+    name = request.match_info["stream"]
+    claims = await authorize(request, name, "watch")
+    node = node_of(request)
+    return web.json_response(
+        {
+            "whep_url": await viewer_whep_url(node, request, claims.user_id, name),
+            "ice_servers": ice_servers_json(node.config, claims.user_id),
+        }
+    )
+
+
 async def stream_viewers(request: web.Request) -> web.Response:
     """Every viewer session of a stream (its owner's or an admin's token): status, and
     worker if any. Ids are public ids: they cannot end or change a session."""
@@ -177,6 +194,16 @@ async def stream_viewers(request: web.Request) -> web.Response:
         raise json_error(404, "unknown stream")
     sessions = await request.app[MEDIA].viewers.statuses(name)
     return web.json_response({"stream": name, "viewers": sessions})
+
+
+async def stream_access(request: web.Request) -> web.Response:
+    """GET /api/streams/NAME/access?need=watch|manage with the caller's token: 204 when
+    allowed, else 401/403 (the error says why). Sub nodes without a shared store ask it."""
+    need = request.query.get("need", "watch")
+    if need not in ("watch", "manage"):
+        raise json_error(400, "need must be watch or manage")
+    await authorize(request, request.match_info["stream"], need)
+    return web.Response(status=204)
 
 
 def setup(app: web.Application) -> None:
@@ -196,3 +223,5 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/streams", list_streams)
     app.router.add_get("/api/streams/{stream}", stream_status)
     app.router.add_get("/api/streams/{stream}/viewers", stream_viewers)
+    app.router.add_get("/api/streams/{stream}/access", stream_access)
+    app.router.add_get("/api/streams/{stream}/route", stream_route)

@@ -39,10 +39,10 @@ def _links(node: Node) -> list[tuple[str, str]]:
 async def whip_offer(request: web.Request) -> web.Response:
     node = node_of(request)
     name = request.match_info["stream"]
-    # A revoked token, or another teacher's stream: refused (as for RTMP publish).
-    claims = await authorize(request, name, "publish")
     if node.config.role == "sub":
         raise json_error(403, "publish to the main node; sub nodes relay its streams")
+    # A revoked token, or another teacher's stream: refused (as for RTMP publish).
+    claims = await authorize(request, name, "publish")
     if request.content_type != "application/sdp":
         raise json_error(415, "WHIP offers must be Content-Type: application/sdp")
     offer = await request.text()

@@ -21,6 +21,7 @@ from .classroom_support import PASSWORD, add_teacher
 from .support import (
     TEST_HOST,
     NodeProcess,
+    RedisServer,
     async_wait_for,
     ffmpeg_publish,
     stop_process,
@@ -302,3 +303,60 @@ async def test_a_recording_is_filed_only_under_ones_own_class_session(
     # Without a class session, lee records his stream.
     rec = await lee.ok("POST", "/api/recording/start", {"stream": "lee-live"})
     await lee.ok("POST", "/api/recording/stop", {"recording_id": rec["id"]})
+
+
+async def test_a_sub_without_shared_store_asks_its_main(tmp_path, http, processes):
+    """A sub node with its own SQLite store knows no owner nor public flag: the main
+    decides for it, so another teacher is refused there too and going private counts."""
+    env = {"AIRCLASS_CLUSTER_SECRET": "cluster-secret-for-tests-0123456789abcdef"}
+    redis = RedisServer(tmp_path).start()
+    main = sub = None
+    try:
+        cluster = ("--redis-url", redis.url)
+        main = NodeProcess(
+            tmp_path, "--role", "main", *cluster, "--trusted-proxy", TEST_HOST,
+            env=env, dev=False, name="main",
+        )  # fmt: skip
+        for user in ("kim", "lee"):
+            assert add_teacher(main.data_dir, user).returncode == 0
+        main.start()
+        sub = NodeProcess(
+            tmp_path, "--role", "sub", "--main-url", main.url, *cluster,
+            env=env, dev=False, name="sub",
+        ).start()  # fmt: skip
+        c = Client(http, main.url)
+        kim, lee = c.as_(await c.login("kim")), c.as_(await c.login("lee"))
+        session = await kim.ok("POST", "/api/sessions", {"title": "Sub", "stream": "kim-sub"})
+        processes.append(ffmpeg_publish(main.rtmp_url("kim-sub", kim.token), 120, "160x120", 10))
+
+        async def live() -> bool:
+            status, body, _ = await kim.call("GET", "/api/streams/kim-sub")
+            return status == 200 and bool(body.get("width"))
+
+        await async_wait_for(live, 30, "kim's stream live on the main")
+        playlist = f"{sub.url}/live/kim-sub/index.m3u8"
+        joined = await c.ok(
+            "POST", "/api/sessions/join", {"join_code": session["join_code"], "name": "Sora"}
+        )
+        assert (await c.call("GET", playlist, token=joined["token"]))[0] == 200
+        assert (await c.call("GET", playlist, token=kim.token))[0] == 200
+        status, err, _ = await c.call("GET", playlist, token=lee.token)
+        assert status == 403 and "main node" in err["error"], err
+        assert await post_sdp(lee, f"{sub.url}/live/kim-sub/whep", "recvonly") == 403
+        listing = f"{sub.url}/api/streams/kim-sub/viewers"
+        assert (await c.call("GET", listing, token=lee.token))[0] == 403
+
+        await kim.ok("PUT", "/api/streams/kim-sub/public", {"public": True})
+        grant = await c.ok("POST", "/api/token?user_type=student&action=read&stream=kim-sub")
+        assert (await c.call("GET", playlist, token=grant["token"]))[0] == 200
+        await kim.ok("PUT", "/api/streams/kim-sub/public", {"public": False})
+
+        async def refused() -> bool:  # the sub keeps the main's answer for 2 s
+            return (await c.call("GET", playlist, token=grant["token"]))[0] == 403
+
+        await async_wait_for(refused, 10, "the sub refusing the token once private")
+    finally:
+        for node in (sub, main):
+            if node is not None:
+                node.stop()
+        redis.stop()
