@@ -89,31 +89,75 @@ def too_many(message: str, retry_after: float) -> web.HTTPException:
     return error
 
 
+def network_of(address: str) -> str:
+    """The client's network: its /24 (IPv4) or /64 (IPv6); the address itself if unparsable."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+#: Password attempts: per client address, and per (account, client network): a burst of
+#: 10, then one every 6 s. An attacker's guesses never spend the budget of the owner's
+#: network, so they slow the attacker without locking the owner out.
+PASSWORD_BURST, PASSWORD_REFILL = 10, 6.0
+#: Per account over every network: 30 attempts, then one every 2 s. Past that ceiling (a
+#: guessing botnet) each (account, network) also needs a "strict" token: 3, then one a
+#: minute. The owner's network, with no failures lately, still has them.
+ACCOUNT_BURST, ACCOUNT_REFILL = 30, 2.0
+STRICT_BURST, STRICT_REFILL = 3, 60.0
+
+PasswordKeys = tuple[str, tuple[str, str], str, bool]
+
+
 class PasswordLimiter:
     """Every password attempt, on every route, counts here before the password is checked:
-    per client address and per username. A success gives its attempt back, so only
+    per client address and per (account, client network); past a per-account ceiling,
+    per (account, network) much more strictly. A success gives its attempts back, so only
     failures (and floods of concurrent guesses) use the budget up."""
 
-    def __init__(self, burst: int = 10, refill: float = 6.0) -> None:
+    def __init__(
+        self,
+        burst: int = PASSWORD_BURST,
+        refill: float = PASSWORD_REFILL,
+        account_burst: int = ACCOUNT_BURST,
+        account_refill: float = ACCOUNT_REFILL,
+    ) -> None:
         self.by_ip = TokenBuckets(burst, refill)
-        self.by_user = TokenBuckets(burst, refill)
+        self.by_account_network = TokenBuckets(burst, refill)
+        self.by_account = TokenBuckets(account_burst, account_refill)
+        self.strict = TokenBuckets(STRICT_BURST, STRICT_REFILL)
 
-    def attempt(self, ip: str, username: str) -> tuple[str, str]:
+    def attempt(self, ip: str, username: str) -> PasswordKeys:
         """Count one attempt or raise 429; returns the keys for `succeeded`."""
         user = username.lower()[:64]
-        wait_ip = self.by_ip.take(ip)
-        if wait_ip:
-            raise too_many("too many password attempts from this address; wait", wait_ip)
-        wait_user = self.by_user.take(user)
-        if wait_user:
+        key = (user, network_of(ip))
+        wait = self.by_ip.take(ip)
+        if wait:
+            raise too_many("too many password attempts from this address; wait", wait)
+        wait = self.by_account_network.take(key)
+        if wait:
             self.by_ip.give_back(ip)
-            raise too_many("too many password attempts for this account; wait", wait_user)
-        return ip, user
+            raise too_many("too many password attempts for this account; wait", wait)
+        strict = bool(self.by_account.take(user))  # the account's ceiling is reached
+        if strict:
+            wait = self.strict.take(key)
+            if wait:
+                self.by_ip.give_back(ip)
+                self.by_account_network.give_back(key)
+                raise too_many("too many password attempts for this account; wait", wait)
+        return ip, key, user, strict
 
-    def succeeded(self, keys: tuple[str, str]) -> None:
-        ip, user = keys
+    def succeeded(self, keys: PasswordKeys) -> None:
+        ip, key, user, strict = keys
         self.by_ip.give_back(ip)
-        self.by_user.give_back(user)
+        self.by_account_network.give_back(key)
+        if strict:
+            self.strict.give_back(key)
+        else:
+            self.by_account.give_back(user)
 
 
 class IpRateLimit:

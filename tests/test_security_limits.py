@@ -5,10 +5,15 @@ owner out, and one address cannot hold every viewer seat with offers that never 
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import Counter
+
+import aiohttp
 import pytest
 
 from .classroom_support import PASSWORD, add_teacher
-from .support import NodeProcess
+from .support import NodeProcess, async_wait_for
 
 #: `next` values that once led the browser off-site after signing in.
 OFFSITE_NEXT = [
@@ -67,3 +72,49 @@ async def test_login_next_stays_on_the_node_origin(prod_node, browser):
         resolved = await page.evaluate("(v) => new URL(v, location.origin).origin", got)
         assert resolved == base, (value, got)
     await ctx.close()
+
+
+async def _login(http: aiohttp.ClientSession, base: str, ip: str, password: str) -> int:
+    """POST /api/auth/login for kim as client address `ip`; the status."""
+    body = {"username": "kim", "password": password}
+    headers = {"X-Forwarded-For": ip}
+    async with http.post(base + "/api/auth/login", json=body, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_wrong_passwords_elsewhere_never_lock_the_owner_out(prod_node):
+    """One address hammering wrong passwords, and a botnet of 20 networks doing the same,
+    for 12 s: the owner, from their own network, signs in every time and at once; the
+    attackers get 429 and few guesses."""
+    base = prod_node.url
+    statuses: Counter[int] = Counter()
+    done = asyncio.Event()
+
+    async def attacker(http: aiohttp.ClientSession, ip: str) -> None:
+        while not done.is_set():  # as fast as the node answers
+            statuses[await _login(http, base, ip, "not kim's password")] += 1
+
+    async with aiohttp.ClientSession() as http:
+        ips = ["203.0.113.7"] + [f"100.64.{i}.9" for i in range(20)]
+        attackers = [asyncio.ensure_future(attacker(http, ip)) for ip in ips]
+        try:
+            await async_wait_for(lambda: statuses[429] >= 50, 10, "the attackers to be limited")
+            signed_in = []
+            deadline = time.monotonic() + 12
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                status = await _login(http, base, "198.18.7.20", PASSWORD)
+                signed_in.append((status, round(time.monotonic() - started, 2)))
+                seen = statuses.total()  # the next sign-in after 20 more attacks
+                await async_wait_for(lambda n=seen: statuses.total() >= n + 20, 10, "attacks")
+            done.set()
+        finally:
+            done.set()
+            await asyncio.gather(*attackers)
+    print("owner sign-ins (status, seconds):", signed_in, "attackers:", dict(statuses))
+    assert signed_in and all(s == 200 and t < 5 for s, t in signed_in), signed_in
+    # The attackers were slowed: 10 + 2 for the one address, the account's ceiling and
+    # 3 each for the networks of the botnet.
+    assert statuses[401] <= 12 + 30 + 6 + 20 * 4, dict(statuses)
+    assert statuses[429] > statuses[401], dict(statuses)
