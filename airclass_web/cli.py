@@ -104,6 +104,16 @@ def add_ai_options(parser: argparse.ArgumentParser) -> None:
         "fall back to the "
         "local analysers [AIRCLASS_AI_CALLS_PER_MINUTE, default: 10]",
     )
+    group.add_argument(
+        "--ai-allowed-base-url",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="base URL a teacher's OpenAI-compatible provider may use; repeatable; a URL "
+        "whose host is an IP address may be private (a local Ollama), host names must "
+        "resolve to public addresses [AIRCLASS_AI_ALLOWED_BASE_URL, comma-separated, "
+        "default: https://api.openai.com]",
+    )
 
 
 def add_delivery_options(parser: argparse.ArgumentParser) -> None:
@@ -388,6 +398,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         record_offline_grace=args.record_offline_grace,
         gemini_base_url=args.gemini_base_url,
         ai_calls_per_minute=args.ai_calls_per_minute,
+        ai_allowed_base_urls=args.ai_allowed_base_url or _env_list("AI_ALLOWED_BASE_URL"),
         turn_urls=args.turn_url if args.turn_url else _env_list("TURN_URLS"),
         turn_secret=_env("TURN_SECRET", ""),
         turn_ttl=args.turn_ttl,

@@ -96,9 +96,11 @@ class Config:
     auto_record: list[str] = field(default_factory=list)
     record_offline_grace: float = 120.0
     #: AI analysis: Gemini REST base URL (tests point it at a local server), provider
-    #: calls per teacher per minute.
+    #: calls per teacher per minute, base URLs provider calls may use (empty: the
+    #: providers' public HTTPS URLs; see ai/egress.py).
     gemini_base_url: str = "https://generativelanguage.googleapis.com"
     ai_calls_per_minute: float = 10.0
+    ai_allowed_base_urls: list[str] = field(default_factory=list)
     #: Filled at start-up: a random id for this node.
     node_id: str = field(default_factory=lambda: "node-" + secrets.token_hex(4))
 
@@ -140,6 +142,12 @@ class Config:
             if not self.dev:
                 raise ConfigError("a cluster node needs AIRCLASS_CLUSTER_SECRET")
             self.cluster_secret = self.jwt_secret
+        from .ai.egress import Allowlist
+
+        try:
+            Allowlist([*self.ai_allowed_base_urls, self.gemini_base_url])
+        except ValueError as exc:
+            raise ConfigError(f"--ai-allowed-base-url / --gemini-base-url: {exc}") from exc
         if self.record_segment_seconds < 1:
             raise ConfigError("--record-segment-seconds must be at least 1")
         if self.screenshot_interval < 0 or self.retention_days < 0 or self.min_free_disk_mb < 0:

@@ -29,6 +29,7 @@ PER_DAY = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
 PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 SLIDE_TITLE = "광합성 Photosynthesis"
 SLIDE_LINES = ["엽록체에서 빛 에너지를 흡수한다", "Chlorophyll absorbs light energy"]
+UPSTREAM_SECRET = "UPSTREAM-SECRET-TEXT-9d2f"
 
 
 class FakeServer:
@@ -241,6 +242,12 @@ def make_openai() -> FakeServer:
                 status=429,
                 headers={"Retry-After": "20"},
             )
+        if fake.mode == "leak":  # an upstream body the node must never echo
+            return web.json_response(
+                {"error": {"message": f"internal: {UPSTREAM_SECRET}", "code": "x"}}, status=502
+            )
+        if fake.mode == "redirect":  # must not be followed
+            raise web.HTTPTemporaryRedirect(fake.url + "/v1/followed")
         if fake.mode == "quota":
             return web.json_response(
                 {
@@ -276,7 +283,12 @@ def make_openai() -> FakeServer:
             }
         )
 
+    async def followed(request: web.Request) -> web.Response:
+        await fake.record(request)
+        return web.json_response({"error": {"message": UPSTREAM_SECRET}}, status=400)
+
     fake.app.router.add_post("/v1/chat/completions", completions)
+    fake.app.router.add_post("/v1/followed", followed)
     return fake
 
 
@@ -596,7 +608,9 @@ async def test_session_report_uses_provider_on_pseudonyms(ai_node, gemini):
 
 
 async def test_openai_compatible_provider_and_teacher_rate_limit(tmp_path, openai_fake):
-    node = start_node(tmp_path, "--ai-calls-per-minute", "0.01")  # burst of 5, then ~none
+    node = start_node(  # burst of 5, then ~none
+        tmp_path, "--ai-calls-per-minute", "0.01", "--ai-allowed-base-url", openai_fake.url
+    )
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(http, node.url)
@@ -651,3 +665,137 @@ async def test_openai_compatible_provider_and_teacher_rate_limit(tmp_path, opena
     finally:
         node.stop()
     assert OPENAI_KEY not in node.log()
+
+
+def redis_connections(port: int) -> int:
+    """redis-server's total_connections_received (this INFO connection included)."""
+    import socket
+
+    with socket.create_connection((TEST_HOST, port), timeout=5) as s:
+        s.sendall(b"INFO stats\r\n")
+        data = b""
+        while b"total_connections_received:" not in data or not data.endswith(b"\r\n"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    line = next(ln for ln in data.split(b"\r\n") if ln.startswith(b"total_connections_received:"))
+    return int(line.split(b":")[1])
+
+
+async def test_base_url_off_the_allowlist_is_refused_and_nothing_is_sent(
+    tmp_path, openai_fake, redis_server
+):
+    """Issue 17 item 4: a teacher's base URL pointing into the node's network (a real
+    redis-server, a closed port) is refused at save time with one answer for both, no
+    connection is made, upstream text is never echoed, redirects are not followed, and a
+    stored URL the operator no longer allows is refused at call time."""
+    node = start_node(tmp_path, "--ai-allowed-base-url", openai_fake.url)
+    closed = free_port()
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, node.url)
+            token = await api.login("kim")
+            key_url = "/api/ai/keys/openai"
+            status = await api.ok("GET", key_url + "/status", token=token)
+            assert status["allowed_base_urls"] == [openai_fake.url]
+            redis_before = redis_connections(redis_server.port)
+            answers = []
+            for base in (
+                f"http://{TEST_HOST}:{redis_server.port}",
+                f"http://{TEST_HOST}:{closed}",
+                f"http://{TEST_HOST}:{redis_server.port}/v1",
+                f"http://127.0.0.1:{redis_server.port}",
+                f"http://localhost:{redis_server.port}",
+                openai_fake.url.replace("http://", "https://"),
+                openai_fake.url + "/../x",
+                f"http://user:pw@{TEST_HOST}:{openai_fake.port}",
+                "http://169.254.169.254/latest/meta-data",
+            ):
+                cfg = {"api_key": OPENAI_KEY, "base_url": base}
+                answers.append(await api.call("POST", key_url, cfg, token=token))
+            assert {a[0] for a in answers} == {400}, answers
+            first = answers[0][1]
+            assert answers[1][1] == first, answers  # redis and a closed port: same answer
+            assert first["code"] == "base_url_not_allowed"
+            assert "허용되지 않은" in first["error"] and "not allowed" in first["error"]
+            assert (await api.ok("GET", key_url + "/status", token=token))["configured"] is False
+            # Nothing configured: analysis stays local, nothing is sent anywhere.
+            out = await api.ok(
+                "POST", "/api/ai/analyze/chat", {"messages": ["What is a port?"]}, token=token
+            )
+            assert out["source"] == "local" and "fallback" not in out
+            assert not openai_fake.requests
+            assert redis_connections(redis_server.port) == redis_before + 1  # only ours
+
+            # An allowed URL works; upstream error text is never echoed; no redirects.
+            cfg = {"api_key": OPENAI_KEY, "base_url": openai_fake.url + "/v1/"}
+            await api.ok("POST", key_url, cfg, token=token)
+            for mode, text, reason in (
+                ("leak", "upstream error?", "server_error"),
+                ("redirect", "redirected?", "bad_request"),
+            ):
+                openai_fake.mode = mode
+                out = await api.ok(
+                    "POST", "/api/ai/analyze/chat", {"messages": [text]}, token=token
+                )
+                assert out["source"] == "local" and out["fallback"]["reason"] == reason, out
+                st = await api.ok("GET", key_url + "/status", token=token)
+                for body in (out, st):
+                    assert UPSTREAM_SECRET not in json.dumps(body), body
+                assert st["last_error"]["detail"].startswith("upstream returned HTTP")
+            assert all(not r["url"].endswith("/followed") for r in openai_fake.requests)
+            calls = len(openai_fake.requests)
+    finally:
+        node.stop()
+    assert UPSTREAM_SECRET not in node.log()
+
+    # The operator drops the URL from the allowlist: the stored key is refused at call time.
+    again = NodeProcess(
+        tmp_path, "--data-dir", str(node.data_dir), dev=False, name="ai-again"
+    ).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, again.url)
+            token = await api.login("kim")
+            openai_fake.mode = "ok"
+            out = await api.ok(
+                "POST", "/api/ai/analyze/chat", {"messages": ["still allowed?"]}, token=token
+            )
+            assert out["source"] == "local", out
+            assert out["fallback"]["reason"] == "base_url_not_allowed", out
+            assert len(openai_fake.requests) == calls
+    finally:
+        again.stop()
+
+
+async def test_joined_students_who_never_wrote_are_pseudonyms_too(ai_node, gemini):
+    """Issue 17 item 10: pseudonyms come from the roster, not from the writers: a name
+    of a student who joined but never chatted, written by another, is not sent out."""
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, ai_node.url)
+        token = await api.login("kim")
+        sess = await api.ok(
+            "POST", "/api/sessions", {"title": "Bio", "stream": "bio2"}, token=token
+        )
+        sid = sess["session_id"]
+        names = ["Minji Park", "Hana Choi", "최서연"]
+        students = [await api.join(sess["join_code"], n) for n in names]
+        for text in (
+            "Hana Choi, can you explain this? I am lost",
+            "서연이가 설명해줬는데 아직 헷갈려요",
+            "hana said the answer is 4?",
+            "최서연 말이 맞아요?",
+        ):
+            await api.ok(
+                "POST", f"/api/sessions/{sid}/chat", {"text": text}, token=students[0]["token"]
+            )
+        await api.ok("POST", "/api/ai/keys/gemini", {"api_key": GEMINI_KEY}, token=token)
+        report = await api.ok("GET", f"/api/ai/session/{sid}/report?fresh=1", token=token)
+        assert report["source"] == "gemini" and report["chat_source"] == "gemini", report
+        assert len(gemini.requests) >= 2  # chat analysis and the feedback
+        forms = ["Minji", "Park", "Hana", "Choi", "최서연", "서연"]
+        for req in gemini.requests:
+            raw = req["raw"].casefold()
+            for form in forms:
+                assert form.casefold() not in raw, (form, req["raw"][:400])
+        assert any("Student " in r["raw"] for r in gemini.requests)

@@ -23,6 +23,7 @@ def setup(app: web.Application) -> None:
         lambda: app.get(RECORDER),
         node.config.gemini_base_url,
         node.config.ai_calls_per_minute,
+        node.config.ai_allowed_base_urls,
     )
     app[AI] = service
     node.add_service("ai", service.start, service.stop)

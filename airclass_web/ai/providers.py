@@ -8,6 +8,9 @@ ProviderError with a machine-readable reason the caller falls back on.
   with a response schema;
 - openai: any OpenAI-compatible `POST {base}/v1/chat/completions` (Ollama, llama.cpp,
   vLLM), images as base64 data URLs, `response_format` json_schema.
+
+Upstream answers are never echoed: errors carry fixed strings ("upstream returned HTTP
+502"), redirects are not followed, and at most MAX_RESPONSE bytes are read.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -29,6 +33,9 @@ PROVIDERS = (GEMINI, OPENAI)
 DEFAULT_MODELS = {GEMINI: "gemini-3-flash", OPENAI: "llama3.2-vision"}
 DEFAULT_GEMINI_BASE = "https://generativelanguage.googleapis.com"
 TIMEOUT = 30.0
+MAX_RESPONSE = 4 * 1024 * 1024
+#: Gemini's block reasons (anything else is reported as OTHER, never as the upstream text).
+BLOCK_REASONS = {"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY", "OTHER"}
 MAX_OUTPUT_TOKENS = 1024
 PACIFIC = ZoneInfo("America/Los_Angeles")
 
@@ -46,7 +53,8 @@ class Request:
 @dataclass
 class ProviderError(Exception):
     """The provider gave no usable answer. reason: rate_limited, quota_exhausted,
-    invalid_key, bad_request, server_error, timeout, blocked, unparseable, unreachable."""
+    invalid_key, bad_request, server_error, timeout, blocked, unparseable, unreachable,
+    base_url_not_allowed. `detail` is one of our fixed strings, never upstream text."""
 
     reason: str
     detail: str = ""
@@ -61,7 +69,7 @@ class ProviderError(Exception):
 
 def _seconds(text: str) -> float:
     """'47s' / '1.5s' (protobuf Duration as JSON) -> seconds."""
-    m = re.fullmatch(r"\s*([\d.]+)s\s*", str(text or ""))
+    m = re.fullmatch(r"\s*(\d{1,6}(?:\.\d{1,9})?)s\s*", str(text or ""))
     return float(m.group(1)) if m else 0.0
 
 
@@ -104,14 +112,24 @@ class Provider:
     async def _post(self, url: str, headers: dict, body: dict) -> tuple[int, dict, dict]:
         try:
             async with self.http.post(
-                url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT)
+                url,
+                json=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT),
+                allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
                 status, hdrs = resp.status, dict(resp.headers)
+                raw = await _read_limited(resp)
         except TimeoutError as exc:
             raise ProviderError("timeout", f"no answer within {TIMEOUT:g}s") from exc
-        except aiohttp.ClientError as exc:
-            raise ProviderError("unreachable", type(exc).__name__) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ProviderError("unreachable", "upstream unreachable") from exc
+        if 300 <= status < 400:
+            raise ProviderError(
+                "bad_request",
+                f"upstream returned HTTP {status} (redirects are not followed)",
+                status=status,
+            )
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
@@ -119,6 +137,21 @@ class Provider:
         if status < 400 and not isinstance(data, dict):
             raise ProviderError("unparseable", "response is not a JSON object", status=status)
         return status, data if isinstance(data, dict) else {}, hdrs
+
+
+async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:
+    """The body, or ProviderError when it is larger than MAX_RESPONSE."""
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > MAX_RESPONSE:
+            raise ProviderError("unparseable", "upstream answer too large", status=resp.status)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _upstream(status: int) -> str:
+    return f"upstream returned HTTP {status}"
 
 
 class GeminiProvider(Provider):
@@ -153,7 +186,8 @@ class GeminiProvider(Provider):
         feedback = data.get("promptFeedback") or {}
         candidates = data.get("candidates") or []
         if not candidates:
-            reason = feedback.get("blockReason") or "no candidates"
+            reason = str(feedback.get("blockReason") or "")
+            reason = reason if reason in BLOCK_REASONS else "OTHER"
             raise ProviderError("blocked", f"prompt blocked: {reason}", status=status)
         cand = candidates[0]
         finish = cand.get("finishReason", "STOP")
@@ -161,14 +195,14 @@ class GeminiProvider(Provider):
             raise ProviderError("blocked", f"answer blocked: {finish}", status=status)
         text = "".join(p.get("text", "") for p in (cand.get("content") or {}).get("parts", []))
         if not text:
-            raise ProviderError("unparseable", f"empty answer ({finish})", status=status)
+            raise ProviderError("unparseable", "empty answer", status=status)
         return parse_json_text(text)
 
     @staticmethod
     def _error(status: int, data: dict) -> ProviderError:
         err = data.get("error") if isinstance(data.get("error"), dict) else {}
-        message = str(err.get("message", ""))[:200]
-        details = err.get("details") or []
+        details = err.get("details") if isinstance(err.get("details"), list) else []
+        details = [d for d in details if isinstance(d, dict)]
         if status == 429:
             delay, per_day = 0.0, False
             for d in details:
@@ -188,16 +222,16 @@ class GeminiProvider(Provider):
                     status=status,
                 )
             return ProviderError(
-                "rate_limited", message, retry_at=now + (delay or 60.0), status=status
+                "rate_limited", _upstream(status), retry_at=now + (delay or 60.0), status=status
             )
         reasons = {str(d.get("reason", "")) for d in details}
         if status == 400 and "API_KEY_INVALID" in reasons:
             return ProviderError("invalid_key", "the API key is not valid", status=status)
         if status in (401, 403):
-            return ProviderError("invalid_key", message or "permission denied", status=status)
+            return ProviderError("invalid_key", _upstream(status), status=status)
         if status >= 500:
-            return ProviderError("server_error", f"HTTP {status}", status=status)
-        return ProviderError("bad_request", f"HTTP {status}: {message}", status=status)
+            return ProviderError("server_error", _upstream(status), status=status)
+        return ProviderError("bad_request", _upstream(status), status=status)
 
 
 class OpenAIProvider(Provider):
@@ -239,23 +273,23 @@ class OpenAIProvider(Provider):
     def _error(status: int, data: dict, headers: dict) -> ProviderError:
         err = data.get("error") if isinstance(data.get("error"), dict) else {}
         code = str(err.get("code") or err.get("type") or "")
-        message = str(err.get("message", ""))[:200]
         now = time.time()
         if status == 429:
             if code == "insufficient_quota":
                 return ProviderError(
-                    "quota_exhausted", message or "quota used up", retry_at=now + 3600, status=429
+                    "quota_exhausted", "quota used up", retry_at=now + 3600, status=429
                 )
             try:
                 wait = float(headers.get("Retry-After", "") or 20.0)
             except ValueError:
                 wait = 20.0
-            return ProviderError("rate_limited", message, retry_at=now + wait, status=429)
+            wait = min(max(wait, 1.0), 86400.0) if math.isfinite(wait) else 20.0
+            return ProviderError("rate_limited", _upstream(429), retry_at=now + wait, status=429)
         if status in (401, 403) or code == "invalid_api_key":
-            return ProviderError("invalid_key", message or "not authorised", status=status)
+            return ProviderError("invalid_key", _upstream(status), status=status)
         if status >= 500:
-            return ProviderError("server_error", f"HTTP {status}", status=status)
-        return ProviderError("bad_request", f"HTTP {status}: {message}", status=status)
+            return ProviderError("server_error", _upstream(status), status=status)
+        return ProviderError("bad_request", _upstream(status), status=status)
 
 
 def make_provider(

@@ -2,8 +2,10 @@
 analysers, rate limits, cache, slide tracking and session reports.
 
 Every result carries `source` (local / gemini / openai) and, when a configured provider
-was not used, `fallback: {provider, reason, detail, retry_at}`. Nothing leaves the node
-unless the teacher configured a provider; student names become pseudonyms first.
+was not used, `fallback: {provider, reason, detail, retry_at}` (detail: our fixed text,
+never the upstream's). Nothing leaves the node unless the teacher configured a provider,
+and only to an allowed base URL (egress.py); the names of every student who joined the
+session become pseudonyms first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import aiohttp
 
 from ..classroom.chat import RateLimiter
 from ..classroom.errors import ClassroomError
-from . import feedback, nlp, vision
+from . import egress, feedback, nlp, vision
 from .cache import AICache, cache_key, content_hash
 from .providers import (
     DEFAULT_MODELS,
@@ -93,21 +95,62 @@ FEEDBACK_SCHEMA = {
 }
 
 
+HANGUL = re.compile(r"^[\uac00-\ud7a3]+$")
+
+
+def name_forms(name: str) -> list[str]:
+    """How a student's name may appear in chat: the whole name, each word of a name of
+    several words ("Minji", "Park"), and the given name of a 3-4 syllable Hangul name
+    ("민지" of "박민지"). Forms shorter than 2 characters are left out."""
+    name = " ".join(name.split())
+    forms = {name}
+    words = name.split(" ")
+    if len(words) > 1:
+        forms.update(words)
+    elif HANGUL.match(name) and 3 <= len(name) <= 4:
+        forms.add(name[1:])
+    return [f for f in forms if len(f) >= 2]
+
+
 class Pseudonyms:
-    """Student names -> "Student N" in everything sent out, and back in what returns."""
+    """Student names -> "Student N" in everything sent out, and back in what returns.
+    `names`: every student who joined the session (student id -> name), not only those
+    who wrote, since one student may name another."""
 
     def __init__(self, names: dict[str, str]) -> None:
         self.by_id = {sid: f"Student {i + 1}" for i, sid in enumerate(sorted(names))}
-        self._names = sorted(
-            ((n, self.by_id[sid]) for sid, n in names.items() if n and len(n) >= 2),
-            key=lambda p: -len(p[0]),
-        )
+        forms = {}
+        for sid, name in names.items():
+            for form in name_forms(name or ""):
+                forms.setdefault(form.casefold(), (form, self.by_id[sid]))
+        self._patterns = [
+            (self._pattern(form), alias)
+            for form, alias in sorted(forms.values(), key=lambda p: -len(p[0]))
+        ]
         self.to_id = {p: sid for sid, p in self.by_id.items()}
 
+    @staticmethod
+    def _pattern(form: str) -> re.Pattern:
+        """Hangul matches anywhere (particles attach: 민지가); other words whole."""
+        body = re.escape(form)
+        if not re.search(r"[\uac00-\ud7a3]", form):
+            body = rf"(?<!\w){body}(?!\w)"
+        return re.compile(body, re.IGNORECASE)
+
     def hide(self, text: str) -> str:
-        for name, alias in self._names:
-            text = re.sub(re.escape(name), alias, text, flags=re.IGNORECASE)
+        for pattern, alias in self._patterns:
+            text = pattern.sub(alias, text)
         return text
+
+    def hide_all(self, value):
+        """hide() on every string inside lists and dicts."""
+        if isinstance(value, str):
+            return self.hide(value)
+        if isinstance(value, list):
+            return [self.hide_all(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.hide_all(v) for k, v in value.items()}
+        return value
 
 
 def _strings(value, limit: int = 20) -> list[str]:
@@ -123,11 +166,15 @@ class AIService:
         recorder: Callable[[], object | None],
         gemini_base_url: str,
         calls_per_minute: float,
+        allowed_base_urls: list[str] | None = None,
     ) -> None:
         self.c = classroom
         self.store = classroom.store
         self.recorder = recorder
         self.gemini_base_url = gemini_base_url
+        #: Base URLs a teacher's OpenAI-compatible provider may use (Gemini's is the
+        #: operator's --gemini-base-url, never a teacher's).
+        self.allowlist = egress.Allowlist(allowed_base_urls or egress.DEFAULT_ALLOWED)
         self.cache = AICache(self.store)
         # Burst: half a minute's worth of calls, at least 5.
         self.limiter = RateLimiter(
@@ -144,7 +191,7 @@ class AIService:
 
     # -- life cycle --------------------------------------------------------------------
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession()
+        self._http = egress.http_session()
         if self.c.node.config.role != "sub":
             self.c.node.spawn(self._report_loop(), "ai-reports")
 
@@ -174,9 +221,7 @@ class AIService:
         if provider == GEMINI and base_url:
             raise ClassroomError(400, "the Gemini base URL is a node option (--gemini-base-url)")
         if provider == OPENAI:
-            if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
-                raise ClassroomError(400, "base_url: the http(s) URL of the OpenAI-compatible API")
-            base_url = re.sub(r"/v1/?$", "", base_url.rstrip("/"))
+            base_url = self._allowed_base_url(base_url)
         doc = {
             "id": f"{teacher}:{provider}",
             "teacher": teacher,
@@ -192,6 +237,26 @@ class AIService:
         self.paused.pop((teacher, provider), None)
         log.info("ai: teacher %s configured %s (model %s)", teacher, provider, model)
         return self._status(doc, provider, teacher)
+
+    def _allowed_base_url(self, base_url) -> str:
+        """The teacher's base URL when this node allows it; else 400 (the same answer for
+        every refused URL: nothing is sent, nothing about the address is told)."""
+        if not isinstance(base_url, str) or not base_url:
+            raise ClassroomError(
+                400,
+                "base_url is required: the URL of the OpenAI-compatible API / "
+                "base_url(OpenAI 호환 API 주소)를 입력하세요",
+            )
+        try:
+            return self.allowlist.check(base_url)
+        except egress.BaseUrlRefused as exc:
+            raise ClassroomError(
+                400,
+                "base_url is not allowed on this node; ask the operator "
+                "(--ai-allowed-base-url) / 이 서버에서 허용되지 않은 base_url입니다. "
+                "운영자에게 문의하세요 (--ai-allowed-base-url)",
+                code="base_url_not_allowed",
+            ) from exc
 
     async def key_status(self, teacher: str, provider: str) -> dict:
         self._check_provider(provider)
@@ -209,6 +274,7 @@ class AIService:
             "last_error": (doc or {}).get("last_error"),
             "last_ok": (doc or {}).get("last_ok"),
             "paused_until": paused[0] if paused and paused[0] > time.time() else None,
+            "allowed_base_urls": self.allowlist.urls if provider == OPENAI else None,
         }
 
     async def delete_key(self, teacher: str, provider: str) -> bool:
@@ -279,8 +345,15 @@ class AIService:
             raise ProviderError("teacher_rate_limit", "too many AI calls for this teacher")
         if self._http is None:
             raise ProviderError("unreachable", "the AI service is stopped")
-        api_key = self.c.teachers.decrypt_secret(cfg["key_encrypted"])
         base = self.gemini_base_url if name == GEMINI else cfg["base_url"]
+        if name != GEMINI:
+            try:
+                self.allowlist.check(base)  # again: the allowlist may have changed since
+            except egress.BaseUrlRefused as exc:
+                raise ProviderError(
+                    "base_url_not_allowed", "the base URL is not allowed on this node"
+                ) from exc
+        api_key = self.c.teachers.decrypt_secret(cfg["key_encrypted"])
         provider = make_provider(name, self._http, api_key, cfg["model"], base)
         self.calls["provider"] += 1
         try:
@@ -493,7 +566,9 @@ class AIService:
         student_chats = [c for c in chats if c.get("role") == "student"]
         local = await asyncio.to_thread(nlp.analyse_messages, [c["text"] for c in chats])
         analysis = {c["id"]: a for c, a in zip(chats, local, strict=True)}
-        names = {c["user_id"]: c.get("name", "") for c in student_chats}
+        names = await self.roster(sid)
+        for c in student_chats:  # a writer with no join event (should not happen)
+            names.setdefault(c["user_id"], c.get("name", ""))
         chat_source = LOCAL
         chat_fallback = None
         if student_chats:
@@ -529,7 +604,7 @@ class AIService:
         report["source"] = LOCAL
         if chat_fallback:
             report["fallback"] = chat_fallback
-        await self._provider_feedback(session, report, engagement)
+        await self._provider_feedback(session, report, Pseudonyms(names))
         self._reports[sid] = (time.monotonic(), report)
         await self.store.upsert(
             "ai_reports",
@@ -543,10 +618,15 @@ class AIService:
         )
         return report
 
-    async def _provider_feedback(self, session: dict, report: dict, engagement: dict) -> None:
+    async def roster(self, session_id: str) -> dict[str, str]:
+        """Every student who joined the session: student id -> name."""
+        joins = await self.store.find(
+            "engagement_events", {"session_id": session_id, "kind": "join"}
+        )
+        return {e["student_id"]: e.get("name", "") for e in joins}
+
+    async def _provider_feedback(self, session: dict, report: dict, aliases: Pseudonyms) -> None:
         """Summary, suggestions and notes from the provider, on pseudonymous facts."""
-        names = {s["student_id"]: s.get("name", "") for s in engagement.get("students", [])}
-        aliases = Pseudonyms(names)
         facts = {
             "participation": report["participation"],
             "confusion_peaks": [
@@ -554,13 +634,11 @@ class AIService:
                     "minute": round((p["start"] - session["started_at"]) / 60),
                     "messages": p["confusion_messages"],
                     "slide": (p["slide"] or {}).get("title", ""),
-                    "examples": [aliases.hide(e) for e in p["examples"]],
+                    "examples": p["examples"],
                 }
                 for p in report["confusion_peaks"]
             ],
-            "unanswered_questions": [
-                aliases.hide(q["text"]) for q in report["unanswered_questions"]
-            ][:20],
+            "unanswered_questions": [q["text"] for q in report["unanswered_questions"]][:20],
             "slides": [
                 {"title": t["title"], "keywords": t["chat_keywords"], "confusion": t["confusion"]}
                 for t in report["topics_per_slide"]
@@ -571,6 +649,7 @@ class AIService:
                 if n["student_id"] in aliases.by_id
             ],
         }
+        facts = aliases.hide_all(facts)  # chat text, OCR'd slide titles, keywords
 
         def normalise(r: dict) -> dict:
             if not isinstance(r.get("summary"), str):
