@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import re
 import threading
@@ -55,8 +56,8 @@ SEPARATOR = "~"
 RENDITION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}~[0-9]{3,4}p\Z")
 _RUNG = re.compile(r"^([0-9]{3,4})p:([0-9]{2,6})\Z")
 DEFAULT_LADDER = "540p:1200,360p:500"
-#: Seconds a rung keeps encoding after its last subscriber left.
-DEFAULT_GRACE = 15.0
+#: Seconds a rung keeps encoding after its last subscriber left (AIRCLASS_LADDER_GRACE).
+DEFAULT_GRACE = float(os.environ.get("AIRCLASS_LADDER_GRACE", "15"))
 #: How often the ladder looks at sources and subscribers (seconds).
 TICK_SECONDS = 0.2
 #: Source packets waiting for the encoder thread past which it skips to a keyframe.
