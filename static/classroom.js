@@ -60,8 +60,6 @@
     sessionStorage.setItem("airclass.token", data.token);
     sessionStorage.setItem("airclass.session", data.session_id);
     sessionStorage.setItem("airclass.student_id", data.student_id);
-    sessionStorage.setItem("airclass.whep_url", data.whep_url);
-    sessionStorage.setItem("airclass.ice_servers", JSON.stringify(data.ice_servers || []));  // TURN
     localStorage.setItem("airclass.name", name);
     location.href = "/student?stream=" + encodeURIComponent(data.stream) + "&session=" + encodeURIComponent(data.session_id);
   });

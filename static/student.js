@@ -4,7 +4,7 @@
   AirI18n.register({
     ko: {
       "player.connecting": "연결 중…", "player.waiting": "선생님이 방송을 시작하기를 기다리는 중…",
-      "player.reconnecting": "다시 연결하는 중…", "player.live": "", "player.unmute": "눌러서 소리 켜기",
+      "player.reconnecting": "다시 연결하는 중…", "player.audio_only": "연결이 약해 소리만 듣고 있습니다. 연결이 좋아지면 화면이 다시 나옵니다.", "player.live": "", "player.unmute": "눌러서 소리 켜기",
       "player.error": "연결할 수 없습니다. 다시 시도합니다…", "state.live": "방송 중", "state.offline": "오프라인",
       "player.full": "서버가 가득 찼습니다. 잠시 후 다시 시도합니다…",
       "player.unknown": "이 이름의 방송이 아직 없습니다. 링크를 확인하거나 선생님이 수업을 열 때까지 기다리세요.",
@@ -12,7 +12,7 @@
     },
     en: {
       "player.connecting": "Connecting…", "player.waiting": "Waiting for the teacher to go live…",
-      "player.reconnecting": "Reconnecting…", "player.live": "", "player.unmute": "Tap to unmute",
+      "player.reconnecting": "Reconnecting…", "player.audio_only": "Weak connection: audio only for now. The picture comes back when the connection improves.", "player.live": "", "player.unmute": "Tap to unmute",
       "player.error": "Cannot connect. Retrying…", "state.live": "LIVE", "state.offline": "offline",
       "player.full": "The server is full. Retrying soon…",
       "player.unknown": "There is no stream with this name yet. Check the link, or wait for the teacher to open the class.",
@@ -60,9 +60,12 @@
 
   async function getToken() {
     const joined = joinedToken();
-    if (joined && sessionStorage.getItem("airclass.whep_url")) {
-      const ice_servers = JSON.parse(sessionStorage.getItem("airclass.ice_servers") || "[]");
-      return { token: joined, whep_url: sessionStorage.getItem("airclass.whep_url"), ice_servers };
+    if (joined) {
+      // Where to watch from now (a node chosen at join time may have died since).
+      const res = await fetch("/api/streams/" + encodeURIComponent(stream) + "/route", { headers: { Authorization: "Bearer " + joined } });
+      if (!res.ok) throw httpError("route", res);
+      const route = await res.json();
+      return { token: joined, whep_url: route.whep_url, ice_servers: route.ice_servers };
     }
     const q = new URLSearchParams({ user_type: "student", action: "read", stream, user_id: userId });
     const res = await fetch("/api/token?" + q, { method: "POST" });
@@ -124,9 +127,18 @@
     video.play().catch(() => {});
   }
 
+  // A node that died shows as "disconnected" within seconds (ICE consent checks go
+  // unanswered); Chromium would wait ~30 s for "failed". Ask for a new route after 2 s.
+  let disconnectTimer = null;
   function watchConnection() {
+    const peer = pc;
     pc.onconnectionstatechange = () => {
-      if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) scheduleRetry("player.reconnecting");
+      if (pc !== peer) return;
+      clearTimeout(disconnectTimer);
+      if (peer.connectionState === "failed" || peer.connectionState === "closed") scheduleRetry("player.reconnecting");
+      else if (peer.connectionState === "disconnected") {
+        disconnectTimer = setTimeout(() => { if (pc === peer && peer.connectionState === "disconnected") scheduleRetry("player.reconnecting"); }, 2000);
+      }
     };
   }
 
@@ -136,6 +148,7 @@
     try {
       const grant = await getToken();
       lastGrant = grant;
+      player.whepUrl = grant.whep_url;
       framesAtConnect = player.framesDecoded();
       armFallback();
       let opened;
@@ -315,13 +328,45 @@
     setTimeout(pollLive, listed ? 3000 : unknownDelay());
   }
 
-  // Watchdog: frames flowing -> playing; live but no frames for 10 s -> reconnect.
-  setInterval(() => {
+  // Watchdog, every second, from the browser's own receive counters:
+  // - nothing at all received for 3 s while live: the node or the path died -> new route;
+  // - video arriving but no frame decoded for 10 s: a stuck decoder -> reconnect;
+  // - audio arriving, video not (the server paused video on a weak link): say "audio only".
+  let received = null, countedPc = null, silentSince = null, audioOnly = false;
+  async function receivedBytes() {
+    const now = { audio: 0, video: 0 };
+    (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind in now) now[s.kind] += s.bytesReceived || 0; });
+    return now;
+  }
+  setInterval(async () => {
     const frames = player.framesDecoded();
+    let flowing = null;
+    if (pc && player.transport === "webrtc") {
+      const peer = pc;
+      const now = await receivedBytes().catch(() => null);
+      if (now && peer === pc) {
+        if (countedPc === peer) flowing = { audio: now.audio > received.audio, video: now.video > received.video };
+        countedPc = peer;
+        received = now;
+      }
+    }
+    const watching = player.state === "playing" || player.state === "connected";
+    // Only a connection that did carry media can go silent (no bytes yet: ICE or a UDP
+    // block, which the HLS fallback handles).
+    const carried = received && received.audio + received.video > 0;
+    if (flowing && carried && watching && player.live && !flowing.audio && !flowing.video) {
+      silentSince = silentSince || Date.now();
+      if (Date.now() - silentSince > 3000) { silentSince = null; lastFrames = frames; return scheduleRetry("player.reconnecting"); }
+    } else silentSince = null;
+    audioOnly = !!(flowing && flowing.audio && !flowing.video && frames === lastFrames && watching);
+    player.audioOnly = audioOnly;
     if (frames > lastFrames) {
       stalledSince = null;
       if (player.state !== "playing") setState("playing");
-    } else if (player.state === "playing" || player.state === "connected") {
+    } else if (audioOnly) {
+      stalledSince = null;
+      setState("connected", "player.audio_only");
+    } else if (watching) {
       stalledSince = stalledSince || Date.now();
       if (player.state === "playing") setState("connected", player.live ? "player.reconnecting" : "player.waiting");
       if (player.live && Date.now() - stalledSince > 10000) { stalledSince = null; scheduleRetry("player.reconnecting"); }
