@@ -20,6 +20,7 @@
       "a.advice.node_full": "노드 {node}가 가득 찼습니다.",
       "a.advice.node_down": "노드 {node}가 응답하지 않습니다.",
       "a.advice.dependency_down": "{name} 장애: 이 노드가 준비되지 않았습니다.",
+      "a.dep.name.store": "저장소", "a.dep.name.redis": "Redis", "a.dep.name.main": "메인 노드", "a.dep.name.services": "노드 서비스",
       "a.advice.disk_low": "녹화 디스크 여유 공간 부족 ({free_mb} MB).",
       "a.advice.none": "조치할 사항이 없습니다.",
       "a.error.load": "상태를 불러오지 못했습니다: {error}",
@@ -144,9 +145,11 @@
       ...(d.relays.pulling || []).map((r) => el("li", { textContent: t("a.relay.pulling", { stream: r.stream }) })),
     ];
     $("a-relays").replaceChildren(...(relays.length ? relays : [el("li", { className: "muted", textContent: t("a.none") })]));
+    // Dependency details are the operator's (English) text: shown in English, a tooltip in Korean.
     $("a-deps").replaceChildren(...Object.entries(d.dependencies).map(([name, c]) => el("li", {
-      className: "a-dep", dataset: { ok: c.ok },
-      textContent: `${name}: ${t(c.ok ? "a.dep.ok" : "a.dep.down")} — ${c.detail}` })));
+      className: "a-dep", dataset: { ok: c.ok }, title: c.detail,
+      textContent: `${t("a.dep.name." + name) === "a.dep.name." + name ? name : t("a.dep.name." + name)}: ${t(c.ok ? "a.dep.ok" : "a.dep.down")}` +
+        (AirI18n.lang === "en" && c.detail ? ` — ${c.detail}` : "") })));
     const r = d.recordings;
     if (r) {
       $("a-disk").textContent = t("a.disk", { free: bytes(r.disk_free_bytes), total: bytes(r.disk_total_bytes),

@@ -81,7 +81,7 @@
     const r = await fetch(path, { headers: { Authorization: "Bearer " + token } });
     if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); throw new Error("signed out"); }
     const body = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(body.error || r.statusText);
+    if (!r.ok) throw AirI18n.httpError(r.status, body.error || r.statusText);
     return body;
   }
   function fill(tbody, rows) { tbody.replaceChildren(...rows); }

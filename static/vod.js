@@ -65,7 +65,7 @@
       throw new Error("signed out");
     }
     const data = await resp.json().catch(() => ({}));
-    if (!resp.ok) throw new Error(data.error || resp.statusText);
+    if (!resp.ok) throw AirI18n.httpError(resp.status, data.error || resp.statusText);
     return data;
   }
 
@@ -130,7 +130,7 @@
     const load = async () => signed
       ? fetch(`/vod/${encodeURIComponent(id)}/info?exp=${query.get("exp")}&sig=${query.get("sig")}`).then(async (r) => {
         const d = await r.json();
-        if (!r.ok) throw new Error(d.error || r.statusText);
+        if (!r.ok) throw AirI18n.httpError(r.status, d.error || r.statusText);
         return d;
       })
       : api("GET", "/api/recording/" + encodeURIComponent(id));
