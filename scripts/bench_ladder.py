@@ -1,6 +1,7 @@
 """Cost of the rendition ladder per source stream, and the event-loop lag it causes.
 
     .venv/bin/python scripts/bench_ladder.py SOURCE.flv [--realtime]
+    .venv/bin/python scripts/bench_ladder.py --node [--seconds 15]
 
 SOURCE: an FLV file with H.264 (e.g. 720p30 2.5 Mbit/s with B-frames, made by ffmpeg
 -bf 3). For each case (decode alone, each rung alone, the whole ladder) it decodes and
@@ -8,15 +9,28 @@ encodes the whole file as fast as it can and prints CPU seconds per media second
 (= cores at real time) from getrusage (every thread of the process: PyAV, x264).
 With --realtime the whole ladder runs in its encoder thread paced at 1x while an
 asyncio loop measures its own lag (p50/p99/max of a 5 ms timer's lateness).
+
+With --node it starts a real `airclass serve` (2 media workers) on 127.0.0.1, has ffmpeg
+publish 720p30 2.5 Mbit/s with B-frames over RTMP, and for each rendition (then all)
+reads it through the node's local relay socket as a media worker would, measuring the
+CPU of the node's whole process tree from /proc (minus the same with nobody watching)
+and the round trip of GET /api/health (event-loop delay included).
 """
+
+# A benchmark, not node code: blocking process and /proc calls while nothing else runs.
+# ruff: noqa: ASYNC220, ASYNC230, ASYNC240, SIM115
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,11 +116,132 @@ async def realtime(packets, renditions) -> dict:
     }
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def node_bench(seconds: float) -> None:
+    import aiohttp
+
+    from relay import framing
+
+    http_port, rtmp_port = free_port(), free_port()
+    data = Path(tempfile.mkdtemp(prefix="bench-ladder-"))
+    env = {**os.environ, "AIRCLASS_JWT_SECRET": "bench-" + "x" * 40, "AIRCLASS_LADDER_GRACE": "1"}
+    node = subprocess.Popen(
+        [sys.executable, "-m", "airclass_web.cli", "serve", "--dev", "--host", "127.0.0.1",
+         "--http-port", str(http_port), "--rtmp-port", str(rtmp_port), "--workers", "2",
+         "--data-dir", str(data)],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(data / "node.log", "wb"),
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{http_port}"
+    ffmpeg = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(base + "/api/health") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            query = "user_type=teacher&action=publish&stream=bench"
+            async with http.post(f"{base}/api/token?{query}") as r:
+                token = (await r.json())["token"]
+            ffmpeg = subprocess.Popen(
+                ["ffmpeg", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i",
+                 "testsrc2=size=1280x720:rate=30", "-c:v", "libx264", "-preset", "veryfast",
+                 "-bf", "3", "-g", "60", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize",
+                 "5000k", "-pix_fmt", "yuv420p", "-f", "flv",
+                 f"rtmp://127.0.0.1:{rtmp_port}/live/bench?token={token}"],
+            )  # fmt: skip
+            for _ in range(200):
+                async with http.get(base + "/api/streams/bench") as r:
+                    status = await r.json() if r.status == 200 else {}
+                if status.get("webrtc_default"):
+                    break
+                await asyncio.sleep(0.1)
+            names = [r["name"] for r in status["renditions"]]
+            children = Path(f"/proc/{node.pid}/task/{node.pid}/children").read_text().split()
+            for child in children:
+                args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if b"--node-socket" in args:
+                    sock = args[args.index(b"--node-socket") + 1].decode()
+
+            async def measure(label: str, watch: list[str]) -> float:
+                readers = []
+                for name in watch:
+                    conn = aiohttp.UnixConnector(path=sock)
+                    session = aiohttp.ClientSession(connector=conn)
+                    ws = await session.ws_connect(f"http://n/cluster/relay/{name}?kinds=video")
+                    readers.append((session, ws, asyncio.ensure_future(drain(ws))))
+                await asyncio.sleep(3)  # encoders start at the next source keyframe
+                rtts = []
+                c0, t0 = tree_cpu(node.pid), time.monotonic()
+                while time.monotonic() - t0 < seconds:
+                    started = time.perf_counter()
+                    async with http.get(base + "/api/health") as r:
+                        await r.read()
+                    rtts.append(time.perf_counter() - started)
+                    await asyncio.sleep(0.05)
+                cores = (tree_cpu(node.pid) - c0) / (time.monotonic() - t0)
+                for session, ws, task in readers:
+                    task.cancel()
+                    await ws.close()
+                    await session.close()
+                rtts.sort()
+                p99 = rtts[int(len(rtts) * 0.99)] * 1000
+                print(f"{label:>14}: {cores:.3f} cores (node tree), /api/health p99 {p99:.1f} ms")
+                await asyncio.sleep(2)  # grace 1 s: the encoders stop
+                return cores
+
+            async def drain(ws) -> None:
+                async for msg in ws:
+                    framing.decode(msg.data)
+
+            idle = await measure("nobody", [])
+            for name in names:
+                cores = await measure(name.split("~")[1], [name])
+                print(f"{'':>14}  {cores - idle:+.3f} cores over nobody watching")
+            cores = await measure("whole ladder", names)
+            print(f"{'':>14}  {cores - idle:+.3f} cores over nobody watching")
+    finally:
+        for proc in (ffmpeg, node):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("source")
+    parser.add_argument("source", nargs="?")
     parser.add_argument("--realtime", action="store_true")
+    parser.add_argument("--node", action="store_true")
+    parser.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
+    if args.node:
+        asyncio.run(node_bench(args.seconds))
+        return
     packets, width, height = read_packets(args.source)
     rungs = [Rung(540, 1_200_000), Rung(360, 500_000)]
     full = plan("s", width, height, rungs, True, 2_500_000)
