@@ -28,6 +28,11 @@ GOP_CACHE_MAX_PACKETS = 900
 GOP_CACHE_MAX_BYTES = 24 * 1024 * 1024
 
 StreamListener = Callable[[str, "Stream"], None]
+#: In a stream name, separates a source from one of its ladder renditions
+#: ("class1~540p", airclass_media.ladder). Such streams are the ladder's own: they are not
+#: listed by `streams()` / `live_streams()` nor announced to listeners (no recording,
+#: no registry entry); `get(name)` finds them like any other.
+RENDITION_SEPARATOR = "~"
 
 
 class StreamBusy(Exception):
@@ -277,17 +282,20 @@ class StreamHub:
     def get(self, name: str) -> Stream | None:
         return self._streams.get(name)
 
-    def streams(self) -> list[Stream]:
-        return list(self._streams.values())
+    def streams(self, renditions: bool = False) -> list[Stream]:
+        """Every stream; the ladder's renditions too only when asked."""
+        return [s for s in self._streams.values() if renditions or not _rendition(s.name)]
 
-    def live_streams(self) -> list[Stream]:
-        return [s for s in self._streams.values() if s.live]
+    def live_streams(self, renditions: bool = False) -> list[Stream]:
+        return [s for s in self.streams(renditions) if s.live]
 
     def add_listener(self, listener: StreamListener) -> None:
         """listener(event, stream) with event "live" or "offline"."""
         self._listeners.append(listener)
 
     def _notify(self, event: str, stream: Stream) -> None:
+        if _rendition(stream.name):
+            return
         for listener in list(self._listeners):
             try:
                 listener(event, stream)
@@ -311,3 +319,7 @@ class StreamHub:
         for name in idle:
             del self._streams[name]
         return len(idle)
+
+
+def _rendition(name: str) -> bool:
+    return RENDITION_SEPARATOR in name

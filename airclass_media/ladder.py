@@ -46,12 +46,12 @@ import av
 from av.video.frame import PictureType
 
 from .h264 import NAL_PPS, NAL_SPS, H264Error, parse_sps, split_annexb
-from .hub import Stream, StreamHub
+from .hub import RENDITION_SEPARATOR, Stream, StreamHub
 from .packets import TIME_BASE, MediaPacket
 
 log = logging.getLogger(__name__)
 
-SEPARATOR = "~"
+SEPARATOR = RENDITION_SEPARATOR
 #: A rendition's hub stream name: a user stream name, "~", a rung ("540p").
 RENDITION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}~[0-9]{3,4}p\Z")
 _RUNG = re.compile(r"^([0-9]{3,4})p:([0-9]{2,6})\Z")

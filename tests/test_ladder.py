@@ -167,6 +167,10 @@ async def test_bframe_free_source_no_top_rung_and_encoders_only_while_watched(
     assert [r["name"] for r in status["renditions"]] == ["class2~540p", "class2~360p"]
     assert status["webrtc_default"] == ""
     assert await ladder_metrics(node) == {"class2~540p": 0.0, "class2~360p": 0.0}
+    # Renditions are the ladder's own streams: not listed, not counted as live streams.
+    listed = (await async_http_json("GET", f"{node.url}/api/streams"))[1]["streams"]
+    assert [s["name"] for s in listed] == ["class2"]
+    assert (await async_http_json("GET", f"{node.url}/api/health"))[1]["streams_live"] == 1
 
     reader = RelayReader(node, "class2~360p").start()
     try:
