@@ -27,7 +27,8 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
+
+from ..redis_client import redact_url, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,6 @@ SEEN = 20000
 BLOCK_MS = 5000
 
 Handler = Callable[[dict], None]
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password (for logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<url>"
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def bus_key(secret: str) -> bytes:
@@ -142,12 +129,11 @@ class RedisEventBus(EventBus):
         return self._subscribed
 
     def _make_client(self, **extra):
-        import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
         # No hidden retries: our loops back off and reconnect themselves.
-        return aioredis.from_url(
+        return redis_client(
             self.url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0), **extra
         )
 

@@ -15,6 +15,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..redis_client import redact_url, redis_client
 from .signing import SignatureError, Signer
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,12 @@ class RedisRegistry:
         self._refused: set[tuple[str, bytes]] = set()
 
     async def start(self) -> None:
-        self._redis = aioredis.from_url(
+        self._redis = redis_client(
             self.url, socket_timeout=3, socket_connect_timeout=3, health_check_interval=10
         )
         try:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
-            from ..classroom.events import redact_url  # no password in the log
-
             log.warning("registry: redis %s not reachable yet: %s", redact_url(self.url), exc)
 
     async def stop(self) -> None:

@@ -64,7 +64,7 @@ class _HashingReader:
 
 def safe_config(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The AIRCLASS_* settings of this environment, secrets left out, URL passwords hidden."""
-    from ..classroom.events import redact_url
+    from ..redis_client import redact_url
 
     out = {}
     for key, value in sorted((environ if environ is not None else os.environ).items()):
@@ -77,7 +77,7 @@ def safe_config(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _redact(url: str) -> str:
-    from ..classroom.events import redact_url
+    from ..redis_client import redact_url
 
     return redact_url(url)
 

@@ -14,6 +14,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ..node import Node
+from ..redis_client import redis_client
 
 #: Each dependency gets this long to answer a readiness check (seconds).
 CHECK_TIMEOUT = 2.0
@@ -49,7 +50,7 @@ class Readiness:
         if not url:
             return Check(True, "not used (in-process registry and events)")
         if self._redis is None:
-            self._redis = aioredis.from_url(
+            self._redis = redis_client(
                 url, socket_timeout=CHECK_TIMEOUT, socket_connect_timeout=CHECK_TIMEOUT
             )
         try:
