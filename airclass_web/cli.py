@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-url",
         default=_env("REDIS_URL", ""),
         help="Redis for the node registry and shared events; in-process "
-        "when unset [AIRCLASS_REDIS_URL]",
+        "when unset; redis+sentinel://[:PW@]HOST:PORT,HOST:PORT/MASTER for Redis "
+        "watched by Sentinels [AIRCLASS_REDIS_URL]",
     )
     serve.add_argument(
         "--capacity",
