@@ -1,8 +1,11 @@
 """Local chat analysis, Korean and English, with no model download and no network.
 
-Per message: language (Hangul syllables vs Latin letters), question, confusion,
-sentiment (vaderSentiment for English, the project lexicon below for Korean, both with
-negation), keywords. Measured on tests/fixtures/chat_labelled.tsv by tests/test_ai.py.
+Per message: language (Hangul syllables vs Latin letters), question and confusion (a small
+trained classifier shipped in the package, chat_model.npz, combined with the precise
+hand-written cues of chat_cues), sentiment (vaderSentiment for English, the project
+lexicon below for Korean, both with negation), keywords. Measured on the labelled corpus
+in airclass_web/ai/corpus/ by scripts/eval_chat.py and tests/test_chat_analysis.py, and on
+tests/fixtures/chat_labelled.tsv by tests/test_ai.py.
 """
 
 from __future__ import annotations
@@ -11,153 +14,10 @@ import re
 from collections import Counter
 from functools import lru_cache
 
+from . import chat_cues, chat_model
+
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 LATIN = re.compile(r"[A-Za-z]")
-
-# -- questions ---------------------------------------------------------------------------
-KO_QUESTION_END = re.compile(
-    r"(까요|나요|가요|니|냐|냐고|니까|는지|ㄴ지|은지|을까|ㄹ까|죠|지요|어요\?|데요\?|래요|"
-    r"건가요|건가|거예요\?|건지|는데요\?|겠어요\?|할까|인가|인가요|이에요\?|예요\?)"
-    r"\s*[?？!.~ㅠㅜ]*\s*$"
-)
-KO_QUESTION_WORD = re.compile(
-    r"(^|\s)(왜|뭐|뭔가요|뭐예요|무엇|어떻게|언제|어디|누가|무슨|몇|어느|얼마)"
-)
-KO_EMBEDDED = re.compile(r"(모르겠\S*|못\s*했\S*|놓쳤\S*)\s*[~ㅠㅜ.!]*$")
-EN_QUESTION_START = re.compile(
-    r"^\s*(what|why|how|when|where|who|whom|which|whose|is|are|am|was|were|can|could|do|"
-    r"does|did|will|would|should|shall|may|might|have|has|isn't|aren't|don't|doesn't|"
-    r"didn't|can't|won't|wouldn't|shouldn't)\b",
-    re.IGNORECASE,
-)
-EN_QUESTION_INNER = re.compile(
-    r"\b(any(one|body) know|i wonder|is it (true|ok|okay)|what about|how about|"
-    r"could you|can you|can we|should we|do we)\b",
-    re.IGNORECASE,
-)
-
-# -- confusion ---------------------------------------------------------------------------
-KO_CONFUSION = (
-    "모르겠",
-    "몰라",
-    "모름",
-    "이해가 안",
-    "이해 안",
-    "이해안",
-    "이해가 잘 안",
-    "이해를 못",
-    "이해 못",
-    "이해못",
-    "헷갈",
-    "햇갈",
-    "어려워",
-    "어렵다",
-    "어려운데",
-    "어렵네",
-    "어렵고",
-    "어렵습니다",
-    "무슨 말",
-    "뭔 말",
-    "다시 설명",
-    "한번 더 설명",
-    "한 번 더 설명",
-    "다시 한번",
-    "다시 한 번",
-    "너무 빨라",
-    "너무 빠르",
-    "놓쳤",
-    "못 따라",
-    "못따라",
-    "따라가기 힘",
-    "멘붕",
-    "복잡",
-    "막막",
-    "감이 안",
-    "감이 안 와",
-    "뭐지",
-    "뭔지 모",
-    "잘 모르",
-)
-EN_CONFUSION = (
-    "confused",
-    "confusing",
-    "confuses me",
-    "don't understand",
-    "dont understand",
-    "do not understand",
-    "didn't understand",
-    "didnt understand",
-    "don't get",
-    "dont get",
-    "didn't get",
-    "doesn't make sense",
-    "does not make sense",
-    "makes no sense",
-    "make sense of",
-    "i'm lost",
-    "im lost",
-    "i am lost",
-    "lost me",
-    "got lost",
-    "no idea",
-    "not sure",
-    "unclear",
-    "what does that mean",
-    "what does this mean",
-    "can you repeat",
-    "could you repeat",
-    "say that again",
-    "explain again",
-    "explain that again",
-    "explain it again",
-    "one more time",
-    "too fast",
-    "slow down",
-    "hard to follow",
-    "can't follow",
-    "cannot follow",
-    "confuse me",
-    "i missed",
-    "missed the",
-    "over my head",
-    "i'm stuck",
-    "im stuck",
-    "stuck on",
-    "which one",
-    "huh",
-)
-#: A confusion phrase right after one of these is negated ("not confused", "안 헷갈려").
-EN_NEGATORS = re.compile(r"\b(not|no longer|never|isn't|wasn't|n't)\s+(so\s+|that\s+|too\s+)?$")
-KO_CONFUSION_NEGATED = (
-    "안 헷갈",
-    "안헷갈",
-    "어렵지 않",
-    "어렵진 않",
-    "안 어려",
-    "안어려",
-    "복잡하지 않",
-    "복잡하진 않",
-    "이제 이해",
-    "이해가 돼",
-    "이해가 되",
-    "이해됐",
-    "이해 됐",
-    "이해했",
-    "이제 알겠",
-    "안 빨라",
-    "빠르지 않",
-)
-EN_CONFUSION_NEGATED = (
-    "not confused",
-    "no longer confused",
-    "not confusing",
-    "makes sense now",
-    "get it now",
-    "not lost",
-    "not hard to follow",
-    "now i understand",
-    "i understand now",
-)
 
 # -- Korean sentiment lexicon ----------------------------------------------------------------
 KO_POSITIVE = (
@@ -326,7 +186,7 @@ WORD = re.compile(r"[A-Za-z][A-Za-z'+#-]*[A-Za-z+#]|[A-Za-z]|[\uac00-\ud7a3]+|\d
 
 
 def language(text: str) -> str:
-    """"ko", "en" or "und" (no letters)."""
+    """Language: "ko", "en" or "und" (no letters)."""
     hangul = len(HANGUL.findall(text))
     latin = len(LATIN.findall(text))
     if hangul == 0 and latin == 0:
@@ -335,50 +195,49 @@ def language(text: str) -> str:
     return "ko" if hangul * 3 >= latin else "en"
 
 
+@lru_cache(maxsize=4096)
+def _scores(text: str) -> chat_model.Scores:
+    """The trained model's probabilities (one scoring per distinct message)."""
+    return chat_model.load().scores(text)
+
+
 def is_question(text: str) -> bool:
+    """Asks for an answer or information, or asks the teacher to do something in the
+    form of a question or to go over something again (with or without '?').
+
+    Very precise rules first (such requests; an English question word with '?'), then
+    the trained model, which also reads Korean endings (-냐, -나요, -는지, -임).
+    """
     t = text.strip()
     if not t:
         return False
-    if "?" in t or "？" in t:
+    if chat_cues.PRECISE_REQUEST.search(t):
         return True
-    for sentence in re.split(r"[.!。\n]+", t):
-        s = sentence.strip()
-        if not s:
-            continue
-        if KO_QUESTION_END.search(s) and not s.endswith(("습니다", "어요", "아요")):
-            return True
-        if KO_EMBEDDED.search(s):
-            continue  # "왜 그런지 모르겠어요": a statement about a question
-        if KO_QUESTION_WORD.search(s) and re.search(r"(요|까|니|냐|죠|지)\s*[~ㅠㅜ]*$", s):
-            return True
-        if EN_QUESTION_START.search(s) or EN_QUESTION_INNER.search(s):
-            return True
-    return False
+    if "?" in t and chat_cues.EN_QUESTION_START.search(t):
+        return True
+    return _scores(t).question >= chat_model.load().thresholds["question"]
 
 
-def _negated_en(low: str, start: int) -> bool:
-    return bool(EN_NEGATORS.search(low[:start]))
+#: Cues that say "confused" while also saying it is over need a surer model.
+RESOLVED_THRESHOLD = 0.8
 
 
 def is_confusion(text: str) -> bool:
-    low = " ".join(text.casefold().split()).replace("복잡도", "")  # complexity (O(n))
-    if any(p in low for p in KO_CONFUSION_NEGATED + EN_CONFUSION_NEGATED):
-        # "이제 이해했어요" / "not confused": negated unless another cue stays.
-        for p in KO_CONFUSION_NEGATED + EN_CONFUSION_NEGATED:
-            low = low.replace(p, " ")
-    for phrase in KO_CONFUSION:
-        if phrase in low:
-            i = low.find(phrase)
-            tail = low[i + len(phrase) : i + len(phrase) + 6]
-            hard = phrase.startswith(("어렵", "어려", "복잡"))
-            if hard and KO_NEGATION_AFTER.match(tail.lstrip()):
-                continue  # "어렵지 않아요"
-            return True
-    for phrase in EN_CONFUSION:
-        for m in re.finditer(r"(?<![a-z])" + re.escape(phrase) + r"(?![a-z])", low):
-            if not _negated_en(low, m.start()):
-                return True
-    return False
+    """Says or shows, now, that the writer does not follow (the trained model), except
+    when every confusion cue is negated or over ("not confusing", "was lost, now I get
+    it"); two or more plain confusion cues are enough on their own."""
+    t = text.strip()
+    if not t:
+        return False
+    cues = chat_cues.confusion_cues(t)
+    if not cues.present and (cues.negated or cues.resolved) and not cues.still:
+        return False
+    p = _scores(t).confusion
+    if cues.present and cues.resolved and not cues.still:
+        return p >= RESOLVED_THRESHOLD
+    if cues.present >= 2 and not cues.negated and not cues.resolved:
+        return True
+    return p >= chat_model.load().thresholds["confusion"]
 
 
 @lru_cache(maxsize=1)
