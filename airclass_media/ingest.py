@@ -52,6 +52,8 @@ class PublishSession:
         self._opus: AacToOpus | None = None
         self._aac_ready = False
         self._unwrap = _TimestampUnwrapper()
+        #: Highest video pts so far: a lower one means the encoder reorders frames.
+        self._last_pts = -(1 << 62)
         self.video_frames = 0
         self.audio_frames = 0
         self.bad_frames = 0
@@ -86,8 +88,9 @@ class PublishSession:
         if not data:
             return
         dts = self.stream.timeline(self._unwrap(timestamp_ms) * 1000)
-        if cts and not self.stream.info.reorders:
-            # A composition-time offset: the encoder sends B-frames (frames reordered).
+        pts = dts + cts * 1000
+        if pts < self._last_pts and not self.stream.info.reorders:
+            # Presentation time went back: B-frames (a constant CTS offset reorders nothing).
             self.stream.info.reorders = True
             log.warning(
                 "stream %s: the encoder sends B-frames (composition time %d ms); browsers "
@@ -96,8 +99,9 @@ class PublishSession:
                 self.stream.name,
                 cts,
             )
+        self._last_pts = max(pts, self._last_pts)
         self.video_frames += 1
-        self.stream.publish(MediaPacket("video", data, dts + cts * 1000, dts, has_idr))
+        self.stream.publish(MediaPacket("video", data, pts, dts, has_idr))
 
     def _update_video_info(self, sps: bytes, pps: bytes) -> None:
         info = self.stream.info

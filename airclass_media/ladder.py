@@ -12,8 +12,9 @@ one encoder per rung.
 
 Fields of the SOURCE stream's StreamInfo (stable: the fan-out and HLS read them):
 
-- ``reorders: bool`` -- the publisher sends B-frames (ingest saw pts != dts). Chromium's
-  WebRTC decoder renders in decode order: such a source must not go to browsers as is.
+- ``reorders: bool`` -- the publisher sends B-frames (ingest saw a video pts go back in
+  time; a constant composition-time offset reorders nothing). Chromium's WebRTC decoder
+  renders in decode order: such a source must not go to browsers as is.
 - ``renditions: list[dict]`` -- the rungs, highest first, each
   ``{"name": "class1~540p", "rung": "540p", "width": 960, "height": 540,
   "bitrate": 1200000}`` (bitrate: the encoder's target in bit/s). The source itself is
@@ -342,6 +343,8 @@ class SourceLadder:
         for name, stream in self.streams.items():
             if stream.subscriber_count:
                 self.watched_at[name] = now
+            if stream.info.aac_config != info.aac_config:  # audio headers came later
+                self._copy_audio_info(stream)
         grace = self.ladder.grace
         active = [r for r in self.renditions if now - self.watched_at.get(r.name, -1e9) < grace]
         if active != self.active:

@@ -47,7 +47,7 @@ class StreamInfo:
     aac_config: bytes = b""
     audio_sample_rate: int = 0
     audio_channels: int = 0
-    #: The publisher sends B-frames (some video packet had pts != dts): browsers' WebRTC
+    #: The publisher sends B-frames (a video pts went back in time): browsers' WebRTC
     #: decoders cannot reorder, so WebRTC viewers get `webrtc_default` instead.
     reorders: bool = False
     #: The ladder's renditions of this stream, highest first: dicts with name (hub
