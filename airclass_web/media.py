@@ -221,6 +221,8 @@ class MediaServices:
         """
         ticket = self.admission.reserve(user_id, ip)
         try:
+            if stream.info.webrtc_default:  # on a sub: pull the rendition from the main
+                await self._find_stream(stream.info.webrtc_default)
             opened = await self.viewers.open(stream, offer_sdp, user_id)
         except BaseException:
             ticket.release()

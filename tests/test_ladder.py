@@ -206,6 +206,40 @@ async def test_whep_viewer_of_bframe_source_gets_frames_in_order(node, processes
     assert (await stream_status(node, "class3"))["viewers"] == 1
 
 
+async def test_sub_node_viewer_of_bframe_source_gets_the_mains_top_rung(
+    node_factory, redis_server, processes, players
+):
+    """The ladder runs on the main only; a sub pulls the rendition by name over the cluster
+    relay (`/cluster/relay/class5~720p`) and its viewer gets it, in order."""
+    env = {"AIRCLASS_CLUSTER_SECRET": "cluster-secret-for-tests-0123456789abcdef"}
+    cluster = ("--redis-url", redis_server.url)
+    main = node_factory("--role", "main", *cluster, env=env, name="main")
+    sub = node_factory("--role", "sub", "--main-url", main.url, *cluster, env=env, name="sub")
+    await async_wait_for(
+        lambda: _with(
+            async_http_json("GET", f"{main.url}/cluster/nodes"), lambda r: len(r[1]["nodes"]) == 2
+        ),
+        15,
+        "sub registered",
+        interval=0.2,
+    )
+    await publish_live(main, processes, "class5", BFRAMES)
+    await async_wait_for(
+        lambda: _with(stream_status(main, "class5"), lambda s: s.get("webrtc_default")),
+        10,
+        "webrtc_default set",
+    )
+    grant = await main.atoken("class5")
+    assert grant["whep_url"].startswith(sub.url + "/"), grant["whep_url"]
+    player = await players(grant["whep_url"], grant["token"])
+    await player.wait_frames(video=90, timeout=30)
+    pts = player.stats.video_pts
+    backwards = sum(1 for a, b in zip(pts, pts[1:], strict=False) if b < a)
+    assert backwards == 0, f"{backwards} of {len(pts)} frames went back in time"
+    assert "relay class5~720p: started" in sub.log()
+    assert "ladder" not in sub.log()  # no encoder on the sub
+
+
 CHROMIUM_WHEP = """async ({whep, token}) => {
   const pc = new RTCPeerConnection();
   pc.addTransceiver("video", {direction: "recvonly"});
