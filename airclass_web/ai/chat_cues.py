@@ -27,17 +27,25 @@ _EN_CONFUSION = (
     r"what'?s going on|too (fast|quick)|slow(er| down)|(go|went) too fast|"
     r"missed (it|that|the|what|the part)|didn'?t (quite )?catch|"
     r"(so|too|really) (hard|difficult|complicated|painful)|give up|i feel (so )?dumb|"
-    r"(one more time|once more|again)"
+    r"(one more time|once more|again)|turned around|blank(ing|ed)?|sinking in|greek to me|"
+    r"fuzzy|hazy|help|send help|what am i looking at|wait how|how did (you|u) get|"
+    r"where'?d (that|this) come from|where did (that|this|the \w+) come from|"
+    r"can'?t figure( it)? out|(not|n't) following|in the sauce|head is swimming|"
+    r"went (right )?past me|understood nothing|no comprendo|what now|i quit|"
+    r"(doesn'?t|does not|didn'?t|not) (make|making) (any )?sense|throw(ing|s)? me off|"
+    r"(can'?t|cannot) keep (it|them) straight|getting mixed up|all over the place"
 )
 _KO_CONFUSION = (
     r"모르겠|몰라|모름|모르|이해\s*(가|를|도|는)?\s*(잘\s*)?(안|못|1도)|이해\s*안|헷갈|햇갈|"
     r"섞여|섞였|어렵|어려워|어려움|빡세|막혔|막힘|막혀|멘붕|멘탈|뇌\s*정지|뇌정지|뇌가|"
     r"머리\S*\s*(가\s*)?(아파|아프|터|하얘|어지|복잡|지끈|빙글|뒤죽|꽉)|감이\s*안|감\s*안|"
-    r"감이\s*안\s*잡|와닿지|못\s*따라|따라가기\s*(힘|벅)|너무\s*빨|빠르네|빨라|놓쳤|놓침|놓쳐|"
+    r"감이\s*안\s*잡|와닿지|못\s*따라|따라가기\s*(힘|벅)|(너무|넘|좀|진짜)\s*빨|빠르네|놓쳤|놓침|놓쳐|"
     r"길\s*을?\s*잃|흐름\s*놓|무슨\s*(말|소리|뜻)|뭔\s*(말|소리)|뭔소리|헤매|말이\s*안\s*되|"
-    r"구분이?\s*안|정신\s*(이\s*)?없|복잡|막막|포기|뒤죽박죽|엉망|엥|잉\?|네\?\?|뭐지|"
+    r"구분이?\s*안|정신\s*(이\s*)?없|복잡(?!도)|막막|포기|뒤죽박죽|엉망|엥|잉\?|네\?\?|뭐지|"
     r"못\s*알아들|알아듣기|다시\s*(설명|알려|해|보여|말|정리)|한\s*번\s*(만\s*)?더|한번\s*(만\s*)?더|"
-    r"천천히|애매"
+    r"천천히|애매|멍해|멍하|안\s*돌아가|어질|혼란|뭐가\s*뭔지|혼미|안드로메다|도와\s*주세요|살려|"
+    r"난해|으악|안\s*들어와|안\s*남아|용량\s*초과|스쳐\s*지나|그냥\s*지나|머릿속|"
+    r"못\s*알아듣|이해\s*못|모르겠|이해력|어떻게\s*(간|나온|된)\s*거"
 )
 CONFUSION = re.compile(rf"(?<![a-z])({_EN_CONFUSION})(?![a-z])|{_KO_CONFUSION}", re.IGNORECASE)
 #: Right before a confusion cue: it is negated ("not confused", "안 헷갈려요").
@@ -131,3 +139,24 @@ def korean_question_ending(text: str) -> str | None:
         return None
     m = KO_QUESTION_END.search(t.split()[-1])
     return m.group(1) if m else None
+
+
+_IMPERATIVE = re.compile(r"\b(please|pls|plz)\b|(주세요|세요|줘|주라)\s*[.!~ㅠㅜ]*$", re.IGNORECASE)
+_ASKS_TO_EXPLAIN = re.compile(
+    r"\b(explain|show|tell|teach|example|repeat|again|help)\b|"
+    r"알려|설명|보여|가르쳐|다시|한\s*번\s*만?\s*더|한번\s*만?\s*더|예시|예제|도와",
+    re.IGNORECASE,
+)
+
+
+def plain_imperative(text: str) -> bool:
+    """A request about logistics, not asked as a question and not asking to explain or go
+    over something ("next slide please", "칠판 좀 확대해 주세요"): not a question."""
+    return bool(
+        "?" not in text
+        and _IMPERATIVE.search(text)
+        and not PRECISE_REQUEST.search(text)
+        and not _ASKS_TO_EXPLAIN.search(text)
+        and not KO_QUESTION_WORD.search(text)
+        and not EN_QUESTION_START.search(text)
+    )
