@@ -183,6 +183,11 @@ class Worker:
         try:
             await stop.wait()
         finally:
+            # One stop is enough: a second SIGTERM during the clean-up (the node died and
+            # its process group is being ended) must not hit a closing event loop.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
             stats.cancel()
             for ws in list(self._events):
                 await ws.close()
