@@ -9,6 +9,7 @@ PyAV decoding what comes out, aiortc and headless Chromium as WHEP viewers.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -318,3 +319,40 @@ async def test_chromium_plays_bframe_rtmp_source_smoothly(node, processes, brows
     assert freezes <= 1 and frozen < 0.5, report
     assert dropped <= 0.05 * fps * seconds, report
     await page.close()
+
+
+@pytest.mark.skipif(TEST_HOST.startswith("127."), reason="browser tests use the test address")
+async def test_teacher_page_warns_about_bframes(tmp_path, processes, browser):
+    """The session view says, in Korean and English, how to turn B-frames off."""
+    from playwright.async_api import expect
+
+    from .classroom_support import PASSWORD, add_teacher
+    from .support import NodeProcess
+
+    node = NodeProcess(tmp_path, dev=False, name="teacher")
+    assert add_teacher(node.data_dir, "kim").returncode == 0
+    node.start()
+    try:
+        page = await (await browser.new_context(locale="ko-KR")).new_page()
+        await page.goto(node.url + "/teacher")
+        await page.wait_for_url("**/login**")
+        await page.fill("#login-username", "kim")
+        await page.fill("#login-password", PASSWORD)
+        await page.click("#login-submit")
+        await page.wait_for_url("**/teacher")
+        await page.fill("#t-title", "B-frames")
+        await page.fill("#t-stream", "bfr")
+        await page.click("#t-create-submit")
+        await expect(page.locator("#t-code")).to_have_text(re.compile(r"^[A-Z2-9]{8}$"))
+        await expect(page.locator("#t-bframes")).to_be_hidden()
+        grant = await node.atoken(
+            "bfr", user_type="teacher", action="publish", username="kim", password=PASSWORD
+        )
+        processes.append(ffmpeg_publish(node.rtmp_url("bfr", grant["token"]), extra=BFRAMES))
+        warning = page.locator("#t-bframes")
+        await expect(warning).to_be_visible(timeout=25_000)
+        await expect(warning).to_contain_text("B-프레임")
+        await page.click(".lang-toggle")
+        await expect(warning).to_contain_text("bframes=0")
+    finally:
+        node.stop()
