@@ -186,6 +186,12 @@ class MediaServices:
             raise PublishRejected("NetStream.Publish.Rejected", exc.message) from exc
         except StoreError as exc:
             raise PublishRejected("NetStream.Publish.Failed", f"store: {exc}") from exc
+        if self.node.claim_origin is not None:  # a cluster: one origin per stream
+            holder = await self.node.claim_origin(stream_name)
+            if holder is not None:
+                raise PublishRejected(
+                    "NetStream.Publish.BadName", f"stream {stream_name} is live on {holder}"
+                )
         stream = self.node.hub.stream(stream_name)
         publisher_id = f"rtmp-{request.peer}-{secrets.token_hex(3)}"
         try:
@@ -255,5 +261,16 @@ class MediaServices:
         ladder = self.ladder.metrics() if self.ladder is not None else []
         return [*self.viewers.metrics(), refused, transcode, rtmp, *ladder]
 
+    def drop_publisher(self, stream_name: str) -> None:
+        """Another node became this stream's origin: end the RTMP publisher here."""
+        for connection in list(self.rtmp.connections):
+            handler = connection.handler
+            if isinstance(handler, PublishSession) and handler.stream.name == stream_name:
+                connection.writer.close()
+
     def _publisher_closed(self, session: PublishSession) -> None:
         self.publishers.pop(session.publisher_id, None)
+        if self.node.release_origin is not None and not session.stream.live:
+            self.node.spawn(
+                self.node.release_origin(session.stream.name), f"release-{session.stream.name}"
+            )

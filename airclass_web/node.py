@@ -54,6 +54,11 @@ class Node:
         #: async (user_id, stream) -> base URL of the node a viewer should watch from,
         #: None for this node. A cluster main sets it to send students to a sub node.
         self.viewer_router: Callable[[str, str], Awaitable[str | None]] | None = None
+        #: async (stream) -> None when this node may take the stream's publisher (it is
+        #: now its origin), else the URL of the node that has it (cluster.claim_origin).
+        self.claim_origin: Callable[[str], Awaitable[str | None]] | None = None
+        #: async (stream): the publisher here left (cluster.release_origin).
+        self.release_origin: Callable[[str], Awaitable[None]] | None = None
         #: async (stream name) -> Stream | None for streams this node does not have yet.
         #: A cluster sub sets it to start pulling the stream from the main node.
         self.stream_resolver: Callable[[str], Awaitable[Stream | None]] | None = None

@@ -46,6 +46,10 @@ async def whip_offer(request: web.Request) -> web.Response:
     if request.content_type != "application/sdp":
         raise json_error(415, "WHIP offers must be Content-Type: application/sdp")
     offer = await request.text()
+    if node.claim_origin is not None:  # a cluster: one origin per stream
+        holder = await node.claim_origin(name)
+        if holder is not None:
+            raise json_error(409, f"stream {name} is live on {holder}")
     try:
         session = await request.app[WHIP].open(node.hub.stream(name), offer, claims.user_id)
     except BadOffer as exc:

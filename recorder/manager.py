@@ -273,6 +273,8 @@ class RecordingManager:
     def on_stream_event(self, event: str, stream: Stream) -> None:
         """Hub listener: auto-record on "live", stop after a long "offline"."""
         name = stream.name
+        if (stream.publisher_id or "").startswith("relay-"):
+            return  # relayed from the stream's origin node, which records it
         rec = self._active.get(name)
         if event == "live":
             timer = self._offline_timers.pop(name, None)

@@ -15,7 +15,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 
@@ -30,13 +30,15 @@ log = logging.getLogger(__name__)
 
 #: Backoff between reconnects (seconds): doubles from MIN to MAX, with jitter.
 BACKOFF_MIN = 0.25
-BACKOFF_MAX = 4.0
+BACKOFF_MAX = 2.0
 HEARTBEAT_SECONDS = 5.0
 #: Spacing of the GOP frames handed over at connect (microseconds), as for new viewers.
 CATCH_UP_STEP_US = 1000
 
 #: (method, path with query) -> headers that authenticate this node to the main.
 Signer = Callable[[str, str], dict[str, str]]
+#: () -> base URL of the node to pull a stream from now, None when none has it.
+Upstream = Callable[[], Awaitable[str | None]]
 
 
 class StreamNotFound(Exception):
@@ -48,14 +50,18 @@ class RelayRefused(Exception):
 
 
 class RelayClient:
-    """Pulls `stream` from `main_url` until `close()`."""
+    """Pulls `stream` from its upstream node until `close()`.
+
+    `upstream` is the base URL of the node to pull from, or an async function that names
+    it at each (re)connection (the stream's origin, which may move to another node) or
+    None when no node has the stream."""
 
     _ids = itertools.count(1)
 
     def __init__(
         self,
         stream: Stream,
-        main_url: str,
+        upstream: str | Upstream,
         sign: Signer,
         http: aiohttp.ClientSession,
         kinds: Iterable[str] = DEFAULT_KINDS,
@@ -63,7 +69,8 @@ class RelayClient:
         self.stream = stream
         self.kinds = tuple(kinds)
         self.path = f"/cluster/relay/{stream.name}"
-        self.url = f"{main_url.rstrip('/')}{self.path}?kinds={','.join(self.kinds)}"
+        self._upstream = upstream
+        self.url = ""
         self.sign = sign
         self.http = http
         #: Relay hop: main received -> sub received (wall clock), live packets only.
@@ -121,6 +128,10 @@ class RelayClient:
         self._detach()
 
     async def _relay_once(self) -> None:
+        base = self._upstream if isinstance(self._upstream, str) else await self._upstream()
+        if not base:
+            raise StreamNotFound(self.stream.name)
+        self.url = f"{base.rstrip('/')}{self.path}?kinds={','.join(self.kinds)}"
         headers = self.sign("GET", self.path)
         try:
             ws = await self.http.ws_connect(

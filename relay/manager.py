@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 
 from airclass_media.hub import Stream, StreamHub
 
-from .client import RelayClient, Signer, stop_client
+from .client import RelayClient, Signer, Upstream, stop_client
 from .server import DEFAULT_KINDS
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class RelayManager:
     def __init__(
         self,
         hub: StreamHub,
-        main_url: str,
+        main_url: str | Callable[[str], Awaitable[str | None]],
         sign: Signer,
         kinds: Iterable[str] = DEFAULT_KINDS,
         linger: float = DEFAULT_LINGER,
@@ -70,13 +70,13 @@ class RelayManager:
             await self._http.close()
 
     async def resolve(self, name: str) -> Stream | None:
-        """The stream, relayed from the main; None when the main does not have it."""
+        """The stream, relayed from its node; None when no node has it."""
         entry = self.relays.get(name)
         if entry is None:
             if self._http is None:
                 return None
             stream = self.hub.stream(name)
-            client = RelayClient(stream, self.main_url, self.sign, self._http, self.kinds)
+            client = RelayClient(stream, self._upstream_of(name), self.sign, self._http, self.kinds)
             task = asyncio.ensure_future(client.run())
             task.set_name(f"relay-{name}")
             self.relays[name] = entry = (client, task)
@@ -91,6 +91,21 @@ class RelayManager:
                 if client.connected:
                     await client.keyframe.wait()
         return client.stream
+
+    def _upstream_of(self, name: str) -> str | Upstream:
+        """The main's URL, or a function naming the stream's node at each connection."""
+        if isinstance(self.main_url, str):
+            return self.main_url
+        find = self.main_url
+
+        async def upstream() -> str | None:
+            return await find(name)
+
+        return upstream
+
+    async def drop(self, name: str) -> None:
+        """Stop relaying this stream (a publisher of its own arrived on this node)."""
+        await self._drop(name)
 
     async def _drop(self, name: str) -> None:
         entry = self.relays.pop(name, None)

@@ -25,4 +25,6 @@ def setup(app: web.Application) -> None:
         node.viewer_router = cluster.route_viewer
     if cluster.relays is not None:
         node.stream_resolver = cluster.relays.resolve
+    node.claim_origin = cluster.claim_origin
+    node.release_origin = cluster.release_origin
     setup_routes(app)

@@ -15,6 +15,7 @@ from relay.server import SUB_KINDS, RelayServer
 from ..errors import json_error
 from ..node import Node
 from .assign import Assigner, NoCapacity
+from .origins import OriginDirectory, OriginError
 from .registry import (
     HEARTBEAT_SECONDS,
     InProcessRegistry,
@@ -44,11 +45,16 @@ class Cluster:
         if config.redis_url:
             self.registry = RedisRegistry(config.redis_url, self.signer)
         self.assigner = Assigner()
-        self.relay_server = RelayServer() if self.role == "main" else None
+        # With Redis any node may be a stream's origin (its publisher is here): every
+        # node then serves relays and pulls other nodes' streams from their origin.
+        shared = bool(config.redis_url)
+        self.relay_server = RelayServer() if self.role == "main" or shared else None
+        #: Stream -> origin leases (origins.py); set at start when the registry is Redis.
+        self.origins: OriginDirectory | None = None
         self.relays: RelayManager | None = None
-        if self.role == "sub":
+        if self.role == "sub" or shared:
             self.relays = RelayManager(
-                node.hub, config.main_url, self.signer.request_headers, kinds=SUB_KINDS
+                node.hub, self.upstream, self.signer.request_headers, kinds=SUB_KINDS
             )
         #: node id -> wall time its relay connection broke: not routed to until it
         #: heartbeats again (a killed sub is skipped at once, not after its TTL).
@@ -60,6 +66,11 @@ class Cluster:
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         await self.registry.start()
+        if isinstance(self.registry, RedisRegistry):
+            config = self.node.config
+            self.origins = OriginDirectory(
+                self.registry.redis, self.signer, config.node_id, config.http_url
+            )
         await self._beat()
         if self.relays is not None:
             await self.relays.start()
@@ -119,11 +130,63 @@ class Cluster:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             await self._beat()
+            await self._renew_origins()
             if self.role == "main":
                 await self._routing_nodes()  # keep the routing copy warm
 
     async def nodes(self) -> list[NodeRecord]:
         return await self.registry.nodes()
+
+    # -- origins: where each stream's publisher is ---------------------------------------
+    async def upstream(self, stream: str) -> str | None:
+        """Base URL of the node to relay `stream` from: its origin, else the main."""
+        if self.origins is not None:
+            try:
+                origin = await self.origins.lookup(stream)
+            except OriginError as exc:
+                log.warning("cluster: origin of %s unknown: %s", stream, exc)
+                origin = None
+            if origin is not None:
+                return None if origin.node_id == self.node.config.node_id else origin.url
+        return self.node.config.main_url or None
+
+    async def claim_origin(self, stream: str) -> str | None:
+        """Make this node the stream's origin before its publisher is attached here.
+
+        None when it is (or no registry is shared); else the URL of the live node that
+        holds the stream. A holder gone from the registry (killed) is taken over."""
+        if self.origins is None:
+            return None
+        try:
+            if await self.origins.claim(stream) is None:
+                holder = await self.origins.lookup(stream)
+                alive = {n.node_id for n in await self.registry.nodes()}
+                if holder is not None and holder.node_id in alive:
+                    return holder.url
+                await self.origins.claim(stream, force=True)
+        except (OriginError, RegistryError) as exc:
+            log.warning("cluster: origin of %s not claimed (%s): publishing anyway", stream, exc)
+        if self.relays is not None and stream in self.relays.relays:
+            await self.relays.drop(stream)  # it was relayed here from the old origin
+        log.info("cluster: this node is the origin of %s", stream)
+        return None
+
+    async def release_origin(self, stream: str) -> None:
+        if self.origins is not None:
+            await self.origins.release(stream)
+
+    async def _renew_origins(self) -> None:
+        if self.origins is None or not self.origins.held:
+            return
+        try:
+            lost = await self.origins.renew()
+        except OriginError as exc:
+            log.warning("cluster: origin leases not renewed: %s", exc)
+            return
+        for stream in lost:  # another node took it over: never serve a stale origin
+            log.warning("cluster: %s moved to another origin; dropping its publisher here", stream)
+            if self.node.media is not None:
+                self.node.media.drop_publisher(stream)
 
     # -- main: viewer routing ----------------------------------------------------------
     async def _routing_nodes(self) -> list[NodeRecord]:

@@ -1,0 +1,100 @@
+"""Origin on any node (issue 18): three nodes and a redis-server as real processes. The
+teacher publishes to node B; viewers on A and C watch it, relayed from B. B is killed with
+kill -9; the encoder reconnects to C (its second URL): C becomes the origin, and the same
+viewers on A and C get the picture back without a new peer connection."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+
+import pytest
+import redis
+
+from .support import (
+    NodeProcess,
+    RedisServer,
+    async_wait_for,
+    ffmpeg_publish,
+    http_json,
+    stop_process,
+    wait_for,
+)
+
+STREAM = "anywhere"
+
+
+@pytest.fixture
+def three_nodes(tmp_path):
+    server = RedisServer(tmp_path).start()
+    data_dir = tmp_path / "shared-data"
+    extra = ("--redis-url", server.url, "--data-dir", str(data_dir))
+    nodes: list[NodeProcess] = []
+    publishers: list[subprocess.Popen] = []
+    try:
+        for name in ("a", "b", "c"):
+            nodes.append(NodeProcess(tmp_path, *extra, name=name).start())
+        yield server, nodes, publishers
+    finally:
+        for proc in publishers:
+            stop_process(proc)
+        for node in nodes:
+            node.stop()
+        server.stop()
+
+
+def origin_of(server: RedisServer) -> str | None:
+    value = redis.Redis.from_url(server.url).get(f"airclass:origin:{STREAM}")
+    return value.decode().split(" ", 1)[0] if value else None
+
+
+def node_id(node: NodeProcess) -> str:
+    return http_json("GET", f"{node.url}/api/health")[1]["node_id"]
+
+
+def publish(node: NodeProcess, publishers: list) -> subprocess.Popen:
+    token = node.token(STREAM, user_type="teacher", action="publish")["token"]
+    proc = ffmpeg_publish(node.rtmp_url(STREAM, token), seconds=120, size="640x360", rate=25)
+    publishers.append(proc)
+    return proc
+
+
+async def test_publish_anywhere_and_survive_the_origin_dying(three_nodes, players):
+    server, (a, b, c), publishers = three_nodes
+    publish(b, publishers)
+    wait_for(lambda: origin_of(server) == node_id(b), 20, "B to hold the origin lease")
+    watchers = {}
+    for node in (a, c):
+        grant = await node.atoken(STREAM)
+        watchers[node] = await players(grant["whep_url"], grant["token"])
+    for player in watchers.values():
+        await player.wait_frames(video=20, timeout=30)  # relayed from B
+
+    # A second encoder on A while B has the stream is refused (one origin per stream).
+    second = publish(a, publishers)
+    assert await asyncio.to_thread(second.wait, 30) != 0
+    assert origin_of(server) == node_id(b)
+
+    await asyncio.to_thread(b.kill, signal.SIGKILL)
+    killed = time.monotonic()
+
+    # The encoder reconnects to its second URL (C), as OBS and ffmpeg retry: refused while
+    # B's lease lasts (at most 6 s), then C becomes the origin.
+    async def c_is_origin() -> bool:
+        if origin_of(server) == node_id(c):
+            return True
+        if not any(p.poll() is None for p in publishers):
+            publish(c, publishers)
+        return False
+
+    await async_wait_for(c_is_origin, 30, "C to become the origin", interval=0.5)
+    returned = time.monotonic() - killed
+    for player in watchers.values():
+        await player.wait_frames(video=20, timeout=20)
+        assert player.pc.connectionState == "connected"  # the same peer connection
+    print(
+        f"origin moved to C {returned:.1f} s after kill -9 of B; viewers on A and C playing "
+        f"again {time.monotonic() - killed:.1f} s after it"
+    )
