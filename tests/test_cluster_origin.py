@@ -98,3 +98,34 @@ async def test_publish_anywhere_and_survive_the_origin_dying(three_nodes, player
         f"origin moved to C {returned:.1f} s after kill -9 of B; viewers on A and C playing "
         f"again {time.monotonic() - killed:.1f} s after it"
     )
+
+
+async def test_origin_leases_are_fenced(tmp_path):
+    """A node that lost its lease (taken over while it was cut off) cannot renew it, and
+    a forged entry (no cluster secret) is not followed."""
+    import redis.asyncio as aioredis
+
+    from airclass_web.cluster.origins import OriginDirectory
+    from airclass_web.cluster.signing import Signer
+
+    server = RedisServer(tmp_path).start()
+    client = aioredis.from_url(server.url)
+    try:
+        x = OriginDirectory(client, Signer("s" * 32, "x"), "x", "http://x")
+        y = OriginDirectory(client, Signer("s" * 32, "y"), "y", "http://y")
+        first = await x.claim("room")
+        assert first is not None and await y.claim("room") is None
+        assert (await y.lookup("room")).url == "http://x"
+        taken = await y.claim("room", force=True)  # x looked dead to the cluster
+        assert taken is not None and taken > first
+        assert await x.renew() == ["room"]  # x comes back: fenced out
+        assert "room" not in x.held and (await x.lookup("room")).node_id == "y"
+        await x.release("room")  # releasing what it no longer holds does nothing
+        assert (await y.lookup("room")).node_id == "y"
+        forged = OriginDirectory(client, Signer("f" * 32, "z"), "z", "http://evil")
+        await y.release("room")
+        assert await forged.claim("room") is not None
+        assert await y.lookup("room") is None  # signed with another secret: ignored
+    finally:
+        await client.aclose()
+        server.stop()
