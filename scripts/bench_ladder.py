@@ -8,7 +8,8 @@ SOURCE: an FLV file with H.264 (e.g. 720p30 2.5 Mbit/s with B-frames, made by ff
 encodes the whole file as fast as it can and prints CPU seconds per media second
 (= cores at real time) from getrusage (every thread of the process: PyAV, x264).
 With --realtime the whole ladder runs in its encoder thread paced at 1x while an
-asyncio loop measures its own lag (p50/p99/max of a 5 ms timer's lateness).
+asyncio loop measures its own lag (p50/p99/max of a 5 ms timer's lateness); delay: a
+source packet handed to the thread -> the rung packets with its pts back on the loop.
 
 With --node it starts a real `airclass serve` (2 media workers) on 127.0.0.1, has ffmpeg
 publish 720p30 2.5 Mbit/s with B-frames over RTMP, and for each rendition (then all)
@@ -79,7 +80,15 @@ def run_case(packets, renditions) -> tuple[float, float]:
 async def realtime(packets, renditions) -> dict:
     loop = asyncio.get_running_loop()
     got = []
-    thread = _EncoderThread("bench", loop, got.extend)
+    put_at: dict[int, float] = {}
+    delays: list[float] = []
+
+    def deliver(made) -> None:
+        now = time.perf_counter()
+        got.extend(made)
+        delays.extend(now - put_at[p.pts] for _name, p in made if p.pts in put_at)
+
+    thread = _EncoderThread("bench", loop, deliver)
     thread.put(renditions)
     lags: list[float] = []
     done = asyncio.Event()
@@ -99,6 +108,7 @@ async def realtime(packets, renditions) -> dict:
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        put_at[p.pts] = time.perf_counter()
         thread.put(p)
     while thread.backlog():  # noqa: ASYNC110 - a thread's queue, no event to await
         await asyncio.sleep(0.01)
@@ -107,7 +117,10 @@ async def realtime(packets, renditions) -> dict:
     await probing
     thread.stop()
     lags.sort()
+    delays.sort()
     return {
+        "delay_p50_ms": round(statistics.median(delays) * 1000, 1),
+        "delay_p95_ms": round(delays[int(len(delays) * 0.95)] * 1000, 1),
         "cores": round((cpu() - c0) / media, 3),
         "packets_out": len(got),
         "lag_p50_ms": round(statistics.median(lags) * 1000, 2),
