@@ -207,6 +207,63 @@ async def test_whep_viewer_of_bframe_source_gets_frames_in_order(node, processes
     assert (await stream_status(node, "class3"))["viewers"] == 1
 
 
+async def test_rendition_viewer_keeps_playing_across_a_publisher_reconnect(
+    node, processes, players
+):
+    """The teacher's encoder drops and comes back: the ladder plans again and the viewer,
+    served from the top rung, keeps its session and gets frames again."""
+    await publish_live(node, processes, "class6", BFRAMES)
+    await async_wait_for(
+        lambda: _with(stream_status(node, "class6"), lambda s: s.get("webrtc_default")),
+        10,
+        "webrtc_default set",
+    )
+    token = (await node.atoken("class6"))["token"]
+    player = await players(f"{node.url}/live/class6/whep", token)
+    await player.wait_frames(video=30, timeout=30)
+    publisher = processes.pop()
+    publisher.terminate()
+    publisher.wait(5)
+    await async_wait_for(
+        lambda: _with(stream_status(node, "class6"), lambda s: not s.get("live")), 10, "offline"
+    )
+    await publish_live(node, processes, "class6", BFRAMES)
+    await player.wait_frames(video=60, timeout=30)
+    pts = player.stats.video_pts
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), "frames out of order"
+    assert "ladder class6: encoding 720p" in node.log()
+
+
+def test_ladder_option_parses_and_plans_below_the_source():
+    from airclass_media.ladder import Rung, parse_ladder, plan
+
+    assert parse_ladder("540p:1200,360p:500") == [Rung(540, 1_200_000), Rung(360, 500_000)]
+    assert parse_ladder("360p:500, 720p:2500")[0] == Rung(720, 2_500_000)
+    assert parse_ladder("none") == []
+    for bad in ("540p", "540:1200", "541p:1200", "540p:1200,540p:800", "99999p:1"):
+        with pytest.raises(ValueError):
+            parse_ladder(bad)
+    rungs = parse_ladder("720p:2500,540p:1200,360p:500")
+    # Only rungs below the source; a B-frame source gets its own size on top.
+    assert [r.name for r in plan("a", 960, 540, rungs, False, 0)] == ["a~360p"]
+    top, low = plan("a", 854, 480, rungs, True, 1_000_000)
+    assert (top.name, top.width, top.height, top.bitrate) == ("a~480p", 854, 480, 1_000_000)
+    assert (low.name, low.width, low.height) == ("a~360p", 640, 360)
+
+
+def test_serve_refuses_a_bad_ladder(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "airclass_web.cli", "serve", "--dev", "--ladder", "fast",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--ladder" in result.stderr + result.stdout
+
+
 async def test_sub_node_viewer_of_bframe_source_gets_the_mains_top_rung(
     node_factory, redis_server, processes, players
 ):
