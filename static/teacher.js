@@ -99,12 +99,7 @@
         loadSessions();
       } catch (err) { fail(err); }
     });
-    $("t-apikey-form").addEventListener("submit", async (e) => {
-      e.preventDefault();
-      try { await api("PUT", "/api/auth/api-key", { api_key: $("t-apikey").value }); $("t-apikey").value = ""; $("t-apikey-state").textContent = AirI18n.t("t.saved"); }
-      catch (err) { fail(err); }
-    });
-    api("GET", "/api/auth/me").then((me) => { if (me.has_api_key) $("t-apikey-state").textContent = AirI18n.t("t.saved"); }).catch(() => {});
+    // The AI key form (provider + key) lives in static/ai-keys.js.
     $("t-end").addEventListener("click", async () => {
       if (session && confirm(AirI18n.t("t.confirm_end"))) { await api("POST", `/api/sessions/${session.id}/end`).catch(fail); loadSessions(); }
     });

@@ -799,3 +799,94 @@ async def test_joined_students_who_never_wrote_are_pseudonyms_too(ai_node, gemin
             for form in forms:
                 assert form.casefold() not in raw, (form, req["raw"][:400])
         assert any("Student " in r["raw"] for r in gemini.requests)
+
+
+async def test_teacher_page_key_form_sets_the_key_provider_calls_use(
+    tmp_path, gemini, openai_fake, browser
+):
+    """The teacher page's AI key form (provider + key, Korean/English) saves the key the
+    providers use: the exact key arrives as `Authorization: Bearer` / `x-goog-api-key`;
+    a refused base URL and a node without AIRCLASS_DATA_KEY are explained next to the
+    field in the teacher's language."""
+    from playwright.async_api import expect
+
+    node = start_node(
+        tmp_path,
+        "--gemini-base-url",
+        gemini.url,
+        "--ai-allowed-base-url",
+        openai_fake.url,
+        "--ai-calls-per-minute",
+        "600",
+    )
+    nokey = NodeProcess(tmp_path, dev=False, name="nokey", env={"AIRCLASS_DATA_KEY": ""})
+    assert add_teacher(nokey.data_dir, "kim").returncode == 0
+    nokey.start()
+    errors: list[str] = []
+
+    async def teacher_page(target: NodeProcess, token: str, locale: str):
+        ctx = await browser.new_context(locale=locale)
+        await ctx.add_init_script(
+            f"sessionStorage.setItem('airclass.teacher_token', {json.dumps(token)})"
+        )
+        page = await ctx.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(target.url + "/teacher")
+        await page.click("#t-ai summary")
+        return page
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, node.url)
+            token = await api.login("kim")
+
+            async def chat(text: str) -> dict:
+                return await api.ok(
+                    "POST", "/api/ai/analyze/chat", {"messages": [text]}, token=token
+                )
+
+            page = await teacher_page(node, token, "ko-KR")
+            await expect(page.locator("#t-ai summary")).to_have_text("AI 분석 키")
+            await expect(page.locator("label:has(#t-ai-key) > span")).to_have_text("API 키")
+            await expect(page.locator("#t-ai-base-row")).to_be_hidden()
+            await page.select_option("#t-ai-provider", "openai")
+            await expect(page.locator("#t-ai-base-row")).to_be_visible()
+            await page.fill("#t-ai-key", OPENAI_KEY)
+            await page.fill("#t-ai-base", f"http://{TEST_HOST}:{free_port()}")
+            await page.click("#t-ai-save")
+            await expect(page.locator("#t-ai-error")).to_contain_text("허용되지 않은 API 주소")
+            await page.fill("#t-ai-base", openai_fake.url + "/v1")
+            await page.click("#t-ai-save")
+            await expect(page.locator("#t-ai-state")).to_contain_text("저장됨: OpenAI")
+            await expect(page.locator("#t-ai-error")).to_have_text("")
+            out = await chat("What does the form save?")
+            assert out["source"] == "openai", out
+            assert openai_fake.requests[-1]["headers"]["Authorization"] == f"Bearer {OPENAI_KEY}"
+
+            await page.select_option("#t-ai-provider", "gemini")
+            await expect(page.locator("#t-ai-base-row")).to_be_hidden()
+            await page.fill("#t-ai-key", GEMINI_KEY)
+            await page.click("#t-ai-save")
+            await expect(page.locator("#t-ai-state")).to_contain_text("저장됨: Gemini")
+            out = await chat("And now which key?")
+            assert out["source"] == "gemini", out
+            assert gemini.requests[-1]["headers"]["x-goog-api-key"] == GEMINI_KEY
+            assert await page.locator("#t-ai-key").input_value() == ""  # not kept in the page
+
+            # No AIRCLASS_DATA_KEY on the node: said next to the field, in either language.
+            nokey_token = await Api(http, nokey.url).login("kim")
+            page = await teacher_page(nokey, nokey_token, "en-US")
+            await page.fill("#t-ai-key", GEMINI_KEY)
+            await page.click("#t-ai-save")
+            error = page.locator("#t-ai-error")
+            await expect(error).to_contain_text("AIRCLASS_DATA_KEY is not set")
+            await page.click(".lang-toggle")
+            await expect(error).to_contain_text("AIRCLASS_DATA_KEY가 설정되지 않아")
+            assert (await page.locator("#t-ai-key").get_attribute("aria-describedby")) == (
+                "t-ai-error"
+            )
+    finally:
+        node.stop()
+        nokey.stop()
+    assert not errors, errors
+    assert OPENAI_KEY not in node.log() and GEMINI_KEY not in node.log()
