@@ -161,3 +161,16 @@ def plain_imperative(text: str) -> bool:
         and not KO_QUESTION_WORD.search(text)
         and not EN_QUESTION_START.search(text)
     )
+
+
+#: An English message that starts like a statement (a subject first) and has no "?".
+EN_STATEMENT_START = re.compile(
+    r"^\s*(the|this|that|it|its|it's|i|i'm|im|my|we|our|they|their|he|she|there|mine|"
+    r"yours|x|y|[0-9])\b",
+    re.IGNORECASE,
+)
+
+
+def english_statement_shape(text: str) -> bool:
+    """Starts with a subject and carries no question mark ("the answer should be 7")."""
+    return "?" not in text and bool(EN_STATEMENT_START.search(text))
