@@ -33,7 +33,7 @@
 
   async function call(method, path) {
     const resp = await fetch(path, { method, headers: { Authorization: "Bearer " + token() } });
-    if (!resp.ok) throw new Error(String(resp.status));
+    if (!resp.ok) throw AirI18n.httpError(resp.status, (await resp.json().catch(() => ({}))).error);
     return resp;
   }
   async function qr(img, app) {

@@ -114,7 +114,7 @@
       const q = new URLSearchParams({ user_type: "teacher", action: "publish", stream: session.stream });
       const res = await fetch("/api/token?" + q, { method: "POST", headers: { Authorization: "Bearer " + teacherToken } });
       const grant = await res.json().catch(() => ({}));
-      if (!res.ok) throw new Error(grant.error || res.status);
+      if (!res.ok) throw AirI18n.httpError(res.status, grant.error);
       publishToken = grant.token;
       const quality = QUALITY[$("s-quality").value];
       pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
@@ -135,7 +135,7 @@
       const post = await fetch(grant.whip_url, { method: "POST", body: pc.localDescription.sdp,
         headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + publishToken } });
       if (post.status === 409) throw new Error(AirI18n.t("s.busy"));
-      if (post.status !== 201) throw new Error((await post.json().catch(() => ({}))).error || post.status);
+      if (post.status !== 201) throw AirI18n.httpError(post.status, (await post.json().catch(() => ({}))).error);
       location_ = new URL(post.headers.get("Location"), grant.whip_url).toString();
       studio.location = location_;
       await pc.setRemoteDescription({ type: "answer", sdp: await post.text() });

@@ -68,7 +68,7 @@
                                      body: body ? JSON.stringify(body) : undefined });
     const data = await resp.json().catch(() => ({}));
     if (resp.status === 401 && !monitor) { sessionStorage.removeItem("airclass.teacher_token"); location.href = "/login?next=/teacher"; }
-    if (!resp.ok) throw new Error(data.error || String(resp.status));
+    if (!resp.ok) throw AirI18n.httpError(resp.status, data.error || String(resp.status));
     return data;
   }
   function fail(err) { $("t-error").textContent = err.message || String(err); }
