@@ -57,7 +57,11 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval=0.05):
-    """Poll predicate until truthy; return its value or fail with `what`."""
+    """Poll predicate until truthy; return its value or fail with `what`.
+
+    A failed assertion in the predicate fails at once (it will not turn true by waiting);
+    other errors (connection refused, a node still starting) are retried and the last one
+    is reported on timeout."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
@@ -65,22 +69,36 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
+        except AssertionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transient; reported on timeout
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+    raise TimeoutError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})"
+    ) from last_exc
 
 
 async def async_wait_for(predicate, timeout: float, what: str, interval=0.05):
+    """wait_for for async tests: predicate may be a coroutine function; assertion
+    failures surface at once, other errors are retried and reported on timeout."""
     deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
     while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
+        try:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+        except AssertionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transient; reported on timeout
+            last_exc = exc
         await asyncio.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    raise TimeoutError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})"
+    ) from last_exc
 
 
 async def async_http_json(
