@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -94,11 +95,28 @@ async def browser():
         await browser.close()
 
 
+#: Skip reasons of tests that need scripts/run-tests.sh's private network namespace.
+NETNS_SKIP = "network namespace"
+
+
+def _no_netns_skip_in_ci(report) -> None:
+    """Under CI=true a test that needs the private network namespace fails instead of
+    skipping (a CI run without it would pass while testing less)."""
+    if not report.skipped or os.environ.get("CI") != "true" or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    if NETNS_SKIP in reason:
+        report.outcome = "failed"
+        report.longrepr = f"CI=true and this test would skip: {reason}"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Fail the test (or its set-up/tear-down) when a node it ran logged a traceback."""
     outcome = yield
     report = outcome.get_result()
+    _no_netns_skip_in_ci(report)
     problems = take_log_problems()
     if not problems:
         return
