@@ -174,3 +174,12 @@ EN_STATEMENT_START = re.compile(
 def english_statement_shape(text: str) -> bool:
     """Starts with a subject and carries no question mark ("the answer should be 7")."""
     return "?" not in text and bool(EN_STATEMENT_START.search(text))
+
+
+#: A complaint shaped like a question: "why is this so hard", "왜 이렇게 어려워".
+RHETORICAL = re.compile(
+    r"^\W*(but |ok |ugh |man |bruh )?(why|how)\b.{0,40}\b(so|this|that|these|those)\s+"
+    r"(hard|difficult|complicated|confusing|painful|brutal|annoying|impossible|many)\b|"
+    r"왜\s*(이렇게|이리|그렇게|저렇게)\s*\S*(어려|어렵|복잡|헷갈|힘들|많|빡세|난해)",
+    re.IGNORECASE,
+)

@@ -104,6 +104,8 @@ def cue_features(text: str) -> list[str]:
         out.append("cue:en-q-start")
     if chat_cues.english_statement_shape(text):
         out.append("cue:en-statement")
+    if chat_cues.RHETORICAL.search(text):
+        out.append("cue:rhetorical")
     if chat_cues.EN_REQUEST.search(text) or chat_cues.KO_REQUEST.search(text):
         out.append("cue:request")
     return out

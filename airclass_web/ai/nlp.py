@@ -207,8 +207,8 @@ def is_question(text: str) -> bool:
     form of a question or to go over something again (with or without '?').
 
     Very precise rules first (such requests; an English question word with '?'; a plain
-    imperative about logistics is not a question), then the trained model, which also
-    reads Korean endings (-냐, -나요, -는지, -임).
+    imperative about logistics or a rhetorical complaint is not a question), then the
+    trained model, which also reads Korean endings (-냐, -나요, -는지, -임).
     """
     t = text.strip()
     if not t:
@@ -217,7 +217,7 @@ def is_question(text: str) -> bool:
         return True
     if "?" in t and chat_cues.EN_QUESTION_START.search(t):
         return True
-    if chat_cues.plain_imperative(t):
+    if chat_cues.plain_imperative(t) or chat_cues.RHETORICAL.search(t):
         return False
     return _scores(t).question >= chat_model.load().thresholds["question"]
 
