@@ -465,6 +465,8 @@ class SourceLadder:
     def _stop_encoding(self) -> None:
         if self.feed is not None:
             self.feed.cancel()
+            self.ladder.ending.add(self.feed)
+            self.feed.add_done_callback(self.ladder.ending.discard)
             self.feed = None
         if self.thread is not None:
             self.thread.stop()
@@ -501,6 +503,8 @@ class Ladder:
         self.grace = grace
         self.sources: dict[str, SourceLadder] = {}
         self.cpu_seconds = 0.0
+        #: Feed tasks cancelled and not finished yet (awaited at stop).
+        self.ending: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -516,6 +520,8 @@ class Ladder:
                 pass
         for name in list(self.sources):
             self._drop(name)
+        if self.ending:
+            await asyncio.gather(*self.ending, return_exceptions=True)
 
     @staticmethod
     def wants(stream: Stream) -> bool:
