@@ -202,7 +202,9 @@ async def test_viewers_on_subs_decode_with_a_fast_relay_hop(cluster, players):
         # "viewers" counts the stream's subscribers on the sub: a viewer's two tracks, or
         # the local feed of the media worker that serves it (--workers).
         assert pulling["connected"] and pulling["live"] and pulling["viewers"] >= 1
-        assert pulling["hop_p95_ms"] >= 0, pulling  # its size: scripts/bench_cluster.py
+        # Measured (0.0 means no packet was timed) and fast on one machine, even a busy
+        # one; the figure itself: scripts/bench_cluster.py.
+        assert 0 < pulling["hop_p95_ms"] < 1000, pulling
         status, metrics, _ = await async_http_json("GET", f"{sub.url}/metrics")
         assert status == 200 and 'airclass_relay_hop_seconds{quantile="0.95"' in metrics
 

@@ -207,6 +207,14 @@ async def test_lossy_jittery_link_still_decodes(node, processes, players, udp_lo
         if line.startswith('airclass_webrtc_viewer_loss_ratio{stat="max"}')
     ]
     assert loss_max and 0 <= loss_max[0] <= 1
+    # The reports really were summed: the viewer's packets arrive 0-30 ms late (the jitter
+    # fixture), so the worst interarrival jitter it reports is well above zero.
+    jitter_max = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('airclass_webrtc_viewer_jitter_seconds{stat="max"}')
+    ]
+    assert jitter_max and jitter_max[0] > 0.001, jitter_max
 
 
 @pytest.mark.skipif(

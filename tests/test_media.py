@@ -185,7 +185,8 @@ def test_health_reports_services_and_loop_lag(node):
     status, body, _ = http_json("GET", f"{node.url}/api/health")
     assert status == 200 and body["status"] == "ok" and body["problems"] == []
     assert set(body["services"]) >= {"media", "cluster", "classroom", "recorder"}
-    assert isinstance(body["loop_lag_ms"], float | int) and body["loop_lag_ms"] >= 0
+    # An idle node's event loop answers well within a second (a blocked loop would not).
+    assert isinstance(body["loop_lag_ms"], float | int) and 0 <= body["loop_lag_ms"] < 1000
     assert body["role"] == "standalone" and body["streams_live"] == 0
     status, text, _ = http_json("GET", f"{node.url}/metrics")
     assert status == 200 and "airclass_streams_live" in text
