@@ -1,8 +1,10 @@
 """The trained chat classifier (issue 21): features and a numpy scorer.
 
 Features are character n-grams inside words (2-4, like scikit-learn's char_wb), word uni-
-and bigrams, and a few markers of how a message ends (its last characters carry Korean
-question endings such as -냐, -나요, -는지, -임; a final "?" or "..."). The weights are
+and bigrams, a few markers of how a message ends (its last characters carry Korean
+question endings such as -냐, -나요, -는지, -임; a final "?" or "..."), and the
+hand-written cues of chat_cues (confusion phrases with negation and tense, question
+shapes), weighted so that they generalise past the training words. The weights are
 trained by scripts/train_chat_model.py with scikit-learn (TF-IDF, logistic regression per
 head) and exported to chat_model.npz, so scoring here needs numpy only: no scikit-learn,
 no pickle, nothing downloaded. The training script checks that this scorer gives the
