@@ -35,8 +35,9 @@ UPSTREAM_SECRET = "UPSTREAM-SECRET-TEXT-9d2f"
 class FakeServer:
     """A small aiohttp app on TEST_HOST that records requests; `mode` picks the answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = TEST_HOST) -> None:
         self.mode = "ok"
+        self.host = host
         self.requests: list[dict] = []
         self.app = web.Application()
         self.runner: web.AppRunner | None = None
@@ -44,12 +45,12 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        return f"http://{TEST_HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> FakeServer:
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()
-        await web.TCPSite(self.runner, TEST_HOST, self.port).start()
+        await web.TCPSite(self.runner, self.host, self.port).start()
         return self
 
     async def stop(self) -> None:
@@ -224,8 +225,8 @@ def make_gemini() -> FakeServer:
     return fake
 
 
-def make_openai() -> FakeServer:
-    fake = FakeServer()
+def make_openai(host: str = TEST_HOST) -> FakeServer:
+    fake = FakeServer(host)
 
     async def completions(request: web.Request) -> web.Response:
         body = await fake.record(request)
@@ -890,3 +891,38 @@ async def test_teacher_page_key_form_sets_the_key_provider_calls_use(
         nokey.stop()
     assert not errors, errors
     assert OPENAI_KEY not in node.log() and GEMINI_KEY not in node.log()
+
+
+async def test_an_allowed_host_name_that_resolves_to_loopback_is_not_called(tmp_path):
+    """The operator allowlists a host name: it must resolve to public addresses, so
+    `localhost` (or a name made to point inside) is refused when the call connects; the
+    same server by its IP address, spelt out by the operator, is called."""
+    fake = await make_openai("127.0.0.1").start()
+    by_name = f"http://localhost:{fake.port}"
+    node = start_node(tmp_path, "--ai-allowed-base-url", by_name, "--ai-allowed-base-url", fake.url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, node.url)
+            token = await api.login("kim")
+            cfg = {"api_key": OPENAI_KEY, "base_url": by_name}
+            await api.ok("POST", "/api/ai/keys/openai", cfg, token=token)
+            out = await api.ok(
+                "POST", "/api/ai/analyze/chat", {"messages": ["by name?"]}, token=token
+            )
+            assert out["source"] == "local", out
+            assert out["fallback"] == {
+                "provider": "openai",
+                "reason": "unreachable",
+                "detail": "upstream unreachable",
+                "retry_at": None,
+            }
+            assert not fake.requests
+            await api.ok("POST", "/api/ai/keys/openai", {**cfg, "base_url": fake.url}, token=token)
+            out = await api.ok(
+                "POST", "/api/ai/analyze/chat", {"messages": ["by address?"]}, token=token
+            )
+            assert out["source"] == "openai" and len(fake.requests) == 1, out
+    finally:
+        node.stop()
+        await fake.stop()
+    assert "resolves to the non-public address" in node.log()
