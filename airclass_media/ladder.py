@@ -194,13 +194,17 @@ class RungEncoder:
         self.ctx = ctx
         self.started = False
         self.frames = 0
+        self._last_pts = -(1 << 62)
 
     def encode(self, frame: av.VideoFrame, keyframe: bool) -> list[tuple[bytes, int, bool]]:
         """(Annex-B access unit, pts, keyframe) made from one decoded source frame."""
+        if frame.pts <= self._last_pts:
+            return []  # x264 needs strictly rising pts; a glitch in the source's is skipped
         if not self.started:
             if not keyframe:
                 return []  # start on the source's next keyframe
             self.started = True
+        self._last_pts = frame.pts
         r = self.rendition
         if frame.width != r.width or frame.height != r.height or frame.format.name != "yuv420p":
             out = frame.reformat(width=r.width, height=r.height, format="yuv420p")
