@@ -73,10 +73,9 @@ class MediaServices:
             self.viewers = LocalViewers(
                 self.egress, on_closed=self._session_closed, resolve=self._find_stream
             )
-        #: Renditions encoded once per source stream; a sub relays its main's instead.
-        self.ladder = (
-            Ladder(node.hub, parse_ladder(config.ladder)) if config.role != "sub" else None
-        )
+        #: Renditions encoded once per source stream, on the node its publisher is on
+        #: (a stream relayed from another node has its ladder there: Ladder.wants).
+        self.ladder: Ladder | None = Ladder(node.hub, parse_ladder(config.ladder))
         self.rtmp = RtmpServer(
             config.host,
             config.rtmp_port if config.plain_rtmp else None,

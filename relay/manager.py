@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 
-from airclass_media.hub import Stream, StreamHub
+from airclass_media.hub import RENDITION_SEPARATOR, Stream, StreamHub
 
 from .client import RelayClient, Signer, Upstream, stop_client
 from .server import DEFAULT_KINDS
@@ -97,9 +97,11 @@ class RelayManager:
         if isinstance(self.main_url, str):
             return self.main_url
         find = self.main_url
+        # A ladder rendition (class1~540p) is made on the node its source comes from.
+        source = name.split(RENDITION_SEPARATOR, 1)[0]
 
         async def upstream() -> str | None:
-            return await find(name)
+            return await find(source)
 
         return upstream
 
