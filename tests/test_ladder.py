@@ -299,6 +299,31 @@ async def test_sub_node_viewer_of_bframe_source_gets_the_mains_top_rung(
     assert "ladder" not in sub.log()  # no encoder on the sub
 
 
+async def test_ladder_runs_where_the_publisher_is_and_other_nodes_pull_its_rungs(
+    node_factory, redis_server, processes, players
+):
+    """Origin on any node: the teacher publishes to the sub; the sub encodes the ladder and
+    a viewer on the main gets the top rung pulled from the sub by name."""
+    env = {"AIRCLASS_CLUSTER_SECRET": "cluster-secret-for-tests-0123456789abcdef"}
+    cluster = ("--redis-url", redis_server.url)
+    main = node_factory("--role", "main", *cluster, env=env, name="main")
+    sub = node_factory("--role", "sub", "--main-url", main.url, *cluster, env=env, name="sub")
+    await publish_live(sub, processes, "class7", BFRAMES)
+    await async_wait_for(
+        lambda: _with(stream_status(sub, "class7"), lambda s: s.get("webrtc_default")),
+        10,
+        "webrtc_default set on the sub",
+    )
+    token = (await main.atoken("class7"))["token"]
+    player = await players(f"{main.url}/live/class7/whep", token)
+    await player.wait_frames(video=90, timeout=30)
+    pts = player.stats.video_pts
+    backwards = sum(1 for a, b in zip(pts, pts[1:], strict=False) if b < a)
+    assert backwards == 0, f"{backwards} of {len(pts)} frames went back in time"
+    assert "ladder class7: encoding 720p" in sub.log()
+    assert "ladder class7" not in main.log()
+
+
 CHROMIUM_WHEP = """async ({whep, token}) => {
   const pc = new RTCPeerConnection();
   pc.addTransceiver("video", {direction: "recvonly"});
