@@ -119,7 +119,7 @@ async def test_chat_survives_the_redis_master_being_killed(sentinel_cluster):
 
         await async_wait_for(promoted_replica, 30, "the Sentinels to promote the replica")
         promoted = time.monotonic() - killed
-        for i in range(5):
+        for i in range(3):  # a student may send 5 lines in a burst (chat rate limit)
             await say(f"after the failover {i}")
         print(
             f"replica promoted {promoted:.1f} s after kill -9; chat flowing again "
@@ -128,6 +128,6 @@ async def test_chat_survives_the_redis_master_being_killed(sentinel_cluster):
 
         history = await api_a.ok("GET", f"/api/sessions/{sid}/chat?limit=100", token=token)
         texts = {m["text"] for m in history["messages"]}
-        assert {"before the failover", *(f"after the failover {i}" for i in range(5))} <= texts
+        assert {"before the failover", *(f"after the failover {i}" for i in range(3))} <= texts
         await teacher.close()
         await on_b.close()

@@ -134,6 +134,7 @@ async def test_every_collection_round_trips(store: Store):
         "ai_keys",
         "ai_cache",
         "ai_reports",
+        "stream_keys",
     }
     for name, coll in SCHEMA.items():
         doc = {"id": f"{name}-1", **{f: f"v-{f}" for f in coll.fields}, "extra": {"n": [1, 2]}}
