@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
@@ -28,7 +29,7 @@ from aiohttp import web
 from .auth import STREAM_NAME, Claims, require, token_from_request
 from .config import Config
 from .errors import json_error
-from .node import node_of
+from .node import Node, node_of
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -246,25 +247,41 @@ NEED_ROLES: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a media request was allowed with: asked again while its session lasts."""
+
+    stream: str
+    claims: Claims
+    token: str
+
+
+async def decide(node: Node, grant: Grant, need: Need = "watch") -> None:
+    """The one access rule of every media request, for a verified token: AccessDenied
+    (401 revoked, 403 not allowed now, 503 store or main unreachable) or StoreError."""
+    access: StreamAccess = node.access
+    main = access.main_for(node.config) if need != "publish" else None
+    if main is not None:
+        await main.check(grant.stream, need, grant.token)
+    elif need == "watch":
+        await access.check_watch(grant.stream, grant.claims)
+    elif need == "publish":
+        await access.check_publish(grant.stream, grant.claims)
+    else:
+        await access.check_manage(grant.stream, grant.claims)
+
+
 async def authorize(request: web.Request, name: str, need: Need = "watch") -> Claims:
-    """The one access check of every media route: the request's token claims, or a JSON
-    401 (no, bad, expired or revoked token), 403 (not allowed now) or 503 (store down)."""
+    """The access check of every media route: the request's token claims, or a JSON 401
+    (no, bad, expired or revoked token), 403 (not allowed now) or 503 (store down)."""
     node = node_of(request)
     claims = require(request, node.tokens, roles=NEED_ROLES[need])
-    access: StreamAccess = node.access
     name = name.partition("~")[0]  # a rendition (NAME~RUNG) has its source's rule
     if not STREAM_NAME.match(name):
         raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
-    main = access.main_for(node.config) if need != "publish" else None
+    grant = Grant(name, claims, token_from_request(request))
     try:
-        if main is not None:
-            await main.check(name, need, token_from_request(request))
-        elif need == "watch":
-            await access.check_watch(name, claims)
-        elif need == "publish":
-            await access.check_publish(name, claims)
-        else:
-            await access.check_manage(name, claims)
+        await decide(node, grant, need)
     except AccessDenied as exc:
         raise json_error(exc.status, exc.message) from exc
     except StoreError as exc:

@@ -28,6 +28,7 @@ from .limits import parse_networks
 from .node import Node
 from .session_urls import SessionUrls
 from .store import StoreError
+from .viewer_grants import ViewerGrants
 from .workers.admission import Admission, Ticket
 from .workers.pool import WorkerPool
 from .workers.viewers import LocalViewers, Opened, Viewers
@@ -76,6 +77,8 @@ class MediaServices:
         #: Renditions encoded once per source stream, on the node its publisher is on
         #: (a stream relayed from another node has its ladder there: Ladder.wants).
         self.ladder: Ladder | None = Ladder(node.hub, parse_ladder(config.ladder))
+        #: Each open viewer session's grant, asked again while it lasts.
+        self.grants = ViewerGrants(node, self.viewers.close)
         self.rtmp = RtmpServer(
             config.host,
             config.rtmp_port if config.plain_rtmp else None,
@@ -100,6 +103,7 @@ class MediaServices:
             await self.ladder.start()
         await self.rtmp.start()
         self.node.spawn(self._forget_idle_streams(), "forget-idle-streams")
+        self.node.spawn(self.grants.run(), "viewer-grants")
         if config.demo:
             self.start_demo()
 
@@ -239,6 +243,7 @@ class MediaServices:
         return opened
 
     def _session_closed(self, session_id: str) -> None:
+        self.grants.discard(session_id)
         ticket = self._tickets.pop(session_id, None)
         if ticket is not None:
             ticket.release()

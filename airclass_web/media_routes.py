@@ -8,7 +8,8 @@ from aiohttp import web
 
 from airclass_media.webrtc import BadOffer, Overloaded
 
-from .access import authorize
+from .access import Grant, authorize
+from .auth import token_from_request
 from .errors import json_error
 from .hls_routes import hls_viewer_count
 from .ice_servers import ice_servers_json, link_header, viewer_ice_servers
@@ -77,6 +78,8 @@ async def whep_offer(request: web.Request) -> web.Response:
         error = json_error(status, f"node is full: {exc}" if status == 503 else str(exc))
         error.headers["Retry-After"] = "5"
         raise error from exc
+    if media.viewers.active(session.id, name):  # asked again while it lasts
+        media.grants.add(session.id, Grant(name, claims, token_from_request(request)))
     location = f"/live/{name}/whep/{media.urls.resource_id('whep', name, session.id)}"
     headers = [
         ("Location", location),

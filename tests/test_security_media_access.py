@@ -227,6 +227,14 @@ async def test_a_token_taken_while_public_is_refused_once_private(
     status, err, _ = await student.call("GET", f"/live/{STREAM}/index.m3u8")
     assert "private" in err["error"]
 
+    # The session it opened while public is ended too (asked again while it lasts).
+    async def ended() -> bool:
+        _, body, _ = await kim.call("GET", f"/api/streams/{STREAM}/viewers")
+        return grant["user_id"] not in [v["user_id"] for v in body["viewers"]]
+
+    await async_wait_for(ended, 15, "the public-token viewer's session ended")
+    assert "ended: stream kim-private is private" in prod_node.log()
+
 
 async def test_only_the_owner_lists_viewers_and_only_the_location_ends_a_session(
     prod_node, kim_live, http, players
