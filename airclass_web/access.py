@@ -185,7 +185,13 @@ class StreamAccess:
     async def check_manage(self, name: str, claims: Claims) -> None:
         """AccessDenied unless these claims are the stream's owner's (or an admin's):
         who may see its viewers."""
-        if claims.role == "admin":
+        if claims.role == "admin":  # still an admin, password unchanged since the token
+            account = await self.store.get_teacher(claims.user_id)
+            valid_after = float((account or {}).get("tokens_valid_after") or 0)
+            if not (account or {}).get("admin") or claims.issued_at < math.floor(
+                valid_after * 1000
+            ) / 1000:
+                raise AccessDenied(401, "admin token revoked; sign in again")
             return
         if claims.role != "teacher" or claims.action not in ("publish", "admin"):
             raise AccessDenied(403, "only the stream's teacher may do this")

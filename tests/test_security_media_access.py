@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -19,6 +21,7 @@ from airclass_media.ice import restrict_host_addresses
 
 from .classroom_support import PASSWORD, add_teacher
 from .support import (
+    ROOT,
     TEST_HOST,
     NodeProcess,
     RedisServer,
@@ -85,6 +88,14 @@ def prod_node(tmp_path_factory):
     for user in ("kim", "lee"):
         result = add_teacher(node.data_dir, user)
         assert result.returncode == 0, result.stderr
+    result = add_teacher(node.data_dir, "ops")  # an operator (admin) account
+    assert result.returncode == 0, result.stderr
+    admin = subprocess.run(
+        [sys.executable, "-m", "airclass_web.cli", "admin", "add", "ops",
+         "--data-dir", str(node.data_dir)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert admin.returncode == 0, admin.stderr
     node.start()
     yield node
     node.stop()
@@ -252,6 +263,8 @@ async def test_only_the_owner_lists_viewers_and_only_the_location_ends_a_session
     assert (await c.as_(joined["token"]).call("GET", listing))[0] == 403
     status, body, raw = await kim.call("GET", listing)
     assert status == 200, body
+    ops = await c.ok("POST", "/api/admin/login", {"username": "ops", "password": PASSWORD})
+    assert (await c.as_(ops["token"]).call("GET", listing))[0] == 200  # an admin may
     (listed,) = [v for v in body["viewers"] if v["user_id"] == joined["student_id"]]
     resource = viewer.location.rsplit("/", 1)[1]
     assert listed["id"] != resource and resource.encode() not in raw  # no secret listed
