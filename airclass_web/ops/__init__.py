@@ -62,7 +62,8 @@ def _note_viewer(ops: OpsMetrics, node: Node, request: web.Request, response) ->
     resource = request.match_info.route.resource
     if resource is None or resource.canonical != WHEP_ROUTE:
         return
-    session_id = response.headers.get("Location", "").rsplit("/", 1)[-1]
+    # The Location ends in PUBLIC.SECRET (session_urls.py): the public part is the id.
+    session_id = response.headers.get("Location", "").rsplit("/", 1)[-1].split(".", 1)[0]
     try:
         role = node.tokens.verify(token_from_request(request)).role
     except TokenError:
