@@ -82,23 +82,27 @@ async def test_cli_accounts_login_and_encrypted_api_key(api: Api, classroom_node
         "kim",
     )
     me = await api.ok("GET", "/api/auth/me", token=token)
-    assert me == {"username": "kim", "account": True, "has_api_key": False}
+    assert me == {"username": "kim", "account": True}
 
+    # A teacher's AI provider key is stored encrypted with AIRCLASS_DATA_KEY (not derived
+    # from the JWT secret), never in clear; the password only as a scrypt hash.
     secret_key = "AIzaSy-test-gemini-key-0123456789"
-    await api.ok("PUT", "/api/auth/api-key", {"api_key": secret_key}, token=token)
-    assert (await api.ok("GET", "/api/auth/me", token=token))["has_api_key"] is True
-    (stored,) = sqlite_rows(classroom_node, "SELECT doc FROM teachers WHERE id = 'kim'")[0]
+    await api.ok("POST", "/api/ai/keys/gemini", {"api_key": secret_key}, token=token)
+    (stored,) = sqlite_rows(classroom_node, "SELECT doc FROM ai_keys WHERE id = 'kim:gemini'")[0]
     doc = json.loads(stored)
-    assert secret_key not in stored and doc["api_key_encrypted"]
-    assert doc["password_hash"].startswith("scrypt$") and PASSWORD not in stored
+    assert secret_key not in stored and doc["key_encrypted"]
+    (teacher,) = sqlite_rows(classroom_node, "SELECT doc FROM teachers WHERE id = 'kim'")[0]
+    assert json.loads(teacher)["password_hash"].startswith("scrypt$") and PASSWORD not in teacher
     from cryptography.fernet import Fernet
 
     from .support import TEST_DATA_KEY
 
-    # Encrypted with AIRCLASS_DATA_KEY (not derived from the JWT secret).
-    assert Fernet(TEST_DATA_KEY.encode()).decrypt(doc["api_key_encrypted"].encode()).decode() == (
+    assert Fernet(TEST_DATA_KEY.encode()).decrypt(doc["key_encrypted"].encode()).decode() == (
         secret_key
     )
+    # The old single-key route (a key nothing read) is gone.
+    status, _ = await api.call("PUT", "/api/auth/api-key", {"api_key": "x"}, token=token)
+    assert status in (404, 405)
 
 
 async def test_teacher_auth_replaces_interim_password(api: Api):

@@ -374,8 +374,8 @@ async def test_dev_binds_loopback_and_says_it_is_insecure(tmp_path, http):
         # Under --dev every stream is public, and AI keys use a key file in the data dir.
         assert (await c.ok("POST", "/api/token?stream=anything"))["token"]
         kim = c.as_(await c.login("kim"))
-        await kim.ok("PUT", "/api/auth/api-key", {"api_key": "k-123"})
-        assert (await kim.ok("GET", "/api/auth/me"))["has_api_key"] is True
+        await kim.ok("POST", "/api/ai/keys/gemini", {"api_key": "k-123"})
+        assert (await kim.ok("GET", "/api/ai/keys/gemini/status"))["configured"] is True
         assert (node.data_dir / "data.key").exists()
     finally:
         node.stop()
@@ -389,9 +389,9 @@ async def test_ai_key_needs_a_data_key_outside_dev(tmp_path, http):
     try:
         c = Client(http, node.url, new_ip())
         kim = c.as_(await c.login("kim"))
-        status, err, _ = await kim.call("PUT", "/api/auth/api-key", {"api_key": "secret-k"})
+        status, err, _ = await kim.call("POST", "/api/ai/keys/gemini", {"api_key": "secret-k"})
         assert status == 503 and "AIRCLASS_DATA_KEY" in err["error"]
-        assert (await kim.ok("GET", "/api/auth/me"))["has_api_key"] is False
+        assert (await kim.ok("GET", "/api/ai/keys/gemini/status"))["configured"] is False
     finally:
         node.stop()
 

@@ -124,24 +124,7 @@ async def me(request: web.Request) -> web.Response:
     claims = await teacher_claims(request)
     c = classroom_of(request)
     teacher = await c.store.get_teacher(claims.user_id)
-    return web.json_response(
-        {
-            "username": claims.user_id,
-            "account": teacher is not None,
-            "has_api_key": bool(teacher and teacher.get("api_key_encrypted")),
-        }
-    )
-
-
-@api
-async def set_api_key(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
-    params = await request_params(request)
-    key = params.get("api_key", "")
-    if not isinstance(key, str):
-        raise ClassroomError(400, "api_key must be a string")
-    await classroom_of(request).teachers.set_api_key(claims.user_id, key.strip())
-    return web.json_response({"ok": True, "has_api_key": bool(key.strip())})
+    return web.json_response({"username": claims.user_id, "account": teacher is not None})
 
 
 # -- sessions ---------------------------------------------------------------------------
@@ -499,7 +482,6 @@ def setup_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/auth/login", login)
     r.add_get("/api/auth/me", me)
-    r.add_put("/api/auth/api-key", set_api_key)
     r.add_post("/api/sessions", create_session)
     r.add_get("/api/sessions", list_sessions)
     r.add_post("/api/sessions/join", join_session)

@@ -94,7 +94,6 @@ class TeacherService:
             "created_at": now,
             # Tokens for this name from before the account existed (bootstrap, --dev) die.
             "tokens_valid_after": now,
-            "api_key_encrypted": None,
         }
         try:
             return await self.store.insert("teachers", doc)
@@ -146,21 +145,3 @@ class TeacherService:
                 500, "API key cannot be decrypted (AIRCLASS_DATA_KEY changed?)"
             ) from exc
 
-    async def set_api_key(self, username: str, api_key: str) -> None:
-        """Store the key encrypted (empty string clears it)."""
-        if len(api_key) > 512:
-            raise ClassroomError(400, "API key too long")
-        token = self._require_fernet().encrypt(api_key.encode()).decode() if api_key else None
-        if await self.store.update("teachers", username, {"api_key_encrypted": token}) is None:
-            raise ClassroomError(404, "no such teacher")
-
-    async def get_api_key(self, username: str) -> str | None:
-        teacher = await self.store.get_teacher(username)
-        if not teacher or not teacher.get("api_key_encrypted"):
-            return None
-        try:
-            return self._require_fernet().decrypt(teacher["api_key_encrypted"].encode()).decode()
-        except InvalidToken as exc:
-            raise ClassroomError(
-                500, "API key cannot be decrypted (AIRCLASS_DATA_KEY changed?)"
-            ) from exc
