@@ -307,7 +307,9 @@
     player.reconnects += 1;
     setState("reconnecting", key);
     clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, delay || retryDelay);
+    // Jittered (x0.5-1.5): when a media worker or node dies, its hundreds of viewers do
+    // not all come back in the same instant (a join storm).
+    retryTimer = setTimeout(connect, (delay || retryDelay) * (0.5 + Math.random()));
     retryDelay = Math.min(retryDelay * 2, 10000);
   }
 
