@@ -91,6 +91,17 @@ def _register_h264_profiles() -> None:
 _register_h264_profiles()
 
 
+def _opus_inband_fec() -> None:
+    """Answer Opus with useinbandfec=1: the transcoder (audio.AacToOpus) writes FEC, and
+    a browser uses it to rebuild a lost packet only when the SDP says so."""
+    for codec in CODECS["audio"]:
+        if codec.mimeType.lower() == "audio/opus":
+            codec.parameters["useinbandfec"] = 1
+
+
+_opus_inband_fec()
+
+
 def take_over_rtp(
     sender: RTCRtpSender,
     run: Callable[[RtpBinding], Awaitable[None]],

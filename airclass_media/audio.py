@@ -14,6 +14,9 @@ OPUS_RATE = 48_000
 OPUS_FRAME = 960  # 20 ms
 AAC_RATE = 48_000  # of the AAC made from a WHIP publisher's Opus
 AAC_FRAME = 1024
+#: Expected packet loss the Opus encoder plans its in-band FEC for (percent): fixed,
+#: one encoder serves every viewer, so it is set for a lossy one, not the average.
+OPUS_EXPECTED_LOSS_PERCENT = 10
 #: A jump in publisher audio time bigger than this restarts the output timeline.
 RESYNC_US = 200_000
 
@@ -105,7 +108,15 @@ class AacToOpus(AudioTranscoder):
             format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME
         )
         encoder = _encoder("libopus", OPUS_RATE, "s16", bitrate)
-        encoder.options = {"application": "audio", "frame_duration": "20"}
+        # In-band FEC: each packet carries a coarse copy of the one before, so a browser
+        # rebuilds a lost packet from the next (it negotiates useinbandfec=1, see
+        # aiortc_tuning); libopus spends bits on it only with an expected loss above 0.
+        encoder.options = {
+            "application": "audio",
+            "frame_duration": "20",
+            "fec": "1",
+            "packet_loss": str(OPUS_EXPECTED_LOSS_PERCENT),
+        }
         encoder.open()
         super().__init__(decoder, resampler, encoder)
 

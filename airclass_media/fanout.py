@@ -506,15 +506,24 @@ class StreamFanout:
         #: An Opus packet waiting for the next one (they go out in pairs).
         self._held_audio: MediaPacket | None = None
         self._held_timer: asyncio.TimerHandle | None = None
+        # Two subscriptions: a video queue that overflows (and waits for a keyframe)
+        # never takes the audio with it.
         self.subscription: Subscription = stream.subscribe(
-            ("video", "audio"),
+            ("video",),
             max_packets=FANOUT_QUEUE_PACKETS,
             with_gop=False,
             label=f"fanout-{stream.name}",
         )
+        self.audio_subscription: Subscription = stream.subscribe(
+            ("audio",),
+            max_packets=FANOUT_QUEUE_PACKETS,
+            with_gop=False,
+            label=f"fanout-audio-{stream.name}",
+        )
         # Continue right after the GOP copied above, not at the next keyframe.
         self.subscription.clear()
-        self.task = asyncio.ensure_future(self._run())
+        self.task = asyncio.ensure_future(self._run(self.subscription))
+        self.audio_task = asyncio.ensure_future(self._run(self.audio_subscription))
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.targets.values())
@@ -535,8 +544,7 @@ class StreamFanout:
             self.targets[target.kind].remove(target)
         target.fanout = None
 
-    async def _run(self) -> None:
-        subscription = self.subscription
+    async def _run(self, subscription: Subscription) -> None:
         while True:
             try:
                 packet = await subscription.get()
@@ -619,7 +627,9 @@ class StreamFanout:
 
     def close(self) -> None:
         self.subscription.close()
+        self.audio_subscription.close()
         self.task.cancel()
+        self.audio_task.cancel()
         if self._held_timer is not None:
             self._held_timer.cancel()
         for targets in self.targets.values():
