@@ -13,6 +13,12 @@ from pathlib import Path
 from .config import DEV_JWT_SECRET, VIEWERS_PER_CORE, Config, ConfigError, parse_port_range
 
 
+def _env_int(name: str) -> int | None:
+    """An integer AIRCLASS_ variable, or None when unset (the default is then computed)."""
+    value = _env(name)
+    return int(value) if value not in (None, "") else None
+
+
 def _env(name: str, default=None):
     return os.environ.get("AIRCLASS_" + name, default)
 
@@ -177,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ip-rate-limit",
         type=float,
         default=float(_env("IP_RATE_LIMIT", 5)),
-        help="/api/token and /api/sessions/join requests per second per client address, "
-        "burst ten times that, 0 = no limit [AIRCLASS_IP_RATE_LIMIT, default: 5]",
+        help="R: /api/token and /api/sessions/join refused requests R/s per client address "
+        "(burst 10 R), and all of them 10 R/s (burst 100 R: a school behind one address), "
+        "0 = no limit [AIRCLASS_IP_RATE_LIMIT, default: 5]",
     )
     serve.add_argument(
         "--http-port",
@@ -311,9 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-viewers-per-ip",
         type=int,
-        default=int(_env("MAX_VIEWERS_PER_IP", 1000)),
+        default=_env_int("MAX_VIEWERS_PER_IP"),
         help="concurrent viewer sessions per client address, 0 = no limit; more get 429 "
-        "[AIRCLASS_MAX_VIEWERS_PER_IP, default: 1000]",
+        "[AIRCLASS_MAX_VIEWERS_PER_IP, default: capacity - capacity/20]",
+    )
+    serve.add_argument(
+        "--max-pending-per-ip",
+        type=int,
+        default=_env_int("MAX_PENDING_PER_IP"),
+        help="viewer offers per client address not connected yet; more wait up to 10 s, "
+        "then 429; 0 = no limit [AIRCLASS_MAX_PENDING_PER_IP, default: max(20, capacity/5)]",
     )
     serve.add_argument(
         "--rtmp-max-connections",
@@ -388,6 +402,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         workers=args.workers,
         max_viewers_per_user=args.max_viewers_per_user,
         max_viewers_per_ip=args.max_viewers_per_ip,
+        max_pending_per_ip=args.max_pending_per_ip,
         rtmp_max_connections=args.rtmp_max_connections,
         rtmp_max_per_ip=args.rtmp_max_per_ip,
         log_level=args.log_level,

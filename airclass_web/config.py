@@ -68,8 +68,14 @@ class Config:
     #: Media worker processes (1: viewers are served in the node process itself).
     workers: int = 1
     #: Concurrent viewer sessions one user / one client address may have (0: no limit).
+    #: Per address, None: all seats but a twentieth (a school behind one NAT may fill
+    #: the node, never quite all of it; set by validate).
     max_viewers_per_user: int = 5
-    max_viewers_per_ip: int = 1000
+    max_viewers_per_ip: int | None = None
+    #: Viewer offers of one address not connected yet (ICE + DTLS); more wait, then 429.
+    #: None: max(20, capacity / 5) (set by validate), so offers that never connect hold
+    #: few seats (each for CONNECT_TIMEOUT at most).
+    max_pending_per_ip: int | None = None
     #: RTMP connections at once, in total and from one client address.
     rtmp_max_connections: int = 200
     rtmp_max_per_ip: int = 10
@@ -184,10 +190,16 @@ class Config:
                 raise ConfigError("--demo publishes to the plain RTMP port: not --rtmp-port 0")
         if self.udp_ports and self.udp_ports[1] - self.udp_ports[0] + 1 < self.workers:
             raise ConfigError("--udp-ports needs at least one port per worker")
-        if self.capacity < 0 or self.max_viewers_per_user < 0 or self.max_viewers_per_ip < 0:
+        if self.capacity < 0 or self.max_viewers_per_user < 0:
+            raise ConfigError("--capacity and the per-user / per-IP caps must be >= 0")
+        if (self.max_viewers_per_ip or 0) < 0 or (self.max_pending_per_ip or 0) < 0:
             raise ConfigError("--capacity and the per-user / per-IP caps must be >= 0")
         if not self.capacity:
             self.capacity = VIEWERS_PER_CORE * self.workers
+        if self.max_viewers_per_ip is None:
+            self.max_viewers_per_ip = self.capacity - self.capacity // 20
+        if self.max_pending_per_ip is None:
+            self.max_pending_per_ip = max(20, self.capacity // 5)
 
     @property
     def advertised_host(self) -> str:

@@ -160,17 +160,40 @@ class PasswordLimiter:
             self.by_account.give_back(user)
 
 
+#: All /api/token or /api/sessions/join requests of one address: a burst of 100 R, then
+#: 10 R a second (R = --ip-rate-limit): a class of 450 behind one NAT joins at once. What
+#: a flood gets out of it is cheap; refused requests (probing, guessing) have their own
+#: budget of 10 R, then R a second.
+REQUEST_BURST_FACTOR, REQUEST_RATE_FACTOR = 100, 10
+
+
 class IpRateLimit:
-    """Requests per client address on one route (e.g. /api/token, /api/sessions/join)."""
+    """Requests per client address on one route (e.g. /api/token, /api/sessions/join):
+    all of them, and more strictly those the route refused (`refused`)."""
 
     def __init__(self, per_second: float, burst: float | None = None) -> None:
         self.per_second = per_second
-        burst = burst if burst is not None else max(per_second * 10, 1.0)
-        self.buckets = TokenBuckets(burst, 1.0 / per_second) if per_second > 0 else None
+        self.buckets: TokenBuckets | None = None
+        self.refusals: TokenBuckets | None = None
+        if per_second > 0:
+            burst = burst if burst is not None else max(per_second * 10, 1.0)
+            self.refusals = TokenBuckets(burst, 1.0 / per_second)
+            self.buckets = TokenBuckets(
+                per_second * REQUEST_BURST_FACTOR, 1.0 / (per_second * REQUEST_RATE_FACTOR)
+            )
 
     def check(self, ip: str, what: str) -> None:
-        if self.buckets is None:
+        """Count one request of `ip`, or raise 429."""
+        if self.buckets is None or self.refusals is None:
             return
+        wait = self.refusals.wait(ip)
+        if wait:
+            raise too_many(f"too many refused {what} requests from this address; wait", wait)
         wait = self.buckets.take(ip)
         if wait:
             raise too_many(f"too many {what} requests from this address; slow down", wait)
+
+    def refused(self, ip: str) -> None:
+        """The route refused this address's request (4xx): it counts on the strict budget."""
+        if self.refusals is not None:
+            self.refusals.take(ip)

@@ -29,13 +29,21 @@ from .node import Node
 from .session_urls import SessionUrls
 from .store import StoreError
 from .viewer_grants import ViewerGrants
-from .workers.admission import Admission, Ticket
+from .workers.admission import (
+    Admission,
+    NodeFull,
+    Ticket,
+    TooManyPending,
+    TooManySessions,
+)
 from .workers.pool import WorkerPool
 from .workers.viewers import LocalViewers, Opened, Viewers
 
 log = logging.getLogger(__name__)
 
 RTMP_APP = "live"
+#: How long a WHEP offer waits for one of its address's pending slots (then 429).
+PENDING_WAIT_SECONDS = 10.0
 DEMO_STREAM = "demo"
 
 
@@ -55,9 +63,13 @@ class MediaServices:
         self.node = node
         config = node.config
         self.admission = Admission(
-            config.capacity, config.max_viewers_per_user, config.max_viewers_per_ip
+            config.capacity,
+            config.max_viewers_per_user,
+            config.max_viewers_per_ip or 0,
+            config.max_pending_per_ip or 0,
         )
-        self._tickets: dict[str, Ticket] = {}
+        #: Open sessions' tickets, and the stream each one watches.
+        self._tickets: dict[str, tuple[Ticket, str]] = {}
         #: Resource ids (Location URLs) of WHEP and WHIP sessions: the secret that ends them.
         self.urls = SessionUrls()
         #: Proxies whose X-Forwarded-For gives a viewer's address (per-IP cap).
@@ -66,13 +78,21 @@ class MediaServices:
         self.egress: WebRtcEgress | None = None
         self.viewers: Viewers
         if config.workers > 1:
-            self.viewers = WorkerPool(config, node.hub, on_closed=self._session_closed)
+            self.viewers = WorkerPool(
+                config,
+                node.hub,
+                on_closed=self._session_closed,
+                on_connected=self._session_connected,
+            )
         else:
             self.egress = WebRtcEgress(
                 config.ice_servers, capacity=config.capacity, public_ips=config.ice_public_ips
             )
             self.viewers = LocalViewers(
-                self.egress, on_closed=self._session_closed, resolve=self._find_stream
+                self.egress,
+                on_closed=self._session_closed,
+                resolve=self._find_stream,
+                on_connected=self._session_connected,
             )
         #: Renditions encoded once per source stream, on the node its publisher is on
         #: (a stream relayed from another node has its ladder there: Ladder.wants).
@@ -226,9 +246,12 @@ class MediaServices:
         """Admit and open a viewer session.
 
         Raises AdmissionRefused (node full, too many sessions), BadOffer or Overloaded.
-        The slot is reserved before the first await, so concurrent offers cannot overshoot.
+        The slot is reserved before the offer goes on, so concurrent offers cannot
+        overshoot; an address's offers past its pending cap wait for earlier ones to
+        connect. A viewer back after a network drop (same user, address and stream) whose
+        old session still holds a seat gets that seat when the node or the address is full.
         """
-        ticket = self.admission.reserve(user_id, ip)
+        ticket = await self._admit(stream.name, user_id, ip)
         try:
             if stream.info.webrtc_default:  # on a sub: pull the rendition from the main
                 await self._find_stream(stream.info.webrtc_default)
@@ -237,23 +260,51 @@ class MediaServices:
             ticket.release()
             raise
         if self.viewers.active(opened.id):
-            self._tickets[opened.id] = ticket
+            self._tickets[opened.id] = (ticket, stream.name)
         else:
             ticket.release()  # it ended while its answer was on the way
         return opened
 
+    async def _admit(self, stream_name: str, user_id: str, ip: str) -> Ticket:
+        wait = PENDING_WAIT_SECONDS
+        try:
+            return await self.admission.reserve_waiting(user_id, ip, wait)
+        except (NodeFull, TooManySessions) as exc:
+            if isinstance(exc, TooManyPending) or (
+                not isinstance(exc, NodeFull) and self.admission.over_user_cap(user_id)
+            ):
+                raise
+            stale = self._oldest_session_of(stream_name, user_id, ip)
+            if stale is None:
+                raise
+            log.info("viewer %s back on %s: its old session %s ends", user_id, stream_name, stale)
+            await self.viewers.close(stale, stream_name)
+            self._session_closed(stale)  # its seat is free now, whatever the backend said
+            return await self.admission.reserve_waiting(user_id, ip, wait)
+
+    def _oldest_session_of(self, stream_name: str, user_id: str, ip: str) -> str | None:
+        for session_id, (ticket, name) in self._tickets.items():
+            if name == stream_name and ticket.user_id == user_id and ticket.ip == ip:
+                return session_id
+        return None
+
+    def _session_connected(self, session_id: str) -> None:
+        entry = self._tickets.get(session_id)
+        if entry is not None:
+            entry[0].mark_connected()
+
     def _session_closed(self, session_id: str) -> None:
         self.grants.discard(session_id)
-        ticket = self._tickets.pop(session_id, None)
-        if ticket is not None:
-            ticket.release()
+        entry = self._tickets.pop(session_id, None)
+        if entry is not None:
+            entry[0].release()
 
     def metrics(self) -> list:
         """Prometheus families for the media path (read at every scrape)."""
         refused = CounterMetricFamily(
             "airclass_whep_refused", "WHEP offers refused by admission", labels=["reason"]
         )
-        for reason in ("capacity", "user", "ip"):
+        for reason in ("capacity", "user", "ip", "ip_pending"):
             refused.add_metric([reason], self.admission.refused[reason])
         transcode = CounterMetricFamily(
             "airclass_audio_transcode_seconds", "CPU time spent in AAC->Opus", labels=["stream"]

@@ -140,9 +140,20 @@ async def viewer_whep_url(node: Node, request: web.Request, user_id: str, stream
 
 
 async def issue_token(request: web.Request) -> web.Response:
-    node = node_of(request)
+    """Rate-limited per client address; refused requests count more (IpRateLimit)."""
     guards = guards_of(request)
-    guards.token_rate.check(guards.ip(request), "token")
+    ip = guards.ip(request)
+    guards.token_rate.check(ip, "token")
+    try:
+        return await _issue_token(request)
+    except web.HTTPException as exc:
+        if 400 <= exc.status < 500:
+            guards.token_rate.refused(ip)
+        raise
+
+
+async def _issue_token(request: web.Request) -> web.Response:
+    node = node_of(request)
     params = await request_params(request)
     user_type = str(params.get("user_type", "student"))
     action = str(params.get("action", "read"))

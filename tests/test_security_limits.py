@@ -6,14 +6,19 @@ owner out, and one address cannot hold every viewer seat with offers that never 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 
 import aiohttp
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from airclass_media.ice import restrict_host_addresses
+from airclass_web.config import VIEWERS_PER_CORE
 
 from .classroom_support import PASSWORD, add_teacher
-from .support import NodeProcess, async_wait_for
+from .support import TEST_HOST, NodeProcess, async_wait_for
 
 #: `next` values that once led the browser off-site after signing in.
 OFFSITE_NEXT = [
@@ -118,3 +123,61 @@ async def test_wrong_passwords_elsewhere_never_lock_the_owner_out(prod_node):
     # 3 each for the networks of the botnet.
     assert statuses[401] <= 12 + 30 + 6 + 20 * 4, dict(statuses)
     assert statuses[429] > statuses[401], dict(statuses)
+
+
+async def _offer_sdp() -> tuple[RTCPeerConnection, str]:
+    """One real recvonly offer (reused for many POSTs: the node answers each anew)."""
+    restrict_host_addresses([TEST_HOST])
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+async def _whep(http: aiohttp.ClientSession, node: NodeProcess, grant: dict, sdp: str, ip: str):
+    headers = {
+        "Content-Type": "application/sdp",
+        "Authorization": f"Bearer {grant['token']}",
+        "X-Forwarded-For": ip,
+    }
+    async with http.post(f"{node.url}/live/seats/whep", data=sdp, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_offers_that_never_connect_cannot_hold_every_seat(node_factory, tmp_path):
+    """Per-address limits at their defaults: one address posts more real offers than the
+    node has seats and never connects any. It holds at most its pending share; a viewer
+    from another address still gets a seat."""
+    node = node_factory("--trusted-proxy", TEST_HOST)
+    capacity = VIEWERS_PER_CORE * (os.cpu_count() or 1)  # the default --capacity
+    node.token("seats", user_type="teacher", action="publish")  # announced, not live
+    per_user = 5  # default --max-viewers-per-user: one token per five offers
+    grants = [
+        await node.atoken("seats", user_id=f"squatter{i}") for i in range(capacity // per_user + 8)
+    ]
+    pc, sdp = await _offer_sdp()
+
+    async def squat(grant: dict) -> int:
+        return await _whep(http, node, grant, sdp, "203.0.113.66")
+
+    try:
+        # All at once (no client-side connection limit), as a flood would.
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            started = time.monotonic()
+            results = Counter(
+                await asyncio.gather(*(squat(g) for g in grants for _ in range(per_user)))
+            )
+            print(
+                f"{sum(results.values())} offers from one address in "
+                f"{time.monotonic() - started:.1f} s: {dict(results)}"
+            )
+            other = await node.atoken("seats", user_id="someone-else")
+            status = await _whep(http, node, other, sdp, "198.51.100.200")
+    finally:
+        await pc.close()
+    assert status == 201, (status, dict(results))
+    assert results[201] <= max(20, capacity // 5), dict(results)
+    assert results[429] == sum(results.values()) - results[201], dict(results)

@@ -134,9 +134,16 @@ def serving(path: Path) -> bool:
 class WorkerPool:
     """Viewer backend spreading sessions over `config.workers` worker processes."""
 
-    def __init__(self, config: Config, hub: StreamHub, on_closed: OnClosed | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        hub: StreamHub,
+        on_closed: OnClosed | None = None,
+        on_connected: OnClosed | None = None,
+    ) -> None:
         self.config = config
         self.on_closed = on_closed
+        self.on_connected = on_connected
         self.run_dir = self._run_dir(config.data_dir, config.node_id)
         self.feed = LocalFeed(hub, self.run_dir / "node.sock")
         ports = split_port_range(config.udp_ports, config.workers)
@@ -288,6 +295,10 @@ class WorkerPool:
                 event = json.loads(msg.data)
                 if event["type"] == "closed":
                     self._worker_closed(worker, event["id"])
+                elif event["type"] == "connected":
+                    public = worker.public_id(event["id"])
+                    if public in worker.sessions and self.on_connected is not None:
+                        self.on_connected(public)
                 elif event["type"] == "stats":
                     worker.snapshot = {k: v for k, v in event.items() if k != "type"}
         finally:

@@ -95,9 +95,12 @@ class LocalViewers:
         egress: WebRtcEgress,
         on_closed: OnClosed | None = None,
         resolve: Resolve | None = None,
+        on_connected: OnClosed | None = None,
     ) -> None:
         self.egress = egress
         self.on_closed = on_closed
+        #: Called once a session's ICE + DTLS connect (the node's per-IP pending count).
+        self.on_connected = on_connected
         #: Finds a stream's `webrtc_default` rendition (the ladder's B-frame-free copy).
         self.resolve = resolve
         self.ended = RecentlyEnded()
@@ -127,6 +130,14 @@ class LocalViewers:
             serve = await self.resolve(stream.info.webrtc_default) or stream
         session = await self.egress.open(serve, offer_sdp, user_id)
         self._open[session.id] = stream.name
+        if self.on_connected is not None:
+            tell = self.on_connected
+
+            @session.pc.on("connectionstatechange")
+            def connected() -> None:
+                if session.pc.connectionState == "connected":
+                    tell(session.id)
+
         return Opened(session.id, session.answer_sdp)
 
     def active(self, session_id: str, stream_name: str | None = None) -> bool:

@@ -65,7 +65,10 @@ class Worker:
             connector=lambda: aiohttp.UnixConnector(path=args.node_socket),
         )
         self.viewers = LocalViewers(
-            self.egress, on_closed=self._closed, resolve=self.relays.resolve
+            self.egress,
+            on_closed=self._closed,
+            resolve=self.relays.resolve,
+            on_connected=self._connected,
         )
         self._events: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -147,6 +150,9 @@ class Worker:
 
     def _closed(self, session_id: str) -> None:
         self._send({"type": "closed", "id": session_id})
+
+    def _connected(self, session_id: str) -> None:
+        self._send({"type": "connected", "id": session_id})
 
     async def _stats(self) -> None:
         while True:
