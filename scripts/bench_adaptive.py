@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""Adaptive delivery as a student sees it: Chromium behind a shaped link (a benchmark).
+
+Starts a node on one end of a tc-shaped veth link (tests/netshape.py), an ffmpeg RTMP
+publisher at 720p30 2.5 Mbit/s (`--bframes`: 3 B-frames and -g 120, as OBS sends), and
+headless Chromium in the viewer namespace running a plain RTCPeerConnection WHEP client
+(tests/chromium_viewer.py: no page code of ours). Chromium's own `inbound-rtp` getStats
+are read every second; per phase it prints fps, freezes and frozen seconds, the inter-frame
+delay's standard deviation, frame height (and its course), audio concealed %, NACK/PLI
+counts and retransmitted bytes as a share of video bytes.
+
+Scenarios (`--scenario`, repeatable; default all):
+  bframes    unshaped, a source without B-frames, then one with (20 s each)
+  1mbps      20 Mbit/s 10 s, 1 Mbit/s 30 s, 20 Mbit/s 20 s; time back to 720p
+  400kbps    the same with 400 kbit/s
+  loss       clean 10 s, netem 5 % loss + 40 ms ±10 ms jitter 30 s, clean 10 s
+  joinstorm  60 viewers join within 1 s through one 50 Mbit/s link: 3 Chromium viewers,
+             the rest scripts/loadgen.py (aiortc, counts RTP); time to first frame
+
+Run as root; it re-executes itself in a private network namespace (scripts/in-netns.sh):
+
+    .venv/bin/python scripts/bench_adaptive.py [--scenario 1mbps] [--json out.json]
+
+Figures measured on this 2-core machine (shared with other work) are in
+docs/adaptive-bench.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SCENARIOS = ("bframes", "1mbps", "400kbps", "loss", "joinstorm")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+def publisher(url: str, seconds: float, bframes: bool, preset: str) -> subprocess.Popen:
+    """ffmpeg: testsrc2 720p30 + a tone, H.264 2.5 Mbit/s + AAC over RTMP, in real time."""
+    video = (
+        ["-bf", "3", "-g", "120"] if bframes else ["-tune", "zerolatency", "-bf", "0", "-g", "60"]
+    )
+    args = [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+        "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-c:v", "libx264", "-preset", preset, *video, "-pix_fmt", "yuv420p",
+        "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "2500k",
+        "-c:a", "aac", "-b:a", "96k", "-f", "flv", url,
+    ]  # fmt: skip
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+@dataclass
+class Phase:
+    label: str
+    seconds: float
+    shape: object  # tests.netshape.Shape
+
+
+class Bench:
+    """One node on a shaped link, one Chromium in the viewer namespace."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        from tests.netshape import LinkNode, ShapedLink
+
+        self.args = args
+        self.tmp = tmp
+        self.link = ShapedLink().open()
+        self.node = LinkNode(self.link, tmp, check_log=False).start()
+        self.publishers: list[subprocess.Popen] = []
+        self.browser = None
+        self._pw = None
+        self.streams = 0
+
+    async def start_browser(self) -> None:
+        from playwright.async_api import async_playwright
+
+        self._pw = await async_playwright().start()
+        exe = self.link.chromium_executable(self.tmp)
+        self.browser = await self._pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+
+    async def close(self) -> None:
+        if self.browser is not None:
+            await self.browser.close()
+        if self._pw is not None:
+            await self._pw.stop()
+        for proc in self.publishers:
+            proc.terminate()
+            proc.wait(10)
+        self.node.stop()
+        self.link.close()
+        problems = self.node.log_problems()
+        if problems:
+            print(f"!! node log shows {len(problems)} tracebacks, first:\n{problems[0]}")
+
+    async def live_stream(self, bframes: bool, seconds: float) -> str:
+        """A new stream published for `seconds`, live (and its ladder planned)."""
+        from tests.support import async_http_json, async_wait_for
+
+        for proc in self.publishers:
+            proc.terminate()
+        self.streams += 1
+        name = f"bench{self.streams}"
+        token = (await self.node.atoken(name, user_type="teacher", action="publish"))["token"]
+        self.publishers.append(
+            publisher(self.node.rtmp_url(name, token), seconds + 30, bframes, self.args.preset)
+        )
+
+        async def live():
+            status, body, _ = await async_http_json("GET", f"{self.node.url}/api/streams/{name}")
+            return status == 200 and body.get("width") and body
+
+        await async_wait_for(live, 30, f"{name} live")
+        return name
+
+    async def viewer_page(self, stream: str):
+        from tests.chromium_viewer import open_viewer
+
+        page = await self.browser.new_page()
+        await page.goto(f"{self.node.url}/api/health")
+        token = (await self.node.atoken(stream))["token"]
+        await open_viewer(page, f"{self.node.url}/live/{stream}/whep", token)
+        return page
+
+    async def first_frame(self, page) -> None:
+        from tests.chromium_viewer import read_stats
+        from tests.support import async_wait_for
+
+        async def decoding():
+            return (await read_stats(page))[0].video.get("framesDecoded", 0) > 10
+
+        await async_wait_for(decoding, 30, "Chromium decoding", interval=0.2)
+
+    async def run_phases(self, page, phases: list[Phase]) -> list[tuple[str, list]]:
+        """Sample every second through each phase; [(label, samples)]."""
+        from tests.chromium_viewer import read_stats
+
+        out = []
+        for phase in phases:
+            self.link.set(phase.shape)
+            samples = [(await read_stats(page))[0]]
+            end = samples[0].at + phase.seconds
+            while time.monotonic() < end:
+                await asyncio.sleep(min(1.0, max(end - time.monotonic(), 0.01)))
+                samples.append((await read_stats(page))[0])
+            out.append((phase.label, samples))
+        return out
+
+
+# -- reporting ---------------------------------------------------------------------------
+HEADER = (
+    "| phase | fps | freezes | frozen s | ifd sd ms | height | video kbit/s | audio concealed % "
+    "| NACK | PLI | rtx % |\n|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def row(label: str, a, b) -> str:
+    from tests.chromium_viewer import window_figures
+
+    f = window_figures(a, b)
+    return (
+        f"| {label} | {f['fps']:.1f} | {f['freezes']:.0f} | {f['frozen_s']:.1f} "
+        f"| {f['ifd_sd_ms']:.0f} | {f['height']:.0f} | {f['video_kbps']:.0f} "
+        f"| {f['concealed_pct']:.1f} | {f['nacks']:.0f} | {f['plis']:.0f} | {f['rtx_pct']:.1f} |"
+    )
+
+
+def heights(samples: list, every: int = 2) -> str:
+    return " ".join(f"{s.video.get('frameHeight', 0):.0f}" for s in samples[::every])
+
+
+def report_phases(title: str, phases: list[tuple[str, list]], settle: float = 10.0) -> str:
+    lines = [f"### {title}", "", HEADER]
+    for label, samples in phases:
+        lines.append(row(label, samples[0], samples[-1]))
+        if len(samples) > settle + 5:
+            after = next(s for s in samples if s.at - samples[0].at >= settle)
+            lines.append(row(f"{label}, after {settle:.0f} s", after, samples[-1]))
+    lines.append("")
+    start = phases[0][1][0].at
+    for label, samples in phases:
+        lines.append(f"- height every 2 s, {label}: {heights(samples)}")
+    last_label, last = phases[-1]
+    back = next((s.at - last[0].at for s in last if s.video.get("frameHeight", 0) >= 720), None)
+    back_text = f"{back:.1f} s" if back is not None else "not within the phase"
+    lines.append(f"- back to 720p after the link recovered ({last_label}): {back_text}")
+    lines.append(f"- ({time.monotonic() - start:.0f} s measured)")
+    return "\n".join(lines) + "\n"
+
+
+# -- scenarios ---------------------------------------------------------------------------
+async def scenario_bframes(bench: Bench) -> str:
+    from tests.netshape import Shape
+
+    lines = ["### bframes (unshaped, 20 s after the first frames)", "", HEADER]
+    for bframes in (False, True):
+        stream = await bench.live_stream(bframes, 60)
+        page = await bench.viewer_page(stream)
+        await bench.first_frame(page)
+        phases = await bench.run_phases(page, [Phase("x", 20, Shape())])
+        samples = phases[0][1]
+        label = "3 B-frames, -g 120" if bframes else "no B-frames"
+        lines.append(row(label, samples[0], samples[-1]))
+        await page.close()
+    return "\n".join(lines) + "\n"
+
+
+async def scenario_rate(bench: Bench, kbit: float, title: str) -> str:
+    from tests.netshape import Shape
+
+    stream = await bench.live_stream(bench.args.bframes, 100)
+    page = await bench.viewer_page(stream)
+    await bench.first_frame(page)
+    fast = Shape(rate_kbit=20_000)
+    low = Shape(rate_kbit=kbit)
+    phases = [Phase("20 Mbit/s", 10, fast), Phase(low.describe(), 30, low)]
+    phases.append(Phase("20 Mbit/s again", 20, fast))
+    result = await bench.run_phases(page, phases)
+    await page.close()
+    bench.link.set(Shape())
+    return report_phases(title, result)
+
+
+async def scenario_loss(bench: Bench) -> str:
+    from tests.netshape import Shape
+
+    stream = await bench.live_stream(bench.args.bframes, 80)
+    page = await bench.viewer_page(stream)
+    await bench.first_frame(page)
+    lossy = Shape(loss_pct=5, delay_ms=40, jitter_ms=10)
+    phases = [Phase("clean", 10, Shape()), Phase(lossy.describe(), 30, lossy)]
+    phases.append(Phase("clean again", 10, Shape()))
+    result = await bench.run_phases(page, phases)
+    await page.close()
+    bench.link.set(Shape())
+    return report_phases("loss", result)
+
+
+async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3) -> str:
+    from tests.chromium_viewer import read_stats, window_figures
+    from tests.netshape import Shape
+
+    stream = await bench.live_stream(bench.args.bframes, 90)
+    bench.link.set(Shape(rate_kbit=50_000))
+    token = (await bench.node.atoken(stream))["token"]
+    pages = [await bench.browser.new_page() for _ in range(chromium)]
+    for page in pages:
+        await page.goto(f"{bench.node.url}/api/health")
+    loadgen = bench.link.viewer_command(
+        [sys.executable, str(ROOT / "scripts/loadgen.py"), bench.node.url, stream,
+         "--viewers", str(viewers - chromium), "--concurrency", str(viewers),
+         "--token", token, "--ice-host", bench.link.viewer_addr, "--settle", "1",
+         "--seconds", "15", "--brief"]
+    )  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *loadgen, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    from tests.chromium_viewer import open_viewer
+
+    whep = f"{bench.node.url}/live/{stream}/whep"
+    await asyncio.gather(*(open_viewer(p, whep, token) for p in pages))
+    first = [(await read_stats(p))[0] for p in pages]
+    out, _ = await proc.communicate()
+    last = [(await read_stats(p))[0] for p in pages]
+    summary = json.loads(out) if out.strip() else {}
+    lines = [
+        f"### joinstorm ({viewers} viewers within 1 s, one 50 Mbit/s link)",
+        "",
+        "| Chromium viewer | first frame ms | fps | freezes | frozen s | rtx % of video bytes "
+        "| NACK | PLI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, (a, b) in enumerate(zip(first, last, strict=True)):
+        f = window_figures(a, b)
+        ff = b.first_frame_ms
+        lines.append(
+            f"| {i} | {ff if ff is None else round(ff)} | {f['fps']:.1f} | {f['freezes']:.0f} "
+            f"| {f['frozen_s']:.1f} | {f['rtx_pct']:.1f} | {f['nacks']:.0f} | {f['plis']:.0f} |"
+        )
+    lines.append("")
+    keys = ("viewers_connected", "connect_s", "first_frame_s", "video_fps", "loss_pct", "kbps")
+    lines.append(
+        "- loadgen (aiortc, no NACK/PLI): "
+        + "; ".join(f"{k} {summary.get(k)}" for k in keys)
+        + f"; errors {summary.get('errors')}"
+    )
+    for page in pages:
+        await page.close()
+    bench.link.set(Shape())
+    return "\n".join(lines) + "\n"
+
+
+async def run(args: argparse.Namespace, reports: list[dict]) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-adaptive-") as tmp:
+        bench = Bench(args, Path(tmp))
+        try:
+            await bench.start_browser()
+            print(f"node {bench.node.url}, viewer {bench.link.viewer_addr}", flush=True)
+            for name in args.scenario or SCENARIOS:
+                if name == "bframes":
+                    text = await scenario_bframes(bench)
+                elif name == "1mbps":
+                    text = await scenario_rate(bench, 1000, "1mbps")
+                elif name == "400kbps":
+                    text = await scenario_rate(bench, 400, "400kbps")
+                elif name == "loss":
+                    text = await scenario_loss(bench)
+                else:
+                    text = await scenario_joinstorm(bench)
+                print(text, flush=True)
+                reports.append({"scenario": name, "report": text})
+        finally:
+            await bench.close()
+            print(f"load average: {os.getloadavg()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
+    parser.add_argument("--bframes", action="store_true", help="publish with 3 B-frames, -g 120")
+    parser.add_argument("--preset", default="ultrafast", help="publisher's x264 preset")
+    parser.add_argument("--json", help="write the reports to this file")
+    args = parser.parse_args()
+    if os.environ.get("AIRCLASS_IN_NETNS") != "1":
+        script = str(ROOT / "scripts/in-netns.sh")
+        os.execv("/bin/bash", ["bash", script, sys.executable, *sys.argv])
+    reports: list[dict] = []
+    try:
+        asyncio.run(run(args, reports))
+    finally:
+        if args.json:
+            Path(args.json).write_text(json.dumps(reports, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Chromium as an outside viewer: a plain RTCPeerConnection WHEP client (the standards
+client, no page code of ours) and its `inbound-rtp` getStats, turned into figures.
+
+`open_viewer` negotiates on an already open page (any page of the node: same origin) and
+keeps the connection as `window.viewers[i]`; `read_stats` returns one sample of every
+viewer's video and audio counters; `window_figures` turns two samples into what a student
+sees over that window (fps, freezes, audio concealed, smoothness, retransmissions).
+Shared by tests/test_adaptive.py and scripts/bench_adaptive.py.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+WHEP_VIEWER = """async ({whep, token}) => {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver("video", {direction: "recvonly"});
+  pc.addTransceiver("audio", {direction: "recvonly"});
+  const viewer = {pc, started: performance.now(), firstFrameMs: null};
+  window.viewers = window.viewers || [];
+  const index = window.viewers.push(viewer) - 1;
+  const video = document.createElement("video");
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  const audio = document.createElement("audio");
+  audio.autoplay = true;
+  document.body.append(video, audio);
+  pc.ontrack = (e) => {
+    const el = e.track.kind === "video" ? video : audio;
+    el.srcObject = new MediaStream([e.track]);
+    el.play().catch(() => {});
+    if (e.track.kind === "video" && video.requestVideoFrameCallback)
+      video.requestVideoFrameCallback(() => {
+        viewer.firstFrameMs = performance.now() - viewer.started;
+      });
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+    setTimeout(resolve, 2000);
+  });
+  const res = await fetch(whep, {method: "POST", body: pc.localDescription.sdp,
+    headers: {"Content-Type": "application/sdp", "Authorization": "Bearer " + token}});
+  if (res.status !== 201) throw new Error("WHEP " + res.status + " " + await res.text());
+  await pc.setRemoteDescription({type: "answer", sdp: await res.text()});
+  return index;
+}"""
+
+VIDEO_FIELDS = (
+    "framesDecoded", "framesDropped", "freezeCount", "totalFreezesDuration",
+    "totalInterFrameDelay", "totalSquaredInterFrameDelay", "frameHeight", "nackCount",
+    "pliCount", "bytesReceived", "retransmittedBytesReceived", "packetsLost",
+    "packetsReceived",
+)  # fmt: skip
+AUDIO_FIELDS = (
+    "concealedSamples", "totalSamplesReceived", "bytesReceived", "packetsLost",
+    "packetsReceived", "concealmentEvents",
+)  # fmt: skip
+
+READ_STATS = """async ({video, audio}) => {
+  const out = [];
+  for (const viewer of window.viewers || []) {
+    const row = {video: {}, audio: {}, firstFrameMs: viewer.firstFrameMs,
+                 state: viewer.pc.connectionState};
+    for (const s of (await viewer.pc.getStats()).values()) {
+      if (s.type !== "inbound-rtp" || !(s.kind in row)) continue;
+      for (const key of (s.kind === "video" ? video : audio)) row[s.kind][key] = s[key] || 0;
+    }
+    out.push(row);
+  }
+  return out;
+}"""
+
+
+@dataclass(slots=True)
+class Sample:
+    """One reading of one viewer's counters (Chromium's own)."""
+
+    at: float  # time.monotonic()
+    video: dict[str, float] = field(default_factory=dict)
+    audio: dict[str, float] = field(default_factory=dict)
+    first_frame_ms: float | None = None
+    state: str = ""
+
+
+async def open_viewer(page, whep_url: str, token: str) -> int:
+    """A WHEP viewer on `page` (already on one of the node's pages); its index."""
+    return await page.evaluate(WHEP_VIEWER, {"whep": whep_url, "token": token})
+
+
+async def read_stats(page) -> list[Sample]:
+    """Every viewer's counters on `page`, now."""
+    rows = await page.evaluate(READ_STATS, {"video": VIDEO_FIELDS, "audio": AUDIO_FIELDS})
+    now = time.monotonic()
+    return [
+        Sample(now, r["video"], r["audio"], r.get("firstFrameMs"), r.get("state", "")) for r in rows
+    ]
+
+
+def window_figures(a: Sample, b: Sample) -> dict[str, float]:
+    """What a student saw between two samples of one viewer."""
+    seconds = max(b.at - a.at, 1e-6)
+
+    def dv(key: str) -> float:
+        return b.video.get(key, 0) - a.video.get(key, 0)
+
+    def da(key: str) -> float:
+        return b.audio.get(key, 0) - a.audio.get(key, 0)
+
+    frames = dv("framesDecoded")
+    samples = da("totalSamplesReceived")
+    # Inter-frame delay standard deviation (ms): Chromium's smoothness measure.
+    n, total, squared = frames, dv("totalInterFrameDelay"), dv("totalSquaredInterFrameDelay")
+    jitter = math.sqrt(max(squared / n - (total / n) ** 2, 0)) * 1000 if n > 1 else 0.0
+    media = dv("bytesReceived")
+    return {
+        "seconds": seconds,
+        "fps": frames / seconds,
+        "dropped": dv("framesDropped"),
+        "freezes": dv("freezeCount"),
+        "frozen_s": dv("totalFreezesDuration"),
+        "ifd_sd_ms": jitter,
+        "height": b.video.get("frameHeight", 0),
+        "video_kbps": 8 * media / seconds / 1000,
+        "rtx_pct": 100 * dv("retransmittedBytesReceived") / media if media else 0.0,
+        "nacks": dv("nackCount"),
+        "plis": dv("pliCount"),
+        "video_loss_pct": 100
+        * dv("packetsLost")
+        / max(dv("packetsLost") + dv("packetsReceived"), 1),
+        "audio_samples": samples,
+        "concealed_pct": 100 * da("concealedSamples") / samples if samples else 100.0,
+    }
