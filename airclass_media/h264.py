@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 START_CODE = b"\x00\x00\x00\x01"
-NAL_IDR, NAL_SEI, NAL_SPS, NAL_PPS, NAL_AUD = 5, 6, 7, 8, 9
+NAL_IDR, NAL_SPS, NAL_PPS, NAL_AUD = 5, 7, 8, 9
 
 PROFILES = {
     66: "baseline",
@@ -162,10 +162,6 @@ class SpsInfo:
     profile: str
     profile_idc: int
     level_idc: int
-
-    @property
-    def profile_level_id(self) -> str:
-        return f"{self.profile_idc:02x}00{self.level_idc:02x}"
 
 
 def parse_sps(sps: bytes) -> SpsInfo:

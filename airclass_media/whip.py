@@ -104,7 +104,6 @@ class WhipSession:
     audio_frames: int = 0
     keyframes: int = 0
     bytes_in: int = 0
-    dropped_frames: int = 0
     #: RTCP PLIs sent to the publisher, by reason (start, interval, viewer).
     plis: dict[str, int] = field(default_factory=lambda: {"start": 0, "interval": 0, "viewer": 0})
     transcode_seconds: float = 0.0
@@ -162,7 +161,7 @@ class WhipSession:
             self.keyframes += 1
             self.last_keyframe_at = self.last_media_at
         elif not self.keyframes:
-            self.dropped_frames += 1  # nothing decodable before the first keyframe
+            # Nothing decodable before the first keyframe: ask for one.
             self.request_keyframe("start")
             return
         data = b"".join(START_CODE + n for n in nals)

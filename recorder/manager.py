@@ -61,7 +61,6 @@ class RecordingManager:
         self._offline_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
         self.recovered: list[str] = []
-        self.last_sweep: list[str] = []
         self.started_total = 0
         self.failed_total = 0
         self._dropped_finished = 0
@@ -438,7 +437,6 @@ class RecordingManager:
                     if expired and self.directory(doc["id"]) is None:
                         await store.delete_recording(doc["id"])
                         removed.append(doc["id"])
-        self.last_sweep = removed
         return removed
 
     async def _recover_all(self) -> None:

@@ -36,7 +36,6 @@ class AICache:
         self.store = store
         self.size = size
         self._lru: OrderedDict[str, tuple[float, dict]] = OrderedDict()
-        self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -47,7 +46,6 @@ class AICache:
         if entry is not None:
             if entry[0] > now:
                 self._lru.move_to_end(key)
-                self.hits += 1
                 return entry[1]
             del self._lru[key]
         try:
@@ -57,9 +55,7 @@ class AICache:
             doc = None
         if doc is not None and doc.get("expires_at", 0) > now:
             self._remember(key, doc["expires_at"], doc["result"])
-            self.hits += 1
             return doc["result"]
-        self.misses += 1
         return None
 
     async def put(self, key: str, task: str, result: dict) -> None:

@@ -44,7 +44,6 @@ MAX_IMAGE = 8 * 1024 * 1024
 REPORT_EVERY = 180.0
 #: A report asked for again within this many seconds is reused.
 REPORT_REUSE = 20.0
-MAX_MODEL = 100
 MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/-]{1,100}\Z")
 
 SLIDE_SCHEMA = {

@@ -106,14 +106,6 @@ def attentive_intervals(events: list[dict], start: float, end: float) -> list[tu
     return out
 
 
-def attentive_seconds(events: list[dict], start: float, end: float) -> tuple[float, float]:
-    """(attentive seconds, total seconds) in [start, end] from a student's events."""
-    attentive = sum(b - a for a, b in attentive_intervals(events, start, end))
-    first = next((e["timestamp"] for e in events if e["kind"] == "join"), None)
-    begin = max(start, first if first is not None else start)
-    return attentive, max(0.0, end - begin)
-
-
 def _bucket_shares(
     intervals: list[tuple[float, float]], join: float, start: float, width: float
 ) -> list[float | None]:

@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 from ..access import AccessDenied
 from ..auth import TokenError, token_from_request
 from ..errors import json_error
+from ..identifiers import USER_ID_RULE, valid_user_id
 from .errors import ClassroomError
 from .quiz import staff_view, student_view
 from .sessions import public_session, role_in_session
@@ -71,7 +72,6 @@ class Client:
         self.name = name
         self.playing = False
         self.visible = False
-        self.last_seen = time.time()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=SEND_QUEUE)
         self.closed = False
         self._tokens = float(WS_BURST)
@@ -249,6 +249,8 @@ class RealtimeHub:
             claims = c.node.tokens.verify(token_from_request(request))
         except TokenError as exc:
             raise json_error(401, str(exc)) from exc
+        if not valid_user_id(claims.user_id):
+            raise json_error(400, USER_ID_RULE)
         try:
             session = await c.sessions.get(request.match_info["session_id"])
             role = role_in_session(claims, session)
@@ -339,7 +341,7 @@ class RealtimeHub:
     def presence_changed(self, client: Client, playing: bool, visible: bool) -> None:
         """A student's playing/visible state changed: store and push it soon, once."""
         if (playing, visible) == (client.playing, client.visible):
-            return  # heartbeat: last_seen is already updated
+            return  # a heartbeat: nothing changed
         client.playing, client.visible = playing, visible
         client.changed_at = time.time()
         if client.presence_task is None or client.presence_task.done():
@@ -472,7 +474,6 @@ class RealtimeHub:
                 continue
             if client.closed:
                 break
-            client.last_seen = time.time()
             if not client.allow():
                 self.rate_limited += 1
                 if client.refused >= WS_FLOOD_CLOSE:

@@ -55,7 +55,6 @@ class TlsContext:
         self.cert, self.key = cert, key
         self.context = _new_context()
         _load(self.context, cert, key)
-        self.reloads = 0
 
     def reload(self) -> bool:
         """Load the files again into the same context (SIGHUP); False if they are unusable."""
@@ -65,7 +64,6 @@ class TlsContext:
         except TlsError as exc:
             log.error("TLS reload refused, keeping the current certificate: %s", exc)
             return False
-        self.reloads += 1
         log.info("TLS certificate reloaded from %s", self.cert)
         return True
 
