@@ -416,6 +416,122 @@ class Teacher:
         return quiz_id
 
 
+# -- simulation: many nodes and students, the same Redis calls without the nodes ---------
+
+
+async def simulate(args) -> None:
+    """Replays what NODES nodes and STUDENTS students ask of Redis, with the sizes measured
+    above, against a fresh redis-server, and measures it like the real run:
+
+    - per node, every 2 s: SET of its signed record with a 6 s TTL (--record-bytes plus
+      25 bytes per viewer id), SCAN + MGET of every record (its metrics view), one
+      EVALSHA lease renewal per stream it holds (--streams-per-node);
+      the main: one more SCAN + MGET every 2 s (routing);
+    - classroom events at --events-per-100 a second per 100 students (XADD of
+      --event-bytes, MAXLEN ~10000), read by every node (XREAD BLOCK, COUNT 500).
+    Each simulated node has its own connections, as a node has."""
+    from redis import asyncio as aioredis
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp)).start()
+        meter = RedisMeter(server)
+        try:
+            for nodes in args.simulate:
+                for students in args.sim_students:
+                    meter.client.flushall()
+                    result = await _simulate_one(aioredis, server, meter, nodes, students, args)
+                    print(json.dumps(result), flush=True)
+        finally:
+            server.stop()
+
+
+async def _simulate_one(aioredis, server, meter, nodes: int, students: int, args) -> dict:
+    record = {
+        i: ("x" * (args.record_bytes + 25 * args.viewers_per_node)).encode() for i in range(nodes)
+    }
+    lease = (
+        "local cur = redis.call('GET', KEYS[1]) "
+        "if cur then redis.call('PEXPIRE', KEYS[1], 6000) return 1 end return 0"
+    )
+    clients = [aioredis.Redis.from_url(server.url) for _ in range(nodes)]
+    readers = [aioredis.Redis.from_url(server.url) for _ in range(nodes)]
+    writer = aioredis.Redis.from_url(server.url)
+    stream = "airclass:classroom:events"
+    done = {"beats": 0, "events": 0, "read": 0}
+    stop = asyncio.Event()
+
+    async def node(i: int) -> None:
+        r = clients[i]
+        script = r.register_script(lease)
+        held = [f"airclass:origin:s{i}-{k}" for k in range(args.streams_per_node)]
+        for key in held:
+            await r.set(key, "n 1 x" * 40, px=6000)
+        await asyncio.sleep(2.0 * i / nodes)  # heartbeats are not in step
+        while not stop.is_set():
+            t = time.monotonic()
+            await r.set(f"airclass:node:{i}", record[i], ex=6)
+            for _ in range(2 if i == 0 else 1):  # the main also routes
+                keys = [k async for k in r.scan_iter(match="airclass:node:*", count=200)]
+                if keys:
+                    await r.mget(keys)
+            for key in held:
+                await script(keys=[key])
+            done["beats"] += 1
+            await asyncio.sleep(max(0.0, 2.0 - (time.monotonic() - t)))
+
+    async def reader(i: int) -> None:
+        r = readers[i]
+        last = "$"
+        while not stop.is_set():
+            found = await r.xread({stream: last}, count=500, block=1000)
+            for _, entries in found or ():
+                last = entries[-1][0]
+                done["read"] += len(entries)
+
+    async def events() -> None:
+        rate = students / 100 * args.events_per_100
+        payload = {"m": b"e" * (args.event_bytes - 64), "s": b"s" * 64}
+        started = time.monotonic()
+        while not stop.is_set():
+            due = int((time.monotonic() - started) * rate) - done["events"]
+            if due > 0:
+                async with writer.pipeline(transaction=False) as pipe:
+                    for _ in range(due):
+                        pipe.xadd(stream, payload, maxlen=10000, approximate=True)
+                    await pipe.execute()
+                done["events"] += due
+            await asyncio.sleep(0.01)
+
+    tasks = [asyncio.create_task(node(i)) for i in range(nodes)]
+    tasks += [asyncio.create_task(reader(i)) for i in range(nodes)]
+    tasks.append(asyncio.create_task(events()))
+    await asyncio.sleep(3)
+    before = dict(done)
+    d = await measure(meter, args.window)
+    after = dict(done)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for c in (*clients, *readers, writer):
+        await c.aclose()
+    seconds = d["seconds"]
+    return {
+        "simulated_nodes": nodes,
+        "students": students,
+        "viewers_per_node": args.viewers_per_node,
+        "record_bytes": len(record[0]),
+        "heartbeats_per_s": round((after["beats"] - before["beats"]) / seconds, 1),
+        "heartbeats_wanted_per_s": nodes / 2,
+        "events_per_s": round((after["events"] - before["events"]) / seconds, 1),
+        "events_read_per_s": round((after["read"] - before["read"]) / seconds, 1),
+        "ops_per_s": round(sum(d["ops_per_s"].values()), 1),
+        "by_command": {n: round(v, 1) for n, v in sorted(d["ops_per_s"].items())},
+        "usec_per_s": {n: round(v) for n, v in sorted(d["usec_per_s"].items())},
+        "in_bytes_per_s": round(d["in_bytes_per_s"]),
+        "out_bytes_per_s": round(d["out_bytes_per_s"]),
+        "redis_cpu_percent": round(d["cpu_percent"], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3, help="a main and NODES-1 subs")
@@ -426,8 +542,16 @@ def main() -> None:
     parser.add_argument("--flip", type=float, default=0.1, help="P(state changes) per beat")
     parser.add_argument("--chat", type=float, default=0.5, help="chat lines/student/minute")
     parser.add_argument("--window", type=float, default=30.0)
+    sim = parser.add_argument_group("simulation (no nodes: their Redis calls replayed)")
+    sim.add_argument("--simulate", type=int, nargs="+", metavar="NODES", help="node counts")
+    sim.add_argument("--sim-students", type=int, nargs="+", default=[1000])
+    sim.add_argument("--viewers-per-node", type=int, default=250)
+    sim.add_argument("--streams-per-node", type=int, default=1)
+    sim.add_argument("--record-bytes", type=int, default=500, help="a record, no viewers")
+    sim.add_argument("--events-per-100", type=float, default=4.0)
+    sim.add_argument("--event-bytes", type=int, default=500)
     args = parser.parse_args()
-    asyncio.run(run(args))
+    asyncio.run(simulate(args) if args.simulate else run(args))
 
 
 if __name__ == "__main__":
