@@ -37,7 +37,15 @@ import pylibsrtp
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    unpack_remb_fci,
+)
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
@@ -107,10 +115,14 @@ def take_over_rtp(
     run: Callable[[RtpBinding], Awaitable[None]],
     on_keyframe_request: Callable[[], None],
     on_nack: Callable[[int], None],
+    on_remb: Callable[[int], None] | None = None,
+    on_loss: Callable[[float], None] | None = None,
 ) -> None:
     """Replace this sender's RTP loop: once DTLS is up aiortc starts `_run_rtp(codec)`;
     ours describes the viewer's RTP stream and awaits `run(binding)` until the sender
-    stops (its task is cancelled by `RTCRtpSender.stop`)."""
+    stops (its task is cancelled by `RTCRtpSender.stop`). aiortc parses the viewer's
+    RTCP and keeps its own bookkeeping (RTT, stats); REMB (`on_remb(bit/s)`) and each
+    receiver report's fraction lost (`on_loss(0..1)`) are handed on as well."""
 
     async def run_rtp(codec: RTCRtpCodecParameters) -> None:
         sender._RTCRtpSender__rtp_started.set()
@@ -126,19 +138,49 @@ def take_over_rtp(
     async def retransmit(sequence_number: int) -> None:
         on_nack(sequence_number)
 
+    handle = sender._handle_rtcp_packet
+
+    async def handle_rtcp(packet) -> None:
+        await handle(packet)
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            if on_loss is not None:
+                for report in packet.reports:
+                    if report.ssrc == sender._ssrc:
+                        on_loss(report.fraction_lost / 256)
+        elif (
+            on_remb is not None
+            and isinstance(packet, RtcpPsfbPacket)
+            and packet.fmt == RTCP_PSFB_APP
+        ):
+            with contextlib.suppress(ValueError):
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                if sender._ssrc in ssrcs:
+                    on_remb(bitrate)
+
     sender._run_rtp = run_rtp
     sender._retransmit = retransmit
     sender._send_keyframe = on_keyframe_request
+    sender._handle_rtcp_packet = handle_rtcp
+
+
+#: A marker value for finding where abs-send-time sits in a serialized header.
+_ABS_SEND_TIME_MARK = 0xA5C3E7
 
 
 def _header(
     payload_type: int, ssrc: int, mid: str | None, extensions: HeaderExtensionsMap
-) -> tuple[int, bytes]:
-    """(first byte, bytes after the timestamp) of this stream's RTP header."""
+) -> tuple[int, bytes, int | None]:
+    """(first byte, bytes after the timestamp, offset of abs-send-time in them or None)
+    of this stream's RTP header (abs-send-time is written only when negotiated)."""
     packet = RtpPacket(payload_type=payload_type, ssrc=ssrc)
     packet.extensions.mid = mid
+    packet.extensions.abs_send_time = _ABS_SEND_TIME_MARK
     raw = packet.serialize(extensions)
-    return raw[0], raw[8:]
+    tail = raw[8:]
+    at = tail.find(_ABS_SEND_TIME_MARK.to_bytes(3, "big"), 4)
+    if at < 0:
+        return raw[0], tail, None
+    return raw[0], tail[:at] + bytes(3) + tail[at + 3 :], at
 
 
 def _udp_path(sender: RTCRtpSender) -> UdpPath:
@@ -167,7 +209,7 @@ def describe(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> RtpBinding:
     """Everything the fan-out needs to send this sender's RTP stream."""
     mid = sender._RTCRtpSender__mid
     extensions = sender._RTCRtpSender__rtp_header_extensions_map
-    first_byte, tail = _header(codec.payloadType, sender._ssrc, mid, extensions)
+    first_byte, tail, abs_at = _header(codec.payloadType, sender._ssrc, mid, extensions)
     rtx_type = sender._RTCRtpSender__rtx_payload_type
     rtx_tail = _header(rtx_type, sender._rtx_ssrc, mid, extensions)[1] if rtx_type else b""
 
@@ -178,14 +220,21 @@ def describe(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> RtpBinding:
         sender._RTCRtpSender__packet_count += packets
         sender._RTCRtpSender__octet_count += octets
 
+    def rtt() -> float | None:
+        return sender._RTCRtpSender__rtt
+
     session = sender.transport._tx_srtp
+    write, stamp = srtp_writer(session, first_byte, tail, abs_at)
     return RtpBinding(
         kind=sender.kind,
         payload_type=codec.payloadType,
         header_tail=tail,
         first_byte=first_byte,
         protect=session.protect,
-        write=srtp_writer(session, first_byte, tail),
+        write=write,
+        stamp=stamp,
+        abs_send_time_at=abs_at,
+        rtt=rtt,
         path=_udp_path(sender),
         rtx_payload_type=rtx_type,
         rtx_header_tail=rtx_tail,
@@ -196,12 +245,15 @@ def describe(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> RtpBinding:
 
 
 def srtp_writer(
-    session: pylibsrtp.Session, first_byte: int, tail: bytes
-) -> Callable[[int, int, int, bytes], bytes]:
-    """write(second byte, sequence number, timestamp, payload) -> one SRTP packet.
+    session: pylibsrtp.Session, first_byte: int, tail: bytes, abs_send_time_at: int | None = None
+) -> tuple[Callable[[int, int, int, bytes], bytes], Callable[[int], None]]:
+    """(write, stamp): write(second byte, sequence number, timestamp, payload) -> one
+    SRTP packet; stamp(value) sets the abs-send-time the packets written next carry.
 
     The 12-byte header is packed into a buffer that keeps the stream's SSRC and header
-    extensions after it, the payload copied behind, and libsrtp protects it in place."""
+    extensions after it, the payload copied behind, and libsrtp protects it in place.
+    libsrtp encrypts the payload only, so the header extensions stay as written: the
+    3 abs-send-time bytes are set once per burst, not per packet."""
     cdata = srtp_ffi.new("char[]", SRTP_BUFFER_BYTES)
     buffer = srtp_ffi.buffer(cdata)
     length = srtp_ffi.new("int *")
@@ -223,7 +275,14 @@ def srtp_writer(
             raise pylibsrtp.Error(f"srtp_protect failed ({status})")
         return buffer[0 : length[0]]
 
-    return write
+    if abs_send_time_at is None:
+        return write, lambda value: None
+    at = 8 + abs_send_time_at
+
+    def stamp(value: int) -> None:
+        buffer[at : at + 3] = value.to_bytes(3, "big")
+
+    return write, stamp
 
 
 def receiver_report(sender: RTCRtpSender) -> dict:

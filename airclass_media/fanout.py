@@ -29,8 +29,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .estimate import BandwidthEstimate
 from .h264 import rtp_payloads
-from .hub import GOP_CACHE_MAX_PACKETS, Stream, Subscription, SubscriptionClosed
+from .hub import (
+    GOP_CACHE_MAX_PACKETS,
+    RENDITION_SEPARATOR,
+    Stream,
+    Subscription,
+    SubscriptionClosed,
+)
 from .packets import MediaPacket
 
 log = logging.getLogger(__name__)
@@ -47,9 +54,9 @@ GSO_MAX_BYTES = 65_000
 GSO_REFUSED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 #: Packets kept per stream and kind for retransmission (NACK): ~5 s of 2 Mbps video.
 HISTORY_SIZE = 1024
-#: Cached GOP sent to one catching-up viewer: this many bytes, then a pause, so a 2 s
-#: GOP reaches the viewer in a few tens of ms without overflowing its receive buffer.
-CATCH_UP_BURST_BYTES = 32 * 1024
+#: Cached GOP sent to one catching-up viewer: paced at this multiple of the viewer's
+#: estimated rate, in bursts CATCH_UP_PAUSE_S apart (at least one frame per burst).
+CATCH_UP_RATE_FACTOR = 2.5
 CATCH_UP_PAUSE_S = 0.004
 #: NACKs for catch-up packets are answered this long after the viewer went live.
 CATCH_UP_NACK_SECONDS = 3.0
@@ -58,8 +65,23 @@ CATCH_UP_STEP_US = 1000
 #: Spacing of cached-GOP frames replayed after a keyframe request: just over one tick
 #: of the 90 kHz video clock, so even a 900-frame GOP fits before the next live frame.
 REPLAY_STEP_US = 12
-#: A viewer asking for keyframes gets the cached GOP at most this often (seconds).
-KEYFRAME_REPLAY_INTERVAL = 1.0
+#: A viewer asking for keyframes gets the cached GOP at most this often (seconds);
+#: keyframe requests in between are ignored (the next GOP's keyframe comes anyway).
+KEYFRAME_REPLAY_INTERVAL = 3.0
+#: Retransmission budget: a packet is resent at most once per round trip (at least
+#: this long), and RTX bytes stay under this share of the viewer's estimated rate
+#: within each RTX_WINDOW_S.
+RTX_MIN_INTERVAL_S = 0.05
+RTX_SHARE = 0.2
+RTX_WINDOW_S = 1.0
+#: Pacing: a frame of more than PACE_BURST_PACKETS packets leaves in bursts, one per
+#: PACE_INTERVAL_S tick of the stream's one timer, at PACE_FACTOR x the viewer's
+#: estimated rate (libwebrtc's pacer: 5 ms, 2.5x). A viewer with more than
+#: PACE_MAX_DELAY_S of its paced rate queued is flushed at once: the loop never lags.
+PACE_BURST_PACKETS = 8
+PACE_INTERVAL_S = 0.005
+PACE_FACTOR = 2.5
+PACE_MAX_DELAY_S = 0.5
 #: Opus packets go to viewers in pairs (one syscall each): the first waits at most this
 #: long for the second (packets come every 20 ms).
 AUDIO_PAIR_WAIT_S = 0.025
@@ -102,6 +124,31 @@ def ntp_now() -> int:
     """64-bit NTP timestamp of now (for RTCP sender reports)."""
     seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
     return ((seconds + NTP_UNIX_OFFSET) << 32) | (nanos << 32) // 1_000_000_000
+
+
+def abs_send_time(ntp: int) -> int:
+    """The abs-send-time header extension value (6.18 fixed-point seconds) of an NTP time."""
+    return (ntp >> 14) & 0xFFFFFF
+
+
+class MediaClock:
+    """One stream's presentation timeline mapped once to NTP wallclock.
+
+    Every sender report of every track of the stream (and of its ladder renditions,
+    which share the pts timeline) pairs an RTP time with the wallclock this one mapping
+    gives its pts, not with when a packet happened to leave: audio and video agree, so
+    the browser syncs lips."""
+
+    __slots__ = ("pts_origin", "ntp_origin")
+
+    def __init__(self) -> None:
+        self.pts_origin: int | None = None
+        self.ntp_origin = 0
+
+    def ntp(self, pts: int) -> int:
+        if self.pts_origin is None:
+            self.pts_origin, self.ntp_origin = pts, ntp_now()
+        return self.ntp_origin + ((pts - self.pts_origin) << 32) // 1_000_000
 
 
 def squeeze(gop: list[MediaPacket], after: int | None) -> list[tuple[MediaPacket, int]]:
@@ -234,20 +281,35 @@ class RtpBinding:
     #: write(second byte, sequence number, timestamp, payload) -> SRTP packet: the fast
     #: path (aiortc_tuning.srtp_writer); by default built from `protect`.
     write: Callable[[int, int, int, bytes], bytes] | None = None
+    #: Offset in `header_tail` of the 3-byte abs-send-time extension, when negotiated.
+    abs_send_time_at: int | None = None
+    #: stamp(abs-send-time) sets the value `write` puts in the packets that follow.
+    stamp: Callable[[int], None] = lambda value: None
+    #: The viewer's round-trip time (seconds) from its receiver reports, if known.
+    rtt: Callable[[], float | None] = lambda: None
 
     def __post_init__(self) -> None:
         if self.write is None:
-            protect, pack, b0, tail = (
-                self.protect,
-                RTP_HEADER.pack,
-                self.first_byte,
-                self.header_tail,
-            )
+            protect, pack, b0 = self.protect, RTP_HEADER.pack, self.first_byte
+            tail = bytearray(self.header_tail)
+            at = self.abs_send_time_at
 
             def write(b1: int, seq: int, ts: int, payload: bytes) -> bytes:
                 return protect(pack(b0, b1, seq, ts) + tail + payload)
 
-            self.write = write
+            def stamp(value: int) -> None:
+                if at is not None:
+                    tail[at : at + 3] = value.to_bytes(3, "big")
+
+            self.write, self.stamp = write, stamp
+
+    def tail_at(self, ntp: int, rtx: bool = False) -> bytes:
+        """The header tail (RTX's when `rtx`) with abs-send-time set for `ntp`."""
+        tail = self.rtx_header_tail if rtx else self.header_tail
+        at = self.abs_send_time_at
+        if at is None:
+            return tail
+        return tail[:at] + abs_send_time(ntp).to_bytes(3, "big") + tail[at + 3 :]
 
 
 @dataclass(eq=False)
@@ -256,6 +318,8 @@ class RtpTarget:
 
     binding: RtpBinding
     fanout: StreamFanout | None = None
+    #: The viewer's bandwidth estimate (shared by its audio and video streams).
+    estimate: BandwidthEstimate = field(default_factory=BandwidthEstimate)
     #: Stream packet index + offset = this viewer's sequence number (while live).
     seq_offset: int = 0
     #: First stream packet index sent with the current offset (older ones: no NACK).
@@ -264,18 +328,38 @@ class RtpTarget:
     backlog: deque | None = None
     #: Newest presentation time sent (B-frames make pts go back and forth).
     last_pts: int | None = None
+    #: Video held (audio-only below the estimate's floor): nothing is sent.
+    paused: bool = False
+    #: The fan-out this viewer moves to at its next keyframe (a rung switch, a resume).
+    joining: StreamFanout | None = None
     packets: int = 0
     octets: int = 0
     nacks: int = 0
     retransmits: int = 0
+    rtx_octets: int = 0
+    rtx_repeats_ignored: int = 0
+    rtx_over_budget: int = 0
     keyframe_replays: int = 0
+    keyframe_requests_ignored: int = 0
+    paced_frames: int = 0
+    pace_flushes: int = 0
+    switches: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    #: Sequence number of the next packet this viewer gets (kept across switches).
+    next_seq: int = 0
+    #: Packets waiting for the pacer: (second byte, sequence number, timestamp, payload).
+    pending: deque = field(default_factory=deque)
+    pending_bytes: int = 0
     _next_seq: int = 0
     #: Sequence number -> (payload, rtp timestamp, marker) of what the current catch-up
     #: sent, for NACKs (live packets are answered from the stream's shared history).
     _catch_up_sent: dict = field(default_factory=dict)
     _catch_up_nacks_until: float = 0.0
     _rtx_seq: int = 0
+    _rtx_window_at: float = 0.0
+    _rtx_window_bytes: int = 0
+    #: Sequence number -> when it was last retransmitted.
+    _resent: dict = field(default_factory=dict)
     _reported_ntp: int = 0
     _reported_packets: int = 0
     _reported_octets: int = 0
@@ -284,24 +368,62 @@ class RtpTarget:
 
     def __post_init__(self) -> None:
         self._rtx_seq = self.binding.initial_sequence ^ 0x5A5A
+        self.next_seq = self.binding.initial_sequence
 
     @property
     def kind(self) -> str:
         return self.binding.kind
 
-    def send_frame(self, payloads: list[bytes], rtp_ts: int, seq: int, pts: int, ntp: int) -> None:
-        """Protect and send one frame's payloads starting at sequence number `seq`."""
+    def send_frame(
+        self, payloads: list[bytes], rtp_ts: int, seq: int, pts: int, ntp: int, pace: bool = True
+    ) -> None:
+        """Send one frame's payloads starting at sequence number `seq`: at once when it
+        is small and nothing waits, otherwise through the stream's pacer."""
         b = self.binding
-        write, pt = b.write, b.payload_type
+        pt = b.payload_type
         ts = (rtp_ts + b.timestamp_origin) & 0xFFFFFFFF
         last = len(payloads) - 1
-        b.path.send(
-            [
-                write(pt | 0x80 if i == last else pt, (seq + i) & 0xFFFF, ts, p)
-                for i, p in enumerate(payloads)
-            ]
-        )
-        self._account(len(payloads), sum(map(len, payloads)), ts, pts, ntp)
+        self.next_seq = (seq + len(payloads)) & 0xFFFF
+        self._account(len(payloads), sum(map(len, payloads)), ts, pts)
+        if not pace or (not self.pending and last < PACE_BURST_PACKETS) or self.fanout is None:
+            write = b.write
+            b.stamp(abs_send_time(ntp))
+            b.path.send(
+                [
+                    write(pt | 0x80 if i == last else pt, (seq + i) & 0xFFFF, ts, p)
+                    for i, p in enumerate(payloads)
+                ]
+            )
+            return
+        self.paced_frames += 1
+        pending = self.pending
+        for i, p in enumerate(payloads):
+            pending.append((pt | 0x80 if i == last else pt, (seq + i) & 0xFFFF, ts, p))
+            self.pending_bytes += len(p)
+        if self.pending_bytes > self.pace_rate() * PACE_MAX_DELAY_S / 8:
+            self.pace_flushes += 1
+            self.send_paced(1 << 30, ntp)  # too far behind: everything now
+        else:
+            self.fanout.pace(self)
+
+    def pace_rate(self) -> float:
+        """The rate (bit/s) this viewer's packets are paced at."""
+        return self.estimate.bps * PACE_FACTOR
+
+    def send_paced(self, budget: float, ntp: int) -> bool:
+        """Send queued packets worth up to `budget` bytes (one burst, GSO-batched);
+        True while some are left."""
+        pending, b = self.pending, self.binding
+        write, burst = b.write, []
+        b.stamp(abs_send_time(ntp))
+        while pending and budget > 0:
+            b1, seq, ts, payload = pending.popleft()
+            burst.append(write(b1, seq, ts, payload))
+            budget -= len(payload)
+            self.pending_bytes -= len(payload)
+        if burst:
+            b.path.send(burst)
+        return bool(pending)
 
     def send_audio(self, frames: list[tuple[bytes, int, int, int]], ntp: int) -> None:
         """Send one or two Opus packets (payload, rtp timestamp, stream index, pts) in one
@@ -320,21 +442,26 @@ class RtpTarget:
         if len(packets) == 2 and len(packets[0]) < len(packets[1]):
             packets.reverse()
         b.path.send(packets)
-        _, rtp_ts, _, pts = frames[-1]
+        _, rtp_ts, index, pts = frames[-1]
+        self.next_seq = (index + offset + 1) & 0xFFFF
         octets = sum(len(frame[0]) for frame in frames)
-        self._account(len(frames), octets, (rtp_ts + origin) & 0xFFFFFFFF, pts, ntp)
+        self._account(len(frames), octets, (rtp_ts + origin) & 0xFFFFFFFF, pts)
 
-    def _account(self, packets: int, octets: int, ts: int, pts: int, ntp: int) -> None:
-        b = self.binding
+    def _account(self, packets: int, octets: int, ts: int, pts: int) -> None:
         self.packets += packets
         self.octets += octets
         if self.last_pts is None or pts > self.last_pts:
             self.last_pts = pts
-        if ntp - self._reported_ntp > REPORT_EVERY_NTP:
-            # The sender report's clock pair and counts (aiortc's RTCP loop reads them
-            # about once a second): kept fresh, not written for every frame.
+        fanout = self.fanout
+        if fanout is None:
+            return
+        # The sender report pairs this RTP time with the wallclock the stream's one
+        # media clock gives its pts (not the send time): every track maps alike.
+        ntp = fanout.clock.ntp(pts)
+        if abs(ntp - self._reported_ntp) > REPORT_EVERY_NTP:
+            # Kept fresh for aiortc's RTCP loop (about once a second), not every frame.
             self._reported_ntp = ntp
-            b.report(
+            self.binding.report(
                 ts, ntp, self.packets - self._reported_packets, self.octets - self._reported_octets
             )
             self._reported_packets, self._reported_octets = self.packets, self.octets
@@ -364,14 +491,15 @@ class RtpTarget:
 
     async def _send_backlog(self) -> None:
         while self.backlog:
-            budget = CATCH_UP_BURST_BYTES
+            # Paced at a multiple of the viewer's estimated rate, not at line rate.
+            budget = self.estimate.bps * CATCH_UP_RATE_FACTOR * CATCH_UP_PAUSE_S / 8
             ntp = ntp_now()
             while self.backlog and budget > 0:
                 packet, pts = self.backlog.popleft()
                 ready = rtp_ready(packet)
                 rtp_ts = pts * CLOCK_RATES[packet.kind] // 1_000_000
                 seq, last = self._next_seq, len(ready.payloads) - 1
-                self.send_frame(ready.payloads, rtp_ts, seq, pts, ntp)
+                self.send_frame(ready.payloads, rtp_ts, seq, pts, ntp, pace=False)
                 for i, payload in enumerate(ready.payloads):
                     marker = 0x80 if i == last else 0
                     self._catch_up_sent[(seq + i) & 0xFFFF] = (payload, rtp_ts, marker)
@@ -389,13 +517,14 @@ class RtpTarget:
     def request_keyframe(self) -> bool:
         """The viewer lost the picture (PLI/FIR). A publisher that can make a keyframe on
         demand (WHIP) is asked for one; an RTMP publisher cannot be, so the stream's
-        cached GOP is replayed to this viewer alone."""
+        cached GOP is replayed to this viewer alone, at most once per
+        KEYFRAME_REPLAY_INTERVAL (requests in between are ignored)."""
         now = time.monotonic()
-        if (
-            self.kind != "video"
-            or self.fanout is None
-            or now - self._last_replay < KEYFRAME_REPLAY_INTERVAL
-        ):
+        if self.kind != "video" or self.fanout is None or self.paused:
+            return False
+        if self.joining is not None or now - self._last_replay < KEYFRAME_REPLAY_INTERVAL:
+            # A keyframe is on its way (a switch) or was just sent.
+            self.keyframe_requests_ignored += 1
             return False
         requester = self.fanout.stream.keyframe_requester
         if requester is not None:
@@ -407,16 +536,21 @@ class RtpTarget:
             return False
         self._last_replay = now
         self.keyframe_replays += 1
+        self.pending.clear()  # the replay supersedes what still waits for the pacer
+        self.pending_bytes = 0
         self.start_catch_up(squeeze(gop, self.last_pts))
         return True
 
     def retransmit(self, seq: int) -> bool:
-        """Answer a NACK from the stream's shared history (as RTX when negotiated)."""
+        """Answer a NACK from the stream's shared history (as RTX when negotiated),
+        within budget: once per round trip per packet, RTX bytes under RTX_SHARE of the
+        viewer's estimated rate per RTX_WINDOW_S; packets past the history are ignored."""
         self.nacks += 1
         fanout = self.fanout
         if fanout is None:
             return False
-        if self._catch_up_sent and time.monotonic() > self._catch_up_nacks_until:
+        now = time.monotonic()
+        if self._catch_up_sent and now > self._catch_up_nacks_until:
             self._catch_up_sent = {}  # long live again: its sequence numbers will wrap
         entry = self._catch_up_sent.get(seq)
         if entry is None and self.backlog is None:
@@ -426,40 +560,71 @@ class RtpTarget:
             entry = history.get(index) if index >= self.live_from else None
         if entry is None:
             return False
+        last = self._resent.get(seq)
+        if last is not None and now - last < max(self.binding.rtt() or 0.0, RTX_MIN_INTERVAL_S):
+            self.rtx_repeats_ignored += 1
+            return False
         payload, rtp_ts, marker = entry
+        if now - self._rtx_window_at >= RTX_WINDOW_S:
+            self._rtx_window_at, self._rtx_window_bytes = now, 0
+        cap = self.estimate.bps * RTX_SHARE * RTX_WINDOW_S / 8
+        if self._rtx_window_bytes + len(payload) > cap:
+            self.rtx_over_budget += 1
+            return False
+        if len(self._resent) > 2 * HISTORY_SIZE:
+            self._resent = {k: t for k, t in self._resent.items() if now - t < RTX_WINDOW_S}
+        self._resent[seq] = now
         b = self.binding
         ts = (rtp_ts + b.timestamp_origin) & 0xFFFFFFFF
+        ntp = ntp_now()
         if b.rtx_payload_type is not None:
             rtx_seq, self._rtx_seq = self._rtx_seq, (self._rtx_seq + 1) & 0xFFFF
             header = RTP_HEADER.pack(b.first_byte, b.rtx_payload_type | marker, rtx_seq, ts)
-            data = header + b.rtx_header_tail + RTX_OSN.pack(seq) + payload
+            data = header + b.tail_at(ntp, rtx=True) + RTX_OSN.pack(seq) + payload
         else:
             header = RTP_HEADER.pack(b.first_byte, b.payload_type | marker, seq, ts)
-            data = header + b.header_tail + payload
+            data = header + b.tail_at(ntp) + payload
         b.path.send([b.protect(data)])
         self.retransmits += 1
+        self.rtx_octets += len(payload)
+        self._rtx_window_bytes += len(payload)
         return True
 
     def stats(self) -> dict:
         path = self.binding.path
         age = max(time.monotonic() - self.started_at, 1e-6)
-        return {
+        out = {
             "packets": self.packets,
             "octets": self.octets,
             "bitrate_kbps": round(self.octets * 8 / age / 1000, 1),
             "nacks": self.nacks,
             "retransmits": self.retransmits,
+            "rtx_octets": self.rtx_octets,
+            "rtx_repeats_ignored": self.rtx_repeats_ignored,
+            "rtx_over_budget": self.rtx_over_budget,
             "keyframe_replays": self.keyframe_replays,
+            "keyframe_requests_ignored": self.keyframe_requests_ignored,
             "send_dropped": path.dropped,
             "send_errors": path.errors,
             "gso": path.gso,
         }
+        if self.kind == "video":
+            out["paced_frames"] = self.paced_frames
+            out["pace_flushes"] = self.pace_flushes
+            out["switches"] = self.switches
+            out["paused"] = self.paused
+            if self.fanout is not None:
+                out["serving"] = self.fanout.stream.name
+        return out
 
     def stop(self) -> None:
         if self.fanout is not None:
             self.fanout.remove(self)
+        if self.joining is not None:
+            self.joining.cancel_join(self)
         if self._drain is not None:
             self._drain.cancel()
+        self.pending.clear()
 
 
 # -- per stream -------------------------------------------------------------------------
@@ -490,18 +655,30 @@ class History:
 
 class StreamFanout:
     """One stream's packets to every viewer of it in this process: one hub
-    subscription, one loop, one history per kind.
+    subscription per kind, one loop each, one history per kind, one pacing timer.
 
     It keeps its own copy of the stream's GOP, made of exactly the packets it has sent,
     so a viewer that joins (or asks for a keyframe) is caught up without a frame missed
     or sent twice, whatever is still queued in the subscription."""
 
-    def __init__(self, stream: Stream, on_sent: OnSent) -> None:
+    def __init__(self, stream: Stream, on_sent: OnSent, clock: MediaClock | None = None) -> None:
         self.stream = stream
         self.on_sent = on_sent
+        #: The stream's media clock -> wallclock mapping (shared with its renditions).
+        self.clock = clock or MediaClock()
         self.targets: dict[str, list[RtpTarget]] = {"video": [], "audio": []}
         self.history = {"video": History(), "audio": History()}
         self.gop: list[MediaPacket] = stream.gop_snapshot()
+        #: Video viewers (of other fan-outs, or paused) that move here at the next keyframe.
+        self.joining: list[RtpTarget] = []
+        #: Viewers with packets waiting for the pacer, and its one timer.
+        self._pacing: dict[RtpTarget, None] = {}
+        self._pace_timer: asyncio.TimerHandle | None = None
+        self._paced_at = 0.0
+        #: Bytes of video+audio payload per second, measured (for rung choice).
+        self.bitrate_bps = 0.0
+        self._rate_at = time.monotonic()
+        self._rate_bytes = 0
         self._failed: list[RtpTarget] = []
         #: An Opus packet waiting for the next one (they go out in pairs).
         self._held_audio: MediaPacket | None = None
@@ -526,7 +703,7 @@ class StreamFanout:
         self.audio_task = asyncio.ensure_future(self._run(self.audio_subscription))
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self.targets.values())
+        return sum(len(t) for t in self.targets.values()) + len(self.joining)
 
     def add(self, target: RtpTarget) -> None:
         """Start a viewer: video from the cached GOP, audio live."""
@@ -539,10 +716,81 @@ class StreamFanout:
         if kind == "video":
             target.start_catch_up(squeeze(list(self.gop), None))
 
+    def join(self, target: RtpTarget) -> None:
+        """Move a video viewer here at this stream's next keyframe, its sequence numbers
+        and timestamps continuing (renditions share the source's pts timeline)."""
+        if target.joining is not None and target.joining is not self:
+            target.joining.cancel_join(target)
+        if target.joining is not self:
+            target.joining = self
+            self.joining.append(target)
+
+    def cancel_join(self, target: RtpTarget) -> None:
+        with contextlib.suppress(ValueError):
+            self.joining.remove(target)
+        if target.joining is self:
+            target.joining = None
+
+    def _take_joining(self, first: int) -> None:
+        """At a keyframe with stream index `first`: the waiting viewers start with it."""
+        for target in self.joining:
+            old = target.fanout
+            if old is not self:
+                if old is not None:
+                    old.remove(target)
+                target.fanout = self
+                self.targets["video"].append(target)
+            if target._drain is not None:
+                target._drain.cancel()
+            target.backlog = None
+            target.pending.clear()
+            target.pending_bytes = 0
+            target._catch_up_sent = {}
+            target.joining = None
+            target.paused = False
+            target.live_from = first
+            target.seq_offset = target.next_seq - first
+            target.switches += 1
+        self.joining.clear()
+
     def remove(self, target: RtpTarget) -> None:
         with contextlib.suppress(ValueError):
             self.targets[target.kind].remove(target)
-        target.fanout = None
+        self._pacing.pop(target, None)
+        if target.fanout is self:
+            target.fanout = None
+
+    # -- pacing ------------------------------------------------------------------------
+    def pace(self, target: RtpTarget) -> None:
+        """`target` has packets for the pacer: the stream's one timer sends them."""
+        self._pacing[target] = None
+        if self._pace_timer is None:
+            self._paced_at = time.monotonic()
+            loop = asyncio.get_running_loop()
+            self._pace_timer = loop.call_later(PACE_INTERVAL_S, self._pace_tick)
+
+    def _pace_tick(self) -> None:
+        now = time.monotonic()
+        # Bytes due since the last tick; a late tick sends more, never falls behind.
+        elapsed = min(max(now - self._paced_at, PACE_INTERVAL_S), 10 * PACE_INTERVAL_S)
+        self._paced_at = now
+        ntp = ntp_now()
+        for target in list(self._pacing):
+            try:
+                more = target.send_paced(target.pace_rate() * elapsed / 8, ntp)
+            except Exception:  # that viewer's SRTP or socket is gone: only it stops
+                log.exception("viewer RTP stream dropped by the pacer of %s", self.stream.name)
+                more = False
+                self._failed.append(target)
+            if not more:
+                del self._pacing[target]
+        while self._failed:
+            self.remove(self._failed.pop())
+        if self._pacing:
+            loop = asyncio.get_running_loop()
+            self._pace_timer = loop.call_later(PACE_INTERVAL_S, self._pace_tick)
+        else:
+            self._pace_timer = None
 
     async def _run(self, subscription: Subscription) -> None:
         while True:
@@ -555,12 +803,21 @@ class StreamFanout:
             except Exception:  # one bad packet must not end the stream for everyone
                 log.exception("fan-out of %s failed on a %s packet", self.stream.name, packet.kind)
 
+    def _measure(self, size: int, now: float) -> None:
+        self._rate_bytes += size
+        elapsed = now - self._rate_at
+        if elapsed >= 1.0:
+            rate = self._rate_bytes * 8 / elapsed
+            self.bitrate_bps = rate if not self.bitrate_bps else 0.7 * self.bitrate_bps + 0.3 * rate
+            self._rate_at, self._rate_bytes = now, 0
+
     def _send(self, packet: MediaPacket) -> None:
         started = time.monotonic()
         kind = packet.kind
         targets = self.targets.get(kind)
         if targets is None:
             return
+        self._measure(len(packet.data), started)
         if kind == "audio":
             held = self._held_audio
             if held is None:
@@ -577,8 +834,12 @@ class StreamFanout:
         ready = rtp_ready(packet)
         payloads, rtp_ts = ready.payloads, ready.timestamp
         first = self.history[kind].add(payloads, rtp_ts)
+        if self.joining and packet.keyframe:
+            self._take_joining(first)
         ntp, pts = ntp_now(), packet.pts
         for target in targets:
+            if target.paused:
+                continue
             if target.backlog is not None:
                 target.backlog.append((packet, packet.pts))
                 continue
@@ -632,6 +893,10 @@ class StreamFanout:
         self.audio_task.cancel()
         if self._held_timer is not None:
             self._held_timer.cancel()
+        if self._pace_timer is not None:
+            self._pace_timer.cancel()
+        for target in list(self.joining):
+            self.cancel_join(target)
         for targets in self.targets.values():
             for target in list(targets):
                 target.stop()
@@ -643,23 +908,60 @@ class Fanout:
     def __init__(self, on_sent: OnSent | None = None) -> None:
         self.streams: dict[str, StreamFanout] = {}
         self.on_sent = on_sent or (lambda *args: None)
+        #: One media clock per source stream, shared by its renditions (NAME~RUNG).
+        self.clocks: dict[str, MediaClock] = {}
 
-    def add(self, stream: Stream, target: RtpTarget) -> None:
+    def _fanout(self, stream: Stream) -> StreamFanout:
         fanout = self.streams.get(stream.name)
         if fanout is None or fanout.stream is not stream:
             if fanout is not None:
                 fanout.close()
-            fanout = self.streams[stream.name] = StreamFanout(stream, self.on_sent)
-        fanout.add(target)
+            source = stream.name.split(RENDITION_SEPARATOR, 1)[0]
+            clock = self.clocks.get(source)
+            if clock is None:
+                clock = self.clocks[source] = MediaClock()
+            fanout = self.streams[stream.name] = StreamFanout(stream, self.on_sent, clock)
+        return fanout
+
+    def add(self, stream: Stream, target: RtpTarget) -> None:
+        self._fanout(stream).add(target)
+
+    def switch(self, target: RtpTarget, stream: Stream) -> None:
+        """Move a video viewer to `stream` (a rendition of what it watches) at that
+        stream's next keyframe; it keeps what it gets until then."""
+        fanout = self._fanout(stream)
+        if target.fanout is fanout and target.joining is None and not target.paused:
+            return
+        fanout.join(target)
+        self.reap()
+
+    def pause(self, target: RtpTarget) -> None:
+        """Hold a viewer's video (audio goes on); `switch` resumes it at a keyframe."""
+        if target.joining is not None:
+            target.joining.cancel_join(target)
+        target.paused = True
+        target.pending.clear()
+        target.pending_bytes = 0
+        if target._drain is not None:
+            target._drain.cancel()
+        target.backlog = None
+        if target.fanout is not None:
+            target.fanout._pacing.pop(target, None)
 
     def remove(self, target: RtpTarget) -> None:
-        fanout = target.fanout
         target.stop()
-        if fanout is None or len(fanout):
-            return
-        if self.streams.get(fanout.stream.name) is fanout:
-            del self.streams[fanout.stream.name]
-        fanout.close()
+        self.reap()
+
+    def reap(self) -> None:
+        """Close the fan-outs nobody watches or waits for any more."""
+        for name, fanout in list(self.streams.items()):
+            if not len(fanout):
+                del self.streams[name]
+                fanout.close()
+        live = {name.split(RENDITION_SEPARATOR, 1)[0] for name in self.streams}
+        for source in list(self.clocks):
+            if source not in live:
+                del self.clocks[source]
 
     def close(self) -> None:
         for fanout in self.streams.values():

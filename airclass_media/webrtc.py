@@ -32,14 +32,33 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from .aiortc_tuning import receiver_report, take_over_rtp
+from .estimate import LOSS_BACK_OFF, BandwidthEstimate
 from .fanout import Fanout, RtpBinding, RtpTarget
-from .hub import Stream
+from .hub import RENDITION_SEPARATOR, Stream
 from .packets import MediaPacket
 
 log = logging.getLogger(__name__)
 
 #: Not connected by then: the session is dropped.
 CONNECT_TIMEOUT = 30.0
+#: Each viewer's rung is chosen this often (seconds).
+ADAPT_INTERVAL_S = 0.5
+#: Below this estimate (bit/s) a viewer gets audio only; video resumes above
+#: AUDIO_ONLY_BPS x UP_MARGIN (or, to probe, after AUDIO_ONLY_PROBE_S without it).
+AUDIO_ONLY_BPS = 150_000
+AUDIO_ONLY_PROBE_S = 10.0
+#: A higher rung is taken once the estimate stayed above UP_MARGIN x its bitrate for
+#: UP_HOLD_S; a lower one at once when the estimate falls below the current bitrate.
+UP_MARGIN = 1.3
+UP_HOLD_S = 4.0
+#: A browser's REMB stays within ~1.5x what it receives, so a rung much higher than the
+#: current one never "fits": when the estimate has held PROBE_AT x the current rung's
+#: bitrate (no loss) for UP_HOLD_S the next rung up is tried, and for PROBE_GRACE_S
+#: after that only loss (not the REMB still catching up) takes the viewer back down.
+PROBE_AT = 1.3
+PROBE_GRACE_S = 6.0
+#: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
+SOURCE_BPS_UNKNOWN = 3_000_000
 H264_PREFERENCE = ("64", "4d", "42e0", "4200")
 
 
@@ -221,11 +240,18 @@ class ViewerSession:
     senders: dict[str, RTCRtpSender] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
     answer_sdp: str = ""
+    #: The viewer's bandwidth estimate (REMB + receiver-report loss).
+    estimate: BandwidthEstimate = field(default_factory=BandwidthEstimate)
+    #: Since when a higher rung would fit (hysteresis), and when video was held.
+    up_since: float | None = None
+    paused_at: float = 0.0
+    probe_until: float = 0.0
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def status(self) -> dict:
-        """State, and per kind what was sent and what the viewer's RTCP reports say."""
+        """State, and per kind what was sent and what the viewer's RTCP reports say;
+        the viewer's bandwidth estimate and the rung it gets ("audio-only" when held)."""
         media = {}
         for kind, target in self.targets.items():
             media[kind] = {**target.stats(), **receiver_report(self.senders[kind])}
@@ -237,8 +263,21 @@ class ViewerSession:
             "age_s": round(time.monotonic() - self.created_at, 1),
             "packets_sent": sum(t.packets for t in self.targets.values()),
             "dropped": sum(t.binding.path.dropped for t in self.targets.values()),
+            **self.estimate.as_dict(),
+            "rung": self.rung,
             "media": media,
         }
+
+    @property
+    def rung(self) -> str | None:
+        """The stream the viewer's video comes from ("audio-only" while held)."""
+        video = self.targets.get("video")
+        if video is None:
+            return None
+        if video.paused:
+            return "audio-only"
+        fanout = video.fanout
+        return fanout.stream.name if fanout is not None else None
 
 
 class WebRtcEgress:
@@ -263,6 +302,13 @@ class WebRtcEgress:
         self.nacks = 0
         self.fanout = Fanout(on_sent=self._packet_sent)
         self._timeouts: set[asyncio.Task] = set()
+        #: name -> hub stream (pulled from the node in a media worker); finds the rungs
+        #: a viewer switches to. By default the stream's own hub.
+        self.resolve: Callable[[str], Awaitable[Stream | None]] | None = None
+        #: Measured bitrate of passthrough sources (bit/s), for choosing rungs.
+        self.source_bps: dict[str, float] = {}
+        self.rung_switches = 0
+        self._adapt_task: asyncio.Task | None = None
 
     def _packet_sent(self, stream: str, packet: MediaPacket, started: float, now: float) -> None:
         self.queue_delay.record(started - packet.received_at)
@@ -306,6 +352,8 @@ class WebRtcEgress:
             raise
         self.sessions[session.id] = session
         self.sessions_opened += 1
+        if self._adapt_task is None or self._adapt_task.done():
+            self._adapt_task = asyncio.ensure_future(self._adapt_loop())
 
         watch_connection(
             pc, f"viewer {session.id}", session.connected.set, lambda: self.close(session.id)
@@ -337,13 +385,15 @@ class WebRtcEgress:
                 functools.partial(self._feed, session),
                 functools.partial(self._keyframe_requested, session),
                 functools.partial(self._nack, session, kind),
+                on_remb=session.estimate.on_remb if kind == "video" else None,
+                on_loss=session.estimate.on_loss if kind == "video" else None,
             )
         await apply_offer(pc, offer_sdp)
         session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
 
     async def _feed(self, session: ViewerSession, binding: RtpBinding) -> None:
         """Feed one of the viewer's RTP streams from the fan-out until the session ends."""
-        target = RtpTarget(binding)
+        target = RtpTarget(binding, estimate=session.estimate)
         session.targets[binding.kind] = target
         self.fanout.add(session.stream, target)
         try:
@@ -362,6 +412,112 @@ class WebRtcEgress:
         if target is not None:
             self.nacks += 1
             target.retransmit(sequence_number)
+
+    # -- adaptation: each viewer's rung from its estimate ----------------------------------
+    def estimates(self) -> list[int]:
+        """Each connected viewer's bandwidth estimate (bit/s)."""
+        return [s.estimate.bps for s in self.sessions.values() if "video" in s.targets]
+
+    async def _adapt_loop(self) -> None:
+        while self.sessions:
+            await asyncio.sleep(ADAPT_INTERVAL_S)
+            for fanout in self.fanout.streams.values():
+                if fanout.bitrate_bps and RENDITION_SEPARATOR not in fanout.stream.name:
+                    self.source_bps[fanout.stream.name] = fanout.bitrate_bps
+            for session in list(self.sessions.values()):
+                try:
+                    await self._adapt(session)
+                except Exception:  # one viewer's choice must not stop the others'
+                    log.exception("choosing a rung for viewer %s failed", session.id)
+
+    async def _find(self, session: ViewerSession, name: str) -> Stream | None:
+        if self.resolve is not None:
+            return await self.resolve(name)
+        return session.stream.hub.get(name)
+
+    def rungs(self, source: Stream) -> list[tuple[str, int]]:
+        """(hub stream, bit/s) a WebRTC viewer of `source` may get, highest first: the
+        source itself (unless it has B-frames) and the ladder's renditions."""
+        info = source.info
+        out = [] if info.webrtc_default else [(source.name, self._source_bitrate(source))]
+        out += [(r["name"], int(r["bitrate"])) for r in info.renditions]
+        return sorted(out, key=lambda rung: -rung[1])
+
+    def _source_bitrate(self, source: Stream) -> int:
+        measured = self.source_bps.get(source.name)
+        if measured:
+            return int(measured)
+        top = max((int(r["bitrate"]) for r in source.info.renditions), default=0)
+        return max(SOURCE_BPS_UNKNOWN, int(top * 1.5))
+
+    async def _adapt(self, session: ViewerSession) -> None:
+        """Move the viewer to the best rung its estimate carries: down at once, up only
+        after the estimate held UP_MARGIN above the rung's bitrate for UP_HOLD_S; audio
+        only below AUDIO_ONLY_BPS."""
+        video = session.targets.get("video")
+        if video is None or video.fanout is None and not video.paused:
+            return
+        now, estimate = time.monotonic(), session.estimate.bps
+        if now < session.probe_until and session.estimate.loss <= LOSS_BACK_OFF:
+            return  # probing a rung up: only loss ends the probe early
+        if estimate < AUDIO_ONLY_BPS:
+            if not video.paused:
+                log.info("viewer %s: %d bit/s, audio only", session.id, estimate)
+                self.fanout.pause(video)
+                session.paused_at = now
+            return
+        name = session.stream.name.split(RENDITION_SEPARATOR, 1)[0]
+        source = session.stream if name == session.stream.name else await self._find(session, name)
+        rungs = self.rungs(source) if source is not None else []
+        if not rungs:
+            rungs = [(session.stream.name, SOURCE_BPS_UNKNOWN)]
+        fits = [r for r in rungs if r[1] <= estimate] or [rungs[-1]]
+        roomy = [r for r in rungs if r[1] * UP_MARGIN <= estimate] or [rungs[-1]]
+        current = video.joining or video.fanout
+        current_name = current.stream.name if current is not None else None
+        bitrates = dict(rungs)
+        if video.paused:
+            if estimate < AUDIO_ONLY_BPS * UP_MARGIN and now - session.paused_at < (
+                AUDIO_ONLY_PROBE_S
+            ):
+                return
+            want = rungs[-1][0]  # resume on the lowest rung, then climb
+        elif current_name not in bitrates:
+            want = fits[0][0]
+        elif bitrates[current_name] > estimate:
+            want = fits[0][0]  # down at once
+        elif bitrates[roomy[0][0]] > bitrates[current_name] or (
+            estimate >= bitrates[current_name] * PROBE_AT
+            and session.estimate.loss < 0.02
+            and rungs[0][0] != current_name
+        ):
+            if session.up_since is None:
+                session.up_since = now
+            if now - session.up_since < UP_HOLD_S:
+                return
+            higher = [r for r in rungs if r[1] > bitrates[current_name]]
+            want = roomy[0][0] if bitrates[roomy[0][0]] > bitrates[current_name] else None
+            if want is None:
+                want = higher[-1][0]  # probe the next rung up
+                session.probe_until = now + PROBE_GRACE_S
+        else:
+            session.up_since = None
+            return
+        session.up_since = None
+        if want == current_name and not video.paused:
+            return
+        stream = await self._find(session, want)
+        if stream is None or "video" not in session.targets:
+            return
+        log.info(
+            "viewer %s: %d bit/s, %s -> %s at its next keyframe",
+            session.id,
+            estimate,
+            "audio-only" if video.paused else current_name,
+            want,
+        )
+        self.rung_switches += 1
+        self.fanout.switch(video, stream)
 
     async def _expire_unconnected(self, session: ViewerSession) -> None:
         with contextlib.suppress(TimeoutError):
@@ -401,4 +557,6 @@ class WebRtcEgress:
             await self.close(session_id)
         for task in list(self._timeouts):
             task.cancel()
+        if self._adapt_task is not None:
+            self._adapt_task.cancel()
         self.fanout.close()
