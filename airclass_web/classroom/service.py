@@ -6,6 +6,7 @@ Routes and the WebSocket hub call these methods; they hold the business rules.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from ..auth import Claims
 from ..node import Node
@@ -163,75 +164,89 @@ class Classroom:
 
     # -- WebSocket actions ----------------------------------------------------------------
     async def ws_action(self, client: Client, data: dict) -> dict | None:
-        """Handle one client message; the reply to send back to it (or None)."""
+        """Handle one client message (WS_ACTIONS); the reply to send back (or None)."""
         kind = data["type"]
-        role = client.role
         session = await self.sessions.get(client.session_id)
+        action = WS_ACTIONS.get(kind)
+        if action is None:
+            raise ClassroomError(400, f"unknown message type {kind[:40]!r}", "unknown_type")
+        roles, handler = action
+        if client.role not in roles:
+            raise ClassroomError(403, f"a {client.role} may not send {kind}")
+        return await handler(self, client, session, data)
 
-        def need(*roles: str) -> None:
-            if role not in roles:
-                raise ClassroomError(403, f"a {role} may not send {kind}")
+    async def _quiz_of(self, session: dict, data: dict, *, fresh: bool = False) -> dict:
+        """The message's quiz, which must belong to this session (else 404)."""
+        quiz = await self.quizzes.get(data.get("quiz_id"), fresh=fresh)
+        if quiz["session_id"] != session["id"]:
+            raise ClassroomError(404, "no such quiz in this session")
+        return quiz
 
-        if kind == "ping":
-            return {"type": "pong", "t": data.get("t")}
-        if kind == "chat":
-            await self.post_chat(session, client.user_id, client.name, role, data.get("text"))
-            return None
-        if kind == "presence":
-            need("student")
-            await self.presence(client, data)
-            return None
-        if kind == "quiz_answer":
-            need("student")
-            quiz = await self.quizzes.get(data.get("quiz_id"))
-            if quiz["session_id"] != session["id"]:
-                raise ClassroomError(404, "no such quiz in this session")
-            doc = await self.answer(quiz, session, client.user_id, data.get("answer"))
-            return {
-                "type": "quiz_answer",
-                "quiz_id": quiz["id"],
-                "accepted": True,
-                "response_id": doc["id"],
-                "answer": doc["answer"],
-            }
-        if kind == "quiz_stats":
-            need("teacher", "monitor")
-            quiz = await self.quizzes.get(data.get("quiz_id"))
-            if quiz["session_id"] != session["id"]:
-                raise ClassroomError(404, "no such quiz in this session")
-            return {"type": "quiz_stats", "stats": await self.quizzes.statistics(quiz)}
-        if kind in (
-            "chat_delete",
-            "mute",
-            "quiz_create",
-            "quiz_publish",
-            "quiz_close",
-            "end_session",
-        ):
-            need("teacher")
-            if kind == "chat_delete":
-                await self.chat.delete(session, data.get("message_id"), client.user_id)
-                return None
-            if kind == "mute":
-                await self.set_muted(session, data.get("student_id"), data.get("muted", True))
-                return None
-            if kind == "end_session":
-                await self.end_session(session)
-                return None
-            if kind == "quiz_create":
-                spec = data.get("quiz") if isinstance(data.get("quiz"), dict) else data
-                quiz = await self.create_quiz(session, spec, client.user_id)
-                return {"type": "quiz_created", "quiz": quiz}
-            quiz = await self.quizzes.get(data.get("quiz_id"), fresh=True)
-            if quiz["session_id"] != session["id"]:
-                raise ClassroomError(404, "no such quiz in this session")
-            if kind == "quiz_publish":
-                await self.quizzes.publish_quiz(quiz)
-            else:
-                await self.quizzes.close(quiz)
-            return None
-        raise ClassroomError(400, f"unknown message type {kind[:40]!r}", "unknown_type")
+    # -- WebSocket message handlers: (self, client, session, message) -> reply or None ----
+    async def _ws_ping(self, client: Client, session: dict, data: dict) -> dict:
+        return {"type": "pong", "t": data.get("t")}
+
+    async def _ws_chat(self, client: Client, session: dict, data: dict) -> None:
+        await self.post_chat(session, client.user_id, client.name, client.role, data.get("text"))
+
+    async def _ws_presence(self, client: Client, session: dict, data: dict) -> None:
+        await self.presence(client, data)
+
+    async def _ws_quiz_answer(self, client: Client, session: dict, data: dict) -> dict:
+        quiz = await self._quiz_of(session, data)
+        doc = await self.answer(quiz, session, client.user_id, data.get("answer"))
+        return {
+            "type": "quiz_answer",
+            "quiz_id": quiz["id"],
+            "accepted": True,
+            "response_id": doc["id"],
+            "answer": doc["answer"],
+        }
+
+    async def _ws_quiz_stats(self, client: Client, session: dict, data: dict) -> dict:
+        quiz = await self._quiz_of(session, data)
+        return {"type": "quiz_stats", "stats": await self.quizzes.statistics(quiz)}
+
+    async def _ws_chat_delete(self, client: Client, session: dict, data: dict) -> None:
+        await self.chat.delete(session, data.get("message_id"), client.user_id)
+
+    async def _ws_mute(self, client: Client, session: dict, data: dict) -> None:
+        await self.set_muted(session, data.get("student_id"), data.get("muted", True))
+
+    async def _ws_end_session(self, client: Client, session: dict, data: dict) -> None:
+        await self.end_session(session)
+
+    async def _ws_quiz_create(self, client: Client, session: dict, data: dict) -> dict:
+        spec = data.get("quiz") if isinstance(data.get("quiz"), dict) else data
+        return {
+            "type": "quiz_created",
+            "quiz": await self.create_quiz(session, spec, client.user_id),
+        }
+
+    async def _ws_quiz_publish(self, client: Client, session: dict, data: dict) -> None:
+        await self.quizzes.publish_quiz(await self._quiz_of(session, data, fresh=True))
+
+    async def _ws_quiz_close(self, client: Client, session: dict, data: dict) -> None:
+        await self.quizzes.close(await self._quiz_of(session, data, fresh=True))
 
     async def presence(self, client: Client, data: dict) -> None:
         """Coalesced: stored and pushed to the staff at most once a second per student."""
         self.hub.presence_changed(client, bool(data.get("playing")), bool(data.get("visible")))
+
+
+EVERYONE = ("teacher", "student", "monitor")
+STAFF_VIEW = ("teacher", "monitor")
+#: WebSocket message type -> (roles that may send it, handler).
+WS_ACTIONS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[dict | None]]]] = {
+    "ping": (EVERYONE, Classroom._ws_ping),
+    "chat": (EVERYONE, Classroom._ws_chat),
+    "presence": (("student",), Classroom._ws_presence),
+    "quiz_answer": (("student",), Classroom._ws_quiz_answer),
+    "quiz_stats": (STAFF_VIEW, Classroom._ws_quiz_stats),
+    "chat_delete": (("teacher",), Classroom._ws_chat_delete),
+    "mute": (("teacher",), Classroom._ws_mute),
+    "end_session": (("teacher",), Classroom._ws_end_session),
+    "quiz_create": (("teacher",), Classroom._ws_quiz_create),
+    "quiz_publish": (("teacher",), Classroom._ws_quiz_publish),
+    "quiz_close": (("teacher",), Classroom._ws_quiz_close),
+}
