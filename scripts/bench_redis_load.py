@@ -532,6 +532,77 @@ async def _simulate_one(aioredis, server, meter, nodes: int, students: int, args
     }
 
 
+# -- ceilings: Redis' own cost per command at full speed (redis-benchmark, C) ------------
+
+
+def ceilings(args) -> None:
+    """CPU of redis-server per call of each command the cluster uses, with the sizes
+    measured above, driven flat out by redis-benchmark (20 connections, no pipelining):
+    what one core can do, whatever this shared machine lets the benchmark reach."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        raise SystemExit("redis-benchmark not installed (Debian redis-tools)")
+    record = "r" * (args.record_bytes + 25 * args.viewers_per_node)
+    event = "e" * args.event_bytes
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp)).start()
+        client = redis.Redis.from_url(server.url)
+        try:
+            for i in range(max(args.mget_keys)):
+                client.set(f"airclass:node:{i}", record)
+            client.set("airclass:origin:s", "n 1 " + "x" * 300)
+            renew = client.script_load(
+                "local cur = redis.call('GET', KEYS[1]) if cur then "
+                "redis.call('PEXPIRE', KEYS[1], 6000) return 1 end return 0"
+            )
+            for _ in range(10000):
+                client.xadd("airclass:bench", {"m": event[:-64], "s": "s" * 64}, maxlen=10000)
+            cases = [
+                ("SET record EX 6 (heartbeat)", ["SET", "airclass:node:0", record, "EX", "6"]),
+                ("EVALSHA lease renewal", ["EVALSHA", renew, "1", "airclass:origin:s"]),
+                (
+                    "XADD event (MAXLEN ~10000)",
+                    ["XADD", "airclass:bench", "MAXLEN", "~", "10000", "*", "m", event[:-64]],
+                ),
+                (
+                    "XREAD one event (one node's delivery)",
+                    ["XREAD", "COUNT", "1", "STREAMS", "airclass:bench", "0-0"],
+                ),
+            ]
+            for k in args.mget_keys:
+                keys = [f"airclass:node:{i}" for i in range(k)]
+                cases.append((f"MGET {k} records (one node's registry read)", ["MGET", *keys]))
+            for label, command in cases:
+                n = args.ceiling_requests
+                before = cpu_seconds(server.proc.pid)
+                started = time.monotonic()
+                subprocess.run(
+                    [exe, "-h", "127.0.0.1", "-p", str(server.port), "-c", "20", "-n", str(n)]
+                    + ["-q", *command],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+                elapsed = time.monotonic() - started
+                cpu = cpu_seconds(server.proc.pid) - before
+                print(
+                    json.dumps(
+                        {
+                            "ceiling": label,
+                            "requests": n,
+                            "calls_per_s_reached": round(n / elapsed),
+                            "redis_cpu_us_per_call": round(1e6 * cpu / n, 1),
+                            "calls_per_core_second": round(n / cpu) if cpu else None,
+                        }
+                    ),
+                    flush=True,
+                )
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3, help="a main and NODES-1 subs")
@@ -550,8 +621,15 @@ def main() -> None:
     sim.add_argument("--record-bytes", type=int, default=500, help="a record, no viewers")
     sim.add_argument("--events-per-100", type=float, default=4.0)
     sim.add_argument("--event-bytes", type=int, default=500)
+    ceiling = parser.add_argument_group("ceilings (redis-benchmark)")
+    ceiling.add_argument("--ceilings", action="store_true", help="measure them instead")
+    ceiling.add_argument("--mget-keys", type=int, nargs="+", default=[3, 10, 30])
+    ceiling.add_argument("--ceiling-requests", type=int, default=50000)
     args = parser.parse_args()
-    asyncio.run(simulate(args) if args.simulate else run(args))
+    if args.ceilings:
+        ceilings(args)
+    else:
+        asyncio.run(simulate(args) if args.simulate else run(args))
 
 
 if __name__ == "__main__":
