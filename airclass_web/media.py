@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 RTMP_APP = "live"
 #: How long a WHEP offer waits for one of its address's pending slots (then 429).
-PENDING_WAIT_SECONDS = 10.0
+PENDING_WAIT_SECONDS = 30.0
 DEMO_STREAM = "demo"
 
 

@@ -146,7 +146,14 @@ class Worker:
         text = json.dumps(event)
         for ws in list(self._events):
             if not ws.closed:
-                self._keep(asyncio.ensure_future(ws.send_str(text)))
+                self._keep(asyncio.ensure_future(self._send_to(ws, text)))
+
+    @staticmethod
+    async def _send_to(ws: web.WebSocketResponse, text: str) -> None:
+        """One event to the node; a channel closing meanwhile is the node going away
+        (the node kills and restarts a worker whose channel it lost)."""
+        with contextlib.suppress(ConnectionError):
+            await ws.send_str(text)
 
     def _closed(self, session_id: str) -> None:
         self._send({"type": "closed", "id": session_id})
