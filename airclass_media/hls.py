@@ -10,8 +10,20 @@ init segment, behind EXT-X-DISCONTINUITY, when they change: a publisher reconnec
 
 Memory stays bounded: the last `KEEP_SEGMENTS` complete segments and the one being cut
 (a segment is closed after MAX_SEGMENT_SECONDS even without a keyframe). Nothing is
-written to disk. `HlsOrigin` holds a node's segmenters, made on a stream's first request
-and dropped when nobody asked for a while, and counts distinct recent clients as viewers.
+written to disk.
+
+Players without LL-HLS (ffmpeg, VLC) need a complete segment in the first playlist they
+get: a segmenter starts from the hub's cached GOP, so its first segment is complete at the
+source's next keyframe, and `ready` holds only once one is. EXT-X-TARGETDURATION is fixed
+for the stream's lifetime (RFC 8216: it must not change): it is the first complete
+segment's duration rounded up, and later segments are cut at that length even without a
+keyframe. A blocking reload (`_HLS_msn`/`_HLS_part`) asks `reload_status`: 400 for a
+request beyond the Advance Part Limit, 503 when it is not satisfied in three target
+durations (RFC 8216bis 6.2.5.2). `multivariant_playlist` lists the ladder's renditions
+(airclass_media.ladder) with BANDWIDTH, RESOLUTION and CODECS.
+
+`HlsOrigin` holds a node's segmenters, made on a stream's first request and dropped when
+nobody asked for a while, and counts distinct recent clients as viewers.
 Knows nothing of HTTP: callers get playlists as text and parts as bytes.
 """
 
@@ -23,11 +35,12 @@ import logging
 import math
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .h264 import NAL_AUD, NAL_PPS, NAL_SPS, H264Error, parse_sps, split_annexb
 from .hub import Stream, Subscription, SubscriptionClosed
-from .packets import MediaPacket
+from .packets import MediaPacket, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +50,11 @@ AAC_FRAME = 1024
 KEEP_SEGMENTS = 4
 #: Segments shorter than this continue past a keyframe (seconds).
 MIN_SEGMENT_SECONDS = 1.0
-#: A segment is closed after this even without a keyframe (bounded memory).
+#: A segment is closed after this even without a keyframe (bounded memory); once the
+#: target duration is known, after that.
 MAX_SEGMENT_SECONDS = 10.0
+#: Leeway when rounding the first segment's duration up to the target duration (s).
+TARGET_SLACK = 0.05
 #: Parts are listed in the playlist for the newest this many segments.
 PART_SEGMENTS = 3
 #: Subscriber queue: video at 60 fps and AAC at 48 kHz for ~4 s.
@@ -292,15 +308,17 @@ class HlsSegmenter:
         self._video: list[Sample] = []
         self._audio: list[MediaPacket] = []
         self._audio_next: int | None = None  # next AAC sample time, audio timescale
-        self._longest = 0.0
+        #: EXT-X-TARGETDURATION, fixed by the first complete segment (None before it).
+        self.target_duration: int | None = None
         self._changed = asyncio.Event()
         self._subscription: Subscription | None = None
         self._task: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        # The cached GOP first: the first segment is complete at the next keyframe.
         self._subscription = self.stream.subscribe(
-            ("video", "aac"), max_packets=QUEUE_PACKETS, with_gop=False, label="hls"
+            ("video", "aac"), max_packets=QUEUE_PACKETS, with_gop=True, label="hls"
         )
         self._task = asyncio.ensure_future(self._run())
         self._task.set_name(f"hls-{self.stream.name}")
@@ -371,7 +389,7 @@ class HlsSegmenter:
             self._flush_part(cut_at)
             self._start_segment(cut_at)
             return
-        if seg_seconds >= MAX_SEGMENT_SECONDS:
+        if seg_seconds >= self._longest_allowed:
             self._flush_part(cut_at)
             self._close_segment()
             self._open_segment(discontinuity=False)
@@ -380,6 +398,13 @@ class HlsSegmenter:
         next_ticks = part_ticks + duration
         if next_ticks > self.part_target * VIDEO_TIMESCALE:
             self._flush_part(cut_at)
+
+    @property
+    def _longest_allowed(self) -> float:
+        """A segment is cut at this length even without a keyframe (seconds)."""
+        if self.target_duration is None:
+            return MAX_SEGMENT_SECONDS
+        return float(self.target_duration)
 
     def _start_segment(self, keyframe: MediaPacket) -> None:
         """A keyframe starts a segment; new parameters start a new init segment."""
@@ -428,7 +453,8 @@ class HlsSegmenter:
             self.segments.pop()  # nothing in it: forget it
             return
         segment.complete = True
-        self._longest = max(self._longest, segment.duration)
+        if self.target_duration is None:
+            self.target_duration = max(1, math.ceil(segment.duration - TARGET_SLACK))
         while sum(1 for s in self.segments if s.complete) > KEEP_SEGMENTS:
             gone = self.segments.pop(0)
             if self.segments and self.segments[0].discontinuity:
@@ -479,7 +505,53 @@ class HlsSegmenter:
     # -- reading ---------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return any(s.parts for s in self.segments)
+        """A playlist can be served: it has a complete segment (every player can start)."""
+        return any(s.complete for s in self.segments)
+
+    @property
+    def advance_part_limit(self) -> int:
+        """How many parts past the newest a blocking reload may ask (RFC 8216bis)."""
+        if self.part_target < 1:
+            return math.floor(3 / self.part_target)
+        return 3
+
+    def too_far(self, msn: int, part: int | None) -> bool:
+        """Is a blocking reload for (msn, part) beyond what the server may wait for?
+        Beyond the newest complete segment + 2, or more parts past the newest part than
+        the Advance Part Limit."""
+        if not self.segments:
+            return False
+        last = self.segments[-1]
+        newest_complete = last.msn if last.complete else last.msn - 1
+        if msn > newest_complete + 2:
+            return True
+        if part is None:
+            return False
+        with_parts = [seg for seg in self.segments if seg.parts]
+        if not with_parts:
+            return part + 1 > self.advance_part_limit
+        newest = with_parts[-1]
+        if msn > newest.msn:
+            ahead = part + 1  # at least: the rest of the newest segment comes first
+        elif msn == newest.msn:
+            ahead = part - (len(newest.parts) - 1)
+        else:
+            ahead = 0
+        return ahead > self.advance_part_limit
+
+    @property
+    def reload_timeout(self) -> float:
+        """How long a blocking reload may be held (three target durations)."""
+        return 3.0 * (self.target_duration or MAX_SEGMENT_SECONDS)
+
+    async def reload_status(self, msn: int, part: int | None) -> int:
+        """A blocking playlist reload: 200 once (msn, part) is in the playlist, 400 when
+        it is too far ahead to wait for, 503 when it did not come in time."""
+        if self.too_far(msn, part):
+            return 400
+        if await self.wait(lambda: self.has(msn, part), self.reload_timeout):
+            return 200
+        return 503
 
     def has(self, msn: int, part: int | None) -> bool:
         """Does the playlist contain segment msn (complete), or its part `part`?"""
@@ -528,7 +600,7 @@ class HlsSegmenter:
     def playlist(self, query: str = "") -> str:
         """The media playlist; `query` ("?token=...") is appended to every URI."""
         self.last_used = time.monotonic()
-        target = max(2, math.ceil(self._longest))
+        target = self.target_duration or math.ceil(MAX_SEGMENT_SECONDS)
         lines = [
             "#EXTM3U",
             "#EXT-X-VERSION:9",
@@ -560,6 +632,68 @@ class HlsSegmenter:
         if hint is not None:
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part{hint[0]}.{hint[1]}.m4s{query}"')
         return "\n".join(lines) + "\n"
+
+
+#: The source's measured bit rate is used once it published this long (seconds).
+RATE_SECONDS = 5.0
+#: CODECS of a rung whose SPS is not known yet (it encodes only while watched): High, 3.1.
+RUNG_CODEC = "avc1.64001f"
+
+
+def codecs_of(sps: bytes, audio: bool) -> str:
+    """The CODECS attribute of a variant: avc1.PPCCLL from the SPS, mp4a.40.2 (AAC-LC)."""
+    video = f"avc1.{sps[1]:02x}{sps[2]:02x}{sps[3]:02x}" if len(sps) >= 4 else RUNG_CODEC
+    return f"{video},mp4a.40.2" if audio else video
+
+
+def _measured_bitrate(stream: Stream) -> int:
+    """The publisher's mean bit rate since it started (audio included), 0 if unknown."""
+    since = stream.publisher_since
+    if not since or time.time() - since < RATE_SECONDS:
+        return 0
+    return int(8 * stream.bytes_in / (time.time() - since))
+
+
+def multivariant_playlist(
+    stream: Stream, rung_info: Callable[[str], StreamInfo | None], query: str = ""
+) -> str | None:
+    """The multivariant playlist of a stream and its ladder renditions (None before the
+    stream's codec parameters are known; the source alone when it has no rungs).
+
+    The source is the first variant (`index.m3u8`: its own media playlist); each rung is
+    `../NAME~RUNG/index.m3u8`, the rendition's hub stream (airclass_media.ladder), whose
+    StreamInfo `rung_info` gives when it exists. Every variant has BANDWIDTH (bit/s:
+    the source's measured rate, a rung's encoder target, plus audio and container),
+    RESOLUTION and CODECS (from the SPS; a rung not encoding yet gets RUNG_CODEC)."""
+    info = stream.info
+    if not info.sps:
+        return None
+    rungs = [r for r in info.renditions if r.get("width") and r.get("height") and r.get("name")]
+    audio = bool(info.aac_config)
+    overhead = 128_000 if audio else 32_000
+    top = max((int(r.get("bitrate", 0)) for r in rungs), default=1_000_000)
+    # Never below the top rung's: players rank variants by BANDWIDTH.
+    source_rate = max(_measured_bitrate(stream), int(1.25 * top) + overhead)
+    variants = [(source_rate, info.width, info.height, codecs_of(info.sps, audio), "index.m3u8")]
+    for rung in rungs:
+        own = rung_info(rung["name"])
+        sps = own.sps if own is not None else b""
+        variants.append(
+            (
+                int(rung.get("bitrate", 0)) + overhead,
+                int(rung["width"]),
+                int(rung["height"]),
+                codecs_of(sps, audio),
+                f"../{rung['name']}/index.m3u8",
+            )
+        )
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for bandwidth, width, height, codecs, uri in variants:
+        lines.append(
+            f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={width}x{height},CODECS="{codecs}"'
+        )
+        lines.append(uri + query)
+    return "\n".join(lines) + "\n"
 
 
 class HlsOrigin:

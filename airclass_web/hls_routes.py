@@ -1,6 +1,7 @@
 """HLS fallback endpoints: `GET /live/NAME/index.m3u8` and its init segments, segments and
-parts (airclass_media.hls). Token in the query (`?token=` / `?jwt=`) or as Bearer, the same
-rules as WHEP (`access.authorize` at every request, segments and parts included); a query
+parts (airclass_media.hls); `multivariant.m3u8` lists the ladder's renditions
+(`/live/NAME~RUNG/index.m3u8`). Token in the query (`?token=` / `?jwt=`) or as Bearer,
+the same rules as WHEP (`access.authorize` at every request, segments and parts included); a query
 token is repeated in every URI of the playlist."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from urllib.parse import quote
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from airclass_media.hls import HlsOrigin, HlsSegmenter
+from airclass_media.hls import HlsOrigin, HlsSegmenter, multivariant_playlist
 from airclass_media.hub import Stream
 
 from .access import authorize
@@ -63,14 +64,31 @@ async def playlist(request: web.Request) -> web.Response:
         error = json_error(503, f"stream {name} is not live")
         error.headers["Retry-After"] = "2"
         raise error
-    if msn is not None:
-        timeout = 3 * max(segmenter.part_target * 2, 1.0)
-        await segmenter.wait(lambda: segmenter.has(msn, part), timeout)
+    if msn is not None:  # RFC 8216bis 6.2.5.2: 400 too far ahead, 503 not in time
+        status = await segmenter.reload_status(msn, part)
+        if status != 200:
+            raise json_error(status, f"_HLS_msn={msn} _HLS_part={part}: not in the playlist")
     token = request.query.get("token") or request.query.get("jwt")
     query = f"?token={quote(token, safe='')}" if token else ""
     return web.Response(
         text=segmenter.playlist(query), content_type=PLAYLIST, charset="utf-8", headers=NO_CACHE
     )
+
+
+async def multivariant(request: web.Request) -> web.Response:
+    """The stream and its ladder's renditions (EXT-X-STREAM-INF), for players that switch."""
+    name = request.match_info["stream"]
+    await authorize(request, name, "watch")
+    stream = await _stream(request, name)
+    hub = node_of(request).hub
+    token = request.query.get("token") or request.query.get("jwt")
+    query = f"?token={quote(token, safe='')}" if token else ""
+    text = multivariant_playlist(stream, lambda n: s.info if (s := hub.get(n)) else None, query)
+    if text is None:
+        error = json_error(503, f"stream {name} is not live")
+        error.headers["Retry-After"] = "2"
+        raise error
+    return web.Response(text=text, content_type=PLAYLIST, charset="utf-8", headers=NO_CACHE)
 
 
 async def _segmenter(request: web.Request) -> HlsSegmenter:
@@ -140,8 +158,9 @@ def setup(app: web.Application) -> None:
     app[HLS] = origin
     node.add_service("hls", origin.start, origin.stop)
     node.add_metrics(metrics(origin))
-    base = "/live/{stream:[A-Za-z0-9_-]{1,64}}/"
+    base = "/live/{stream:[A-Za-z0-9_-]{1,64}(?:~[0-9]{3,4}p)?}/"  # NAME~RUNG: a rendition
     app.router.add_get(base + "index.m3u8", playlist)
+    app.router.add_get(base + "multivariant.m3u8", multivariant)
     app.router.add_get(base + "init{init:[0-9]{1,6}}.mp4", init_segment)
     app.router.add_get(base + "seg{msn:[0-9]{1,9}}.m4s", media_segment)
     app.router.add_get(base + "part{msn:[0-9]{1,9}}.{part:[0-9]{1,4}}.m4s", media_part)
