@@ -13,7 +13,8 @@ Scenarios (`--scenario`, repeatable; default all):
   bframes    unshaped, a source without B-frames, then one with (20 s each)
   1mbps      20 Mbit/s 10 s, 1 Mbit/s 30 s, 20 Mbit/s 20 s; time back to 720p
   400kbps    the same with 400 kbit/s
-  loss       clean 10 s, netem 5 % loss + 40 ms ±10 ms jitter 30 s, clean 10 s
+  loss       clean 10 s, 5 % random loss (+ 40 ms ±10 ms jitter where the kernel has
+             netem) 30 s, clean 10 s
   joinstorm  60 viewers join within 1 s through one 50 Mbit/s link: 3 Chromium viewers,
              the rest scripts/loadgen.py (aiortc, counts RTP); time to first frame
 
@@ -190,6 +191,15 @@ def heights(samples: list, every: int = 2) -> str:
     return " ".join(f"{s.video.get('frameHeight', 0):.0f}" for s in samples[::every])
 
 
+def recovered(samples: list) -> float | None:
+    """Seconds from the phase's start to the first second decoded at 720p and >= 25 fps."""
+    for a, b in zip(samples, samples[1:], strict=False):
+        frames = b.video.get("framesDecoded", 0) - a.video.get("framesDecoded", 0)
+        if b.video.get("frameHeight", 0) >= 720 and frames / max(b.at - a.at, 1e-6) >= 25:
+            return a.at - samples[0].at
+    return None
+
+
 def report_phases(title: str, phases: list[tuple[str, list]], settle: float = 10.0) -> str:
     lines = [f"### {title}", "", HEADER]
     for label, samples in phases:
@@ -202,9 +212,12 @@ def report_phases(title: str, phases: list[tuple[str, list]], settle: float = 10
     for label, samples in phases:
         lines.append(f"- height every 2 s, {label}: {heights(samples)}")
     last_label, last = phases[-1]
-    back = next((s.at - last[0].at for s in last if s.video.get("frameHeight", 0) >= 720), None)
+    back = recovered(last)
     back_text = f"{back:.1f} s" if back is not None else "not within the phase"
-    lines.append(f"- back to 720p after the link recovered ({last_label}): {back_text}")
+    lines.append(
+        f"- back to 720p at >= 25 fps after the link recovered ({last_label}): {back_text}"
+    )
+    lines.append("- (Chromium counts a freeze, and its seconds, when it ends)")
     lines.append(f"- ({time.monotonic() - start:.0f} s measured)")
     return "\n".join(lines) + "\n"
 
@@ -249,6 +262,11 @@ async def scenario_loss(bench: Bench) -> str:
     page = await bench.viewer_page(stream)
     await bench.first_frame(page)
     lossy = Shape(loss_pct=5, delay_ms=40, jitter_ms=10)
+    try:
+        bench.link.set(lossy)
+    except RuntimeError as exc:  # no sch_netem in this kernel: loss alone (nftables)
+        print(f"(no delay/jitter: {exc})")
+        lossy = Shape(loss_pct=5)
     phases = [Phase("clean", 10, Shape()), Phase(lossy.describe(), 30, lossy)]
     phases.append(Phase("clean again", 10, Shape()))
     result = await bench.run_phases(page, phases)

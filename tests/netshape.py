@@ -4,9 +4,10 @@ Inside the private network namespace of scripts/in-netns.sh (or scripts/run-test
 `ShapedLink` starts a placeholder process (`unshare -n sleep infinity`) in a network
 namespace of its own (the *viewer namespace*), joins it to the current one with a veth
 pair on a /24 of its own (10.78.N.1 here, the node's end; 10.78.N.2 there), and shapes
-what leaves the node's end with `tc` (tbf for a rate, netem for loss, delay and jitter),
-changeable while a test runs. The node binds and advertises `node_addr`; programs run in
-the viewer namespace (`viewer_command`, `viewer_popen`), Chromium included
+what leaves the node's end: `tc` tbf for a rate, nftables for random loss, netem for
+delay and jitter where the kernel has it (this machine's has neither netem nor tc
+classifiers), changeable while a test runs. The node binds and advertises `node_addr`;
+programs run in the viewer namespace (`viewer_command`, `viewer_popen`), Chromium included
 (`chromium_executable` writes a wrapper that nsenters before exec'ing Chromium, so
 Playwright drives it through its pipe as usual). A publisher in the current namespace
 reaches the node unshaped (a local address). Everything needs root.
@@ -34,7 +35,7 @@ def unavailable() -> str | None:
         return "shaped links need root (scripts/run-tests.sh's network namespace)"
     if os.environ.get("AIRCLASS_IN_NETNS") != "1":
         return "shaped links are made inside scripts/in-netns.sh's private network namespace"
-    for tool in ("ip", "tc", "nsenter", "unshare"):
+    for tool in ("ip", "tc", "nft", "nsenter", "unshare"):
         if shutil.which(tool) is None:
             return f"{tool} not installed (scripts/install-system.sh installs iproute2)"
     return None
@@ -122,37 +123,52 @@ class ShapedLink:
         return " UP " in f" {shown} "
 
     def set(self, shape: Shape) -> None:
-        """Shape what leaves the node's end from now on (replaces the previous shape)."""
+        """Shape what leaves the node's end from now on (replaces the previous shape).
+
+        A rate is a tbf qdisc; loss is an nftables rule dropping that share of packets at
+        random (`numgen random`), so it works on kernels without sch_netem; delay and
+        jitter need netem (RuntimeError where the kernel has none)."""
         subprocess.run(
             ["tc", "qdisc", "del", "dev", self.node_dev, "root"], capture_output=True, timeout=10
         )
+        self._drop_loss_rule()
         self.shape = shape
+        dev = ("tc", "qdisc", "add", "dev", self.node_dev)
         tbf = []
         if shape.rate_kbit:
-            tbf = [
-                "tbf",
-                "rate",
-                f"{int(shape.rate_kbit)}kbit",
-                "burst",
-                str(shape.burst_bytes),
-                "latency",
-                f"{shape.queue_ms}ms",
-            ]
-        netem = []
-        if shape.loss_pct or shape.delay_ms:
-            netem = ["netem", "limit", "10000"]
-            if shape.delay_ms:
-                netem += ["delay", f"{shape.delay_ms}ms"]
-                if shape.jitter_ms:
-                    netem += [f"{shape.jitter_ms}ms", "distribution", "normal"]
-            if shape.loss_pct:
-                netem += ["loss", f"{shape.loss_pct}%"]
-        dev = ("tc", "qdisc", "add", "dev", self.node_dev)
-        if netem and tbf:
+            tbf = ["tbf", "rate", f"{int(shape.rate_kbit)}kbit", "burst", str(shape.burst_bytes)]
+            tbf += ["latency", f"{shape.queue_ms}ms"]
+        if shape.delay_ms:
+            netem = ["netem", "limit", "10000", "delay", f"{shape.delay_ms}ms"]
+            if shape.jitter_ms:
+                netem += [f"{shape.jitter_ms}ms", "distribution", "normal"]
             _run(*dev, "root", "handle", "1:", *netem)
-            _run(*dev, "parent", "1:1", "handle", "10:", *tbf)
-        elif netem or tbf:
-            _run(*dev, "root", *(netem or tbf))
+            if tbf:
+                _run(*dev, "parent", "1:1", "handle", "10:", *tbf)
+        elif tbf:
+            _run(*dev, "root", *tbf)
+        if shape.loss_pct:
+            per_mille = round(shape.loss_pct * 10)
+            rules = f"""
+table ip {self._loss_table} {{
+  chain out {{
+    type filter hook output priority 0;
+    oifname "{self.node_dev}" numgen random mod 1000 < {per_mille} drop;
+  }}
+}}
+"""
+            done = subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"nft: {done.stderr.strip()}")
+
+    @property
+    def _loss_table(self) -> str:
+        return f"airclass_loss_{self.node_dev}"
+
+    def _drop_loss_rule(self) -> None:
+        subprocess.run(
+            ["nft", "delete", "table", "ip", self._loss_table], capture_output=True, timeout=10
+        )
 
     def shape_rate(self, mbit: float | None) -> None:
         """Only a rate limit (None: unshaped)."""
@@ -192,6 +208,7 @@ class ShapedLink:
         return str(path)
 
     def close(self) -> None:
+        self._drop_loss_rule()
         subprocess.run(["ip", "link", "del", self.node_dev], capture_output=True, timeout=10)
         if self._placeholder is not None and self._placeholder.poll() is None:
             self._placeholder.kill()
