@@ -264,7 +264,7 @@ class RecordingManager:
         assert rec.done is not None
         doc = rec.done.result()
         self._dropped_finished += rec.dropped
-        if doc.get("status") == "failed":
+        if doc.get("status") == metadata.Status.FAILED:
             self.failed_total += 1
         self._spawn(self._store_save(doc), f"recorder-store-{rec.id}")
 
@@ -525,16 +525,14 @@ def recover(directory: Path, doc: dict) -> dict:
         if not segments:
             raise ValueError("no playable segment")
         result = build_mp4_isolated(directory, segments, metadata.FINAL_FILE)
-        doc.update(
-            mp4=metadata.FINAL_FILE,
-            mp4_size=result["size"],
-            duration=result["duration"],
-            status="complete",
-        )
+        doc.update(mp4=metadata.FINAL_FILE, mp4_size=result["size"], duration=result["duration"])
+        metadata.set_status(doc, metadata.Status.COMPLETE)
         metadata.drop_segments(directory, doc)
     except Exception as exc:  # noqa: BLE001 - keep what is playable, report the rest
         log.error("recovery %s: final MP4 failed: %s", doc["id"], exc)
-        doc.update(status="failed", error=f"recovery: {exc}")
+        if doc["status"] in metadata.ACTIVE_STATUSES:
+            metadata.set_status(doc, metadata.Status.FAILED)
+        doc["error"] = f"recovery: {exc}"
     doc["size"] = (
         sum(s.get("size", 0) for s in segments)
         + sum(s.get("size", 0) for s in doc.get("screenshots", []))

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import time
+from enum import StrEnum
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,37 @@ RECORDING_ID = re.compile(r"^[A-Za-z0-9_-]{1,120}\Z")  # \Z: "$" accepts a trail
 SEGMENT_FILE = re.compile(r"^seg-\d{5}\.mp4\Z")
 SHOT_FILE = re.compile(r"^\d{9}\.jpg\Z")
 
-#: Statuses: recording -> stopping -> finalizing -> complete (or failed).
-#: A crash leaves recording/stopping/finalizing; recovery at start-up finishes them.
-ACTIVE_STATUSES = ("recording", "stopping", "finalizing")
+class Status(StrEnum):
+    """A recording's status, as stored in its metadata."""
+
+    RECORDING = "recording"
+    STOPPING = "stopping"
+    FINALIZING = "finalizing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+#: recording -> stopping -> finalizing -> complete, or failed from any active status. A
+#: crash leaves recording/stopping/finalizing; recovery at start-up finishes them, so an
+#: active status may also go straight to complete.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.RECORDING: frozenset(
+        {Status.STOPPING, Status.FINALIZING, Status.COMPLETE, Status.FAILED}
+    ),
+    Status.STOPPING: frozenset({Status.FINALIZING, Status.COMPLETE, Status.FAILED}),
+    Status.FINALIZING: frozenset({Status.COMPLETE, Status.FAILED}),
+    Status.COMPLETE: frozenset(),
+    Status.FAILED: frozenset(),
+}
+ACTIVE_STATUSES = (Status.RECORDING, Status.STOPPING, Status.FINALIZING)
+
+
+def set_status(doc: dict, status: Status) -> None:
+    """Move the recording to `status` (ValueError for a transition the table forbids)."""
+    current = Status(doc["status"])
+    if status not in TRANSITIONS[current]:
+        raise ValueError(f"recording {doc.get('id')}: {current} cannot become {status}")
+    doc["status"] = status.value
 
 
 def new_recording_id(stream: str, now: float | None = None) -> str:
@@ -54,7 +83,7 @@ def new_document(
         "stream": stream,
         "session_id": session_id,
         "node_id": node_id,
-        "status": "recording",
+        "status": Status.RECORDING.value,
         "reason": reason,
         "started_at": now,
         "ended_at": None,

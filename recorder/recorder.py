@@ -96,8 +96,8 @@ class Recording:
 
     def request_stop(self, reason: str) -> None:
         with self._lock:
-            if self._doc["status"] == "recording":
-                self._doc["status"] = "stopping"
+            if self._doc["status"] == metadata.Status.RECORDING:
+                metadata.set_status(self._doc, metadata.Status.STOPPING)
                 self._doc["stop_reason"] = reason
         self._stop.set()
         try:
@@ -128,7 +128,8 @@ class Recording:
         )
         doc["dropped_packets"] = self.dropped
         end_us, start_us = self._end_us, self._start_us
-        if doc["status"] == "recording" and end_us is not None and start_us is not None:
+        recording = doc["status"] == metadata.Status.RECORDING
+        if recording and end_us is not None and start_us is not None:
             doc["duration"] = round(max(0, end_us - start_us) / 1e6, 3)
         return doc
 
@@ -161,7 +162,8 @@ class Recording:
         except Exception as exc:
             log.exception("recording %s failed", self.id)
             with self._lock:
-                self._doc["status"] = "failed"
+                if self._doc["status"] in metadata.ACTIVE_STATUSES:
+                    metadata.set_status(self._doc, metadata.Status.FAILED)
                 self._doc["error"] = str(exc)
         finally:
             self._stop.set()
@@ -289,7 +291,7 @@ class Recording:
 
     def _finalize(self) -> None:
         with self._lock:
-            self._doc["status"] = "finalizing"
+            metadata.set_status(self._doc, metadata.Status.FINALIZING)
             self._doc["ended_at"] = time.time()
             if self._end_us is not None and self._start_us is not None:
                 self._doc["duration"] = round(max(0, self._end_us - self._start_us) / 1e6, 3)
@@ -298,7 +300,7 @@ class Recording:
         started = time.perf_counter()
         if not segments:
             with self._lock:
-                self._doc["status"] = "failed"
+                metadata.set_status(self._doc, metadata.Status.FAILED)
                 self._doc["error"] = self._doc["error"] or "no video was received"
             self._save()
             return
@@ -307,7 +309,7 @@ class Recording:
         except Exception as exc:
             log.exception("recording %s: building the MP4 failed", self.id)
             with self._lock:
-                self._doc["status"] = "failed"
+                metadata.set_status(self._doc, metadata.Status.FAILED)
                 self._doc["error"] = f"final MP4: {exc}"
             self._save()
             return
@@ -316,7 +318,7 @@ class Recording:
             self._doc["mp4"] = metadata.FINAL_FILE
             self._doc["mp4_size"] = result["size"]
             self._doc["duration"] = result["duration"]
-            self._doc["status"] = "complete"
+            metadata.set_status(self._doc, metadata.Status.COMPLETE)
             metadata.drop_segments(self.directory, self._doc)
         self._save()
         log.info(

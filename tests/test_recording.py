@@ -468,3 +468,17 @@ async def test_disk_guard_stops_a_running_recording(tmp_path, caplog):
         assert float(probe["format"]["duration"]) >= 3
     finally:
         await manager.stop()
+
+
+def test_recording_status_moves_only_along_its_transitions():
+    from recorder import metadata
+    from recorder.metadata import Status
+
+    doc = {"id": "r", "status": Status.RECORDING.value}
+    for step in (Status.STOPPING, Status.FINALIZING, Status.COMPLETE):
+        metadata.set_status(doc, step)
+        assert doc["status"] == step.value
+    with pytest.raises(ValueError):
+        metadata.set_status(doc, Status.RECORDING)  # a finished recording stays finished
+    with pytest.raises(ValueError):
+        metadata.set_status({"id": "f", "status": "failed"}, Status.COMPLETE)
