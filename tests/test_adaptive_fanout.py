@@ -1,0 +1,264 @@
+"""Adaptive delivery in the fan-out (issue 16): audio never waits on video, the
+retransmission and keyframe-replay budgets, and a viewer's rung following its
+bandwidth estimate (REMB), down to audio only.
+
+The viewer is aiortc (a real WHEP session to a real node fed by ffmpeg over RTMP); its
+RTCP feedback (REMB, NACK, PLI) is sent by the test through aiortc's own receiver, with
+aiortc's REMB estimator switched off so the test decides what the node is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+from airclass_media.fanout import (
+    FANOUT_QUEUE_PACKETS,
+    KEYFRAME_REPLAY_INTERVAL,
+    RTX_SHARE,
+    RtpBinding,
+    RtpTarget,
+    StreamFanout,
+    UdpPath,
+)
+from airclass_media.hub import StreamHub
+from airclass_media.packets import MediaPacket
+
+from .support import TEST_HOST, async_http_json, async_wait_for, ffmpeg_publish
+
+
+class Feedback:
+    """The test's hand on a WHEP player's video RTCP: the media SSRC and newest
+    sequence number seen, and REMB / NACK / PLI sent as the browser would."""
+
+    def __init__(self, player) -> None:
+        video = next(t for t in player.pc.getTransceivers() if t.kind == "video")
+        self.receiver = video.receiver
+        # The test, not aiortc's estimator, says what the viewer can carry.
+        self.receiver._RTCRtpReceiver__remote_bitrate_estimator = None
+        self.ssrc: int | None = None
+        self.highest: int | None = None
+        handle = self.receiver._handle_rtp_packet
+
+        async def seen(packet, arrival_time_ms: int) -> None:
+            if self.ssrc is None:
+                self.ssrc = packet.ssrc
+            seq = packet.sequence_number
+            newer = self.highest is None or (seq - self.highest) & 0xFFFF < 0x8000
+            if packet.ssrc == self.ssrc and newer:
+                self.highest = seq
+            await handle(packet, arrival_time_ms=arrival_time_ms)
+
+        self.receiver._handle_rtp_packet = seen
+
+    @property
+    def rtcp_ssrc(self) -> int:
+        return self.receiver._RTCRtpReceiver__rtcp_ssrc
+
+    async def remb(self, bitrate: int) -> None:
+        await self.receiver._send_rtcp(
+            RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP,
+                ssrc=self.rtcp_ssrc,
+                media_ssrc=0,
+                fci=pack_remb_fci(bitrate, [self.ssrc]),
+            )
+        )
+
+    async def nack(self, lost: list[int]) -> None:
+        await self.receiver._send_rtcp_nack(self.ssrc, lost)
+
+    async def pli(self) -> None:
+        await self.receiver._send_rtcp_pli(self.ssrc)
+
+
+async def viewer_status(node, name: str, token: str) -> dict:
+    status, body, _ = await async_http_json(
+        "GET",
+        f"{node.url}/api/streams/{name}/viewers",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert status == 200, body
+    assert len(body["viewers"]) == 1, body
+    return body["viewers"][0]
+
+
+async def watch(node, processes, players, name: str, bitrate: str = "1500k"):
+    """Publish `name` (720p30 + AAC) and open one aiortc viewer that decodes frames."""
+    token = (await node.atoken(name, user_type="teacher", action="publish"))["token"]
+    processes.append(
+        ffmpeg_publish(node.rtmp_url(name, token), seconds=120, extra=["-b:v", bitrate])
+    )
+    grant = await node.atoken(name)
+    player = await players(grant["whep_url"], grant["token"])
+    feedback = Feedback(player)
+    await player.wait_frames(video=30, audio=20, timeout=30)
+    assert feedback.ssrc is not None and feedback.highest is not None
+    return token, player, feedback
+
+
+async def keep_sending(what, seconds: float, every: float = 0.1) -> None:
+    """Call `what()` every `every` seconds for `seconds` (RTCP as a browser sends it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await what()
+        await asyncio.sleep(every)
+
+
+# -- audio never waits on video (fan-out level, real hub and UDP) -----------------------
+def _video(index: int, keyframe: bool) -> MediaPacket:
+    return MediaPacket(
+        kind="video",
+        pts=index * 33_333,
+        dts=index * 33_333,
+        data=b"\x00\x00\x00\x01" + bytes([0x65 if keyframe else 0x41]) + bytes(200),
+        keyframe=keyframe,
+    )
+
+
+def _audio(index: int) -> MediaPacket:
+    return MediaPacket(
+        kind="audio", pts=index * 20_000, dts=index * 20_000, data=bytes(80), keyframe=False
+    )
+
+
+async def test_audio_keeps_flowing_when_the_video_queue_overflows():
+    """A burst of video the fan-out cannot keep up with overflows its video queue (which
+    then waits for a keyframe); the audio that came with it still reaches the viewer."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind((TEST_HOST, 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    receiver.setblocking(False)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind((TEST_HOST, 0))
+    sender.setblocking(False)
+    hub = StreamHub()
+    stream = hub.stream("overflow")
+    stream.attach_publisher("test")
+    stream.publish(_video(0, True))
+    fanout = StreamFanout(stream, lambda *args: None)
+    binding = RtpBinding(
+        kind="audio",
+        payload_type=111,
+        header_tail=(1234).to_bytes(4, "big"),
+        first_byte=0x80,
+        protect=lambda data: data,
+        path=UdpPath(sender, receiver.getsockname()),
+    )
+    target = RtpTarget(binding)
+    fanout.add(target)
+    try:
+        # The event loop is busy elsewhere: more video than the queue holds, with audio.
+        for i in range(1, FANOUT_QUEUE_PACKETS + 100):
+            stream.publish(_video(i, False))
+            if i % 3 == 0:
+                stream.publish(_audio(i // 3))
+        sent = (FANOUT_QUEUE_PACKETS + 99) // 3
+        await async_wait_for(lambda: target.packets >= sent, 5, f"{sent} audio packets sent")
+        got = 0
+        while True:
+            try:
+                receiver.recv(2048)
+            except BlockingIOError:
+                break
+            got += 1
+        assert got == sent
+    finally:
+        fanout.close()
+        binding.path.close()
+        receiver.close()
+
+
+# -- budgets ------------------------------------------------------------------------------
+async def test_nack_flood_is_answered_within_the_rtx_budget(node, processes, players):
+    """A viewer NACKs its whole history in every RTCP packet: each packet is resent at
+    most once per round trip, and RTX bytes stay within RTX_SHARE of its estimate."""
+    token, player, feedback = await watch(node, processes, players, "nackflood")
+    remb = 3_000_000
+    await feedback.remb(remb)
+    before = (await viewer_status(node, "nackflood", token))["media"]["video"]
+    started = time.monotonic()
+
+    async def flood() -> None:
+        await feedback.remb(remb)
+        newest = feedback.highest
+        # Ascending, without crossing 0 (aiortc's NACK writer wants that).
+        await feedback.nack(list(range(max(newest - 999, 0), newest)))
+
+    await keep_sending(flood, 4.0, every=0.02)
+    elapsed = time.monotonic() - started
+    after = (await viewer_status(node, "nackflood", token))["media"]["video"]
+    assert after["nacks"] - before["nacks"] > 20_000, "the flood reached the node"
+    resent = after["retransmits"] - before["retransmits"]
+    assert resent > 0, "NACKs within the budget are still answered"
+    # Bytes: the payloads resent (at most RTP_PAYLOAD_MAX each) within one window's slack.
+    budget = RTX_SHARE * remb / 8 * (elapsed + 1)
+    octets = after.get("rtx_octets", resent * 1200) - before.get("rtx_octets", 0)
+    assert octets <= budget, f"{octets} RTX bytes in {elapsed:.1f} s, budget {budget:.0f}"
+    assert after["rtx_over_budget"] > 0 and after["rtx_repeats_ignored"] > 0
+    await player.wait_frames(video=30, timeout=20)  # and the picture goes on
+
+
+async def test_pli_storm_replays_the_gop_once_per_interval(node, processes, players):
+    """PLI every 50 ms: the cached GOP is replayed at most once per
+    KEYFRAME_REPLAY_INTERVAL, the requests in between are ignored."""
+    token, player, feedback = await watch(node, processes, players, "plistorm")
+    before = (await viewer_status(node, "plistorm", token))["media"]["video"]
+    started = time.monotonic()
+    await keep_sending(feedback.pli, 6.5, every=0.05)
+    elapsed = time.monotonic() - started
+    after = (await viewer_status(node, "plistorm", token))["media"]["video"]
+    replays = after["keyframe_replays"] - before["keyframe_replays"]
+    allowed = int(elapsed / KEYFRAME_REPLAY_INTERVAL) + 1
+    assert 1 <= replays <= allowed, f"{replays} GOP replays in {elapsed:.1f} s (<= {allowed})"
+    assert after["keyframe_requests_ignored"] > 50
+    await player.wait_frames(video=30, timeout=20)
+
+
+# -- the viewer's rung follows its estimate -----------------------------------------------
+async def test_low_remb_moves_the_viewer_down_the_ladder_then_to_audio_only(
+    node, processes, players
+):
+    """REMB 700 kbit/s: the viewer moves from the 720p source to the 360p rung (500
+    kbit/s; 540p needs 1200) at a keyframe and decodes 640x360 frames; the listing
+    says so. REMB 100 kbit/s: video is held, audio keeps coming."""
+    token, player, feedback = await watch(node, processes, players, "adapt", bitrate="2500k")
+    assert player.stats.height == 720
+
+    async def rung() -> str:
+        return (await viewer_status(node, "adapt", token)).get("rung")
+
+    async def tell(bitrate: int) -> None:
+        await feedback.remb(bitrate)
+
+    sender = asyncio.ensure_future(keep_sending(lambda: tell(700_000), 60, every=0.25))
+    try:
+        await async_wait_for(
+            lambda: _equals(rung(), "adapt~360p"), 20, "the viewer on the 360p rung"
+        )
+        await async_wait_for(lambda: player.stats.height == 360, 10, "360p frames decoded")
+        status = await viewer_status(node, "adapt", token)
+        assert status["estimate_kbps"] <= 700, status
+        frames = player.stats.video_pts[-60:]
+        await player.wait_frames(video=60, audio=50, timeout=20)
+        assert player.stats.height == 360
+        # Continuous RTP for the viewer across the switch: its decoder took it as one stream.
+        assert all(b > a for a, b in zip(frames, frames[1:], strict=False))
+    finally:
+        sender.cancel()
+    sender = asyncio.ensure_future(keep_sending(lambda: tell(100_000), 60, every=0.25))
+    try:
+        await async_wait_for(lambda: _equals(rung(), "audio-only"), 10, "audio only")
+        await player.wait_frames(video=0, audio=25, timeout=10)  # what was in flight
+        video = player.stats.video_frames
+        await player.wait_frames(video=0, audio=100, timeout=10)
+        assert player.stats.video_frames == video, "video is held, audio goes on"
+    finally:
+        sender.cancel()
+
+
+async def _equals(coro, value) -> bool:
+    return (await coro) == value
