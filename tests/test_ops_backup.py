@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -150,6 +151,7 @@ async def test_backup_of_a_live_node_restores_exactly(tmp_path, node_factory, pr
     assert TEST_SECRET.encode() not in gzip.decompress(archive.read_bytes())
     assert manifest["counts"]["quiz_responses"] == 2 and manifest["counts"]["teachers"] == 1
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
 
     shutil.rmtree(data)
     # A damaged archive is refused and leaves nothing behind.
@@ -157,14 +159,15 @@ async def test_backup_of_a_live_node_restores_exactly(tmp_path, node_factory, pr
     raw = bytearray(archive.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     damaged.write_bytes(bytes(raw))
-    refused = cli("restore", str(damaged), "--data-dir", str(data), "--yes")
+    refused = cli("restore", str(damaged), "--data-dir", str(data), "--yes", env=env)
     assert refused.returncode == 1 and "refusing" in refused.stderr, refused.stderr
     assert not data.exists()
     # Without --yes it asks, and anything but "yes" cancels.
-    cancelled = cli("restore", str(archive), "--data-dir", str(data), stdin="no\n")
+    cancelled = cli("restore", str(archive), "--data-dir", str(data), stdin="no\n", env=env)
     assert cancelled.returncode == 1 and "cancelled" in cancelled.stderr
     assert not data.exists()
-    restored = cli("restore", str(archive), "--data-dir", str(data), stdin="yes\n")
+    # Restore checks the manifest's signature with the key the backup was made with.
+    restored = cli("restore", str(archive), "--data-dir", str(data), stdin="yes\n", env=env)
     assert restored.returncode == 0, restored.stderr
     assert tree_digest(data / "recordings") == recordings_before
 

@@ -10,8 +10,15 @@ node reads on from the last entry it saw, so events published while it was recon
 them whenever the publisher reconnects before the subscribers do. Events queued while
 Redis is down stay queued (bounded by MAX_QUEUE and MAX_QUEUE_AGE) until it returns.
 Every entry is signed (HMAC-SHA256 with a key derived from the cluster secret); unsigned
-or forged entries are dropped and counted (`rejected`). Each event has an id: a batch
-re-sent after a failed write is delivered once. Both loops reconnect by themselves
+or forged entries are dropped and counted (`rejected`). Inside the signed envelope each
+event carries a unique id (node id, a per-start nonce, a counter) and the time it was
+published, so a captured entry added to the stream again is dropped (`replayed`): one
+older than MAX_AGE, or published before this node started (less START_GRACE), by its
+time; a newer one by its id, remembered for MAX_AGE in a bounded set (SEEN ids; when it
+overflows, events no newer than the oldest id forgotten are dropped too). At its first
+connection a node remembers the ids already in the stream for that window, so a restart
+opens no replay window either. A batch re-sent after a failed write is delivered once
+the same way. Both loops reconnect by themselves
 (backoff up to 2 s); `on_connect` runs after every (re)connection so the node can ask for
 state it may have missed.
 """
@@ -25,6 +32,7 @@ import hmac
 import itertools
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -40,8 +48,14 @@ MAX_QUEUE_AGE = 300.0
 MAX_QUEUE = 20000
 #: Entries written per pipeline round trip.
 BATCH = 500
-#: Ids of events seen lately, to drop a re-sent copy.
-SEEN = 20000
+#: Ids of events seen lately (at most this many), to drop a re-sent or replayed copy.
+SEEN = 50000
+#: Events published longer ago than this are dropped (a replay or a very late copy): a
+#: queued event is written at most MAX_QUEUE_AGE after it was published, plus clock skew.
+MAX_AGE = MAX_QUEUE_AGE + 60.0
+#: Events published before this node started, less this margin (clock skew between
+#: nodes), are dropped: they are older than anything this node may have missed.
+START_GRACE = 30.0
 #: XREAD blocks this long (ms) before asking again.
 BLOCK_MS = 5000
 
@@ -115,13 +129,18 @@ class RedisEventBus(EventBus):
         self._client = None
         self._subscribed = False
         self._seq = itertools.count(1)
-        self._seen: collections.deque[str] = collections.deque()
+        #: Unique per start, so ids never repeat after a restart of this node.
+        self._nonce = secrets.token_hex(6)
+        self._seen: collections.deque[tuple[float, str]] = collections.deque()
         self._seen_set: set[str] = set()
+        #: Events published at or before this time are dropped (see the module docstring).
+        self._floor = time.time() - START_GRACE
         self._last_id: bytes | None = None
         self.reconnects = 0
         self.dropped = 0
         self.rejected = 0
         self.duplicates = 0
+        self.replayed = 0
         self.sent = 0
 
     @property
@@ -160,9 +179,9 @@ class RedisEventBus(EventBus):
     def publish(self, event: dict) -> None:
         self.published += 1
         self._deliver(event)
-        event_id = f"{self.node_id}:{next(self._seq)}"
+        event_id = f"{self.node_id}:{self._nonce}:{next(self._seq)}"
         payload = json.dumps(
-            {**event, "_origin": self.node_id, "_id": event_id},
+            {**event, "_origin": self.node_id, "_id": event_id, "_ts": time.time()},
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode()
@@ -220,11 +239,23 @@ class RedisEventBus(EventBus):
 
         return self._last_id if key(top) >= key(self._last_id) else b"0-0"
 
+    async def _remember_recent(self, client) -> None:
+        """Remember the ids of the stream's entries of the last MAX_AGE (first connection):
+        copies of them added later are replays."""
+        start = f"{int((time.time() - MAX_AGE) * 1000)}-0"
+        entries = await client.xrange(STREAM, min=start, max="+", count=STREAM_MAXLEN)
+        for _, fields in entries:
+            event = self._verified(fields)
+            if event is not None and isinstance(event.get("_id"), str):
+                self._remember(event["_id"], event.get("_ts"), time.time())
+
     async def _subscribe_loop(self) -> None:
         delay = 0.05
         while True:
             client = self._make_client(socket_timeout=BLOCK_MS / 1000 + 5)
             try:
+                if self._last_id is None:
+                    await self._remember_recent(client)
                 self._last_id = await self._resume_from(client)
                 self._subscribed = True
                 self.reconnects += 1
@@ -256,7 +287,8 @@ class RedisEventBus(EventBus):
                 except Exception:
                     pass
 
-    def _on_entry(self, fields: dict) -> None:
+    def _verified(self, fields: dict) -> dict | None:
+        """The entry's event when its signature holds, else None (counted as rejected)."""
         payload, signature = fields.get(b"m"), fields.get(b"s")
         if (
             not isinstance(payload, bytes)
@@ -266,23 +298,55 @@ class RedisEventBus(EventBus):
             self.rejected += 1
             if self.rejected == 1 or self.rejected % 100 == 0:
                 log.warning("event bus: dropped %d unsigned or forged events", self.rejected)
-            return
+            return None
         try:
             event = json.loads(payload)
         except ValueError:
+            event = None
+        if not isinstance(event, dict):
             self.rejected += 1
+            return None
+        return event
+
+    def _remember(self, event_id: str, ts, now: float) -> None:
+        """Add an id to the seen set; forget ids past MAX_AGE, and the oldest ones past
+        SEEN (raising the floor so that their copies stay refused)."""
+        self._seen.append((ts if isinstance(ts, (int, float)) else now, event_id))
+        self._seen_set.add(event_id)
+        cutoff = now - MAX_AGE
+        while self._seen and (self._seen[0][0] < cutoff or len(self._seen) > SEEN):
+            old_ts, old_id = self._seen.popleft()
+            self._seen_set.discard(old_id)
+            if old_ts >= cutoff:
+                self._floor = max(self._floor, old_ts)
+
+    def _fresh(self, event: dict, now: float) -> bool:
+        """True for an event seen for the first time, published within its window."""
+        event_id, ts = event.get("_id"), event.get("_ts")
+        if (
+            not isinstance(event_id, str)
+            or not isinstance(ts, (int, float))
+            or ts <= self._floor
+            or abs(now - ts) > MAX_AGE
+        ):
+            self.replayed += 1
+            if self.replayed == 1 or self.replayed % 100 == 0:
+                log.warning("event bus: dropped %d stale or replayed events", self.replayed)
+            return False
+        if event_id in self._seen_set:
+            self.duplicates += 1
+            return False
+        self._remember(event_id, ts, now)
+        return True
+
+    def _on_entry(self, fields: dict) -> None:
+        event = self._verified(fields)
+        if event is None or event.pop("_origin", None) == self.node_id:
             return
-        if not isinstance(event, dict) or event.pop("_origin", None) == self.node_id:
+        if not self._fresh(event, time.time()):
             return
-        event_id = event.pop("_id", None)
-        if isinstance(event_id, str):
-            if event_id in self._seen_set:
-                self.duplicates += 1
-                return
-            self._seen.append(event_id)
-            self._seen_set.add(event_id)
-            if len(self._seen) > SEEN:
-                self._seen_set.discard(self._seen.popleft())
+        for key in ("_id", "_ts"):
+            event.pop(key, None)
         self.received += 1
         self._deliver(event)
 
@@ -294,6 +358,7 @@ class RedisEventBus(EventBus):
             "dropped": self.dropped,
             "rejected": self.rejected,
             "duplicates": self.duplicates,
+            "replayed": self.replayed,
             "subscriptions": self.reconnects,
         }
 

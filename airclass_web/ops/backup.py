@@ -1,20 +1,26 @@
 """`airclass backup` and `airclass restore`.
 
 A backup is a tar.gz holding `manifest.json` (format, time, store kind, document counts,
-the SHA-256 and size of every other member), `config.json` (the AIRCLASS_* settings
-without secrets), the store (`store/airclass.sqlite3`, an SQLite online-backup copy taken
-while the node runs; or `store/mongo/<collection>.jsonl` read through PyMongo) and, with
---with-recordings, `recordings/`. Restore checks every member against the manifest
-before it touches anything, and refuses a damaged archive.
+the SHA-256 and size of every other member), `manifest.sig` (an HMAC-SHA256 of the
+manifest's bytes, see `backup_keys`), `config.json` (an allowlist of AIRCLASS_* settings:
+no secrets, passwords nor URLs that may carry them), the store (`store/airclass.sqlite3`,
+an SQLite online-backup copy taken while the node runs; or `store/mongo/<collection>.jsonl`
+read through PyMongo) and, with --with-recordings, `recordings/`. Restore refuses an
+archive whose manifest is not signed with one of the operator's keys, any member that is
+not a regular file at an expected, clean path (links, devices, `..`, empty or absolute
+components), and any member whose checksum differs; it checks all of that before it
+touches anything, and writes only below the data directory. Archives are mode 0600.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import sys
@@ -22,25 +28,69 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from ..store import SCHEMA, SQLITE_FILE
 
 FORMAT = "airclass-backup"
-VERSION = 1
+#: 2: the manifest is authenticated (manifest.sig); version 1 archives are refused.
+VERSION = 2
 MANIFEST = "manifest.json"
-#: AIRCLASS_* variables never written to a backup.
-SECRET_VARIABLES = {
-    "AIRCLASS_JWT_SECRET",
-    "AIRCLASS_CLUSTER_SECRET",
-    "AIRCLASS_DATA_KEY",
-    "AIRCLASS_METRICS_TOKEN",
-    "AIRCLASS_TEACHER_PASSWORD",
-    "AIRCLASS_REDIS_PASSWORD",
-    "AIRCLASS_MONGO_PASSWORD",
-}
+SIGNATURE = "manifest.sig"
+#: Where the key that signs manifests comes from, in this order: an explicit backup key,
+#: else the data key (each of its comma-separated keys verifies; the first signs), else
+#: the JWT secret. Restore needs the same variable set as when the backup was made.
+KEY_VARIABLES = ("AIRCLASS_BACKUP_KEY", "AIRCLASS_DATA_KEY", "AIRCLASS_JWT_SECRET")
+KEY_LABEL = b"airclass backup manifest v1"
+#: The only AIRCLASS_* settings copied into config.json: none is a secret, a password, or
+#: a URL that may carry credentials (Redis, MongoDB, alert webhook, ICE/TURN servers).
+CONFIG_ALLOWLIST = frozenset(
+    {
+        "AIRCLASS_HOST",
+        "AIRCLASS_HTTP_PORT",
+        "AIRCLASS_RTMP_PORT",
+        "AIRCLASS_RTMPS_PORT",
+        "AIRCLASS_HTTP_REDIRECT_PORT",
+        "AIRCLASS_TLS_CERT",
+        "AIRCLASS_TLS_KEY",
+        "AIRCLASS_ROLE",
+        "AIRCLASS_PUBLIC_URL",
+        "AIRCLASS_DATA_DIR",
+        "AIRCLASS_DEV",
+        "AIRCLASS_DEMO",
+        "AIRCLASS_WORKERS",
+        "AIRCLASS_CAPACITY",
+        "AIRCLASS_UDP_PORTS",
+        "AIRCLASS_ICE_HOST",
+        "AIRCLASS_ICE_PUBLIC_IP",
+        "AIRCLASS_TRUSTED_PROXY",
+        "AIRCLASS_IP_RATE_LIMIT",
+        "AIRCLASS_MAX_VIEWERS_PER_USER",
+        "AIRCLASS_MAX_VIEWERS_PER_IP",
+        "AIRCLASS_MAX_PENDING_PER_IP",
+        "AIRCLASS_RTMP_MAX_CONNECTIONS",
+        "AIRCLASS_RTMP_MAX_PER_IP",
+        "AIRCLASS_LOG_LEVEL",
+        "AIRCLASS_RECORD_SEGMENT_SECONDS",
+        "AIRCLASS_SCREENSHOT_INTERVAL",
+        "AIRCLASS_RETENTION_DAYS",
+        "AIRCLASS_MIN_FREE_DISK_MB",
+        "AIRCLASS_AUTO_RECORD",
+        "AIRCLASS_RECORD_OFFLINE_GRACE",
+        "AIRCLASS_HLS_PART_SECONDS",
+        "AIRCLASS_LADDER",
+        "AIRCLASS_LADDER_GRACE",
+        "AIRCLASS_TURN_TTL",
+        "AIRCLASS_AI_CALLS_PER_MINUTE",
+        "AIRCLASS_WHIP_KEYFRAME_INTERVAL",
+    }
+)
 CHUNK = 1024 * 1024
+#: manifest.json and manifest.sig are read into memory: at most this many bytes.
+MAX_MANIFEST = 64 * 1024 * 1024
+#: A path component inside an archive: no control characters, slashes or backslashes.
+_PART = re.compile(r"[^\x00-\x1f\x7f/\\]+")
 
 
 class BackupError(Exception):
@@ -63,17 +113,63 @@ class _HashingReader:
 
 
 def safe_config(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The AIRCLASS_* settings of this environment, secrets left out, URL passwords hidden."""
-    from ..redis_client import redact_url
+    """The allowlisted AIRCLASS_* settings of this environment (CONFIG_ALLOWLIST)."""
+    env = environ if environ is not None else os.environ
+    return {key: env[key] for key in sorted(CONFIG_ALLOWLIST) if key in env}
 
-    out = {}
-    for key, value in sorted((environ if environ is not None else os.environ).items()):
-        if not key.startswith("AIRCLASS_") or key in SECRET_VARIABLES:
-            continue
-        if any(word in key for word in ("SECRET", "PASSWORD", "TOKEN", "KEY")):
-            continue
-        out[key] = redact_url(value) if "://" in value else value
-    return out
+
+def backup_keys(environ: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+    """(variable, HMAC key) for every key the operator holds, the signing one first."""
+    env = environ if environ is not None else os.environ
+    keys = []
+    for var in KEY_VARIABLES:
+        raw = env.get(var, "")
+        values = raw.split(",") if var == "AIRCLASS_DATA_KEY" else [raw]
+        for value in (v.strip() for v in values):
+            if not value:
+                continue
+            if var == "AIRCLASS_BACKUP_KEY" and len(value) < 32:
+                raise BackupError("AIRCLASS_BACKUP_KEY must be at least 32 characters")
+            keys.append((var, hmac.new(value.encode(), KEY_LABEL, hashlib.sha256).digest()))
+    return keys
+
+
+def _no_key_error() -> BackupError:
+    return BackupError(
+        "no key to sign or check the manifest: set AIRCLASS_BACKUP_KEY (32+ characters), "
+        "or the node's AIRCLASS_DATA_KEY or AIRCLASS_JWT_SECRET"
+    )
+
+
+def sign_manifest(data: bytes, environ: dict[str, str] | None = None) -> bytes:
+    """manifest.sig for these manifest bytes."""
+    keys = backup_keys(environ)
+    if not keys:
+        raise _no_key_error()
+    var, key = keys[0]
+    mac = hmac.new(key, data, hashlib.sha256).hexdigest()
+    return json.dumps({"alg": "HMAC-SHA256", "key": var, "mac": mac}).encode()
+
+
+def check_signature(data: bytes, sig: bytes | None, environ: dict[str, str] | None = None):
+    """Raise BackupError unless `sig` is a valid manifest.sig of `data` under a held key."""
+    if sig is None:
+        raise BackupError("the manifest is not signed (an altered or foreign archive)")
+    try:
+        mac = json.loads(sig)["mac"]
+        given = bytes.fromhex(mac)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackupError("the manifest signature is malformed") from exc
+    keys = backup_keys(environ)
+    if not keys:
+        raise _no_key_error()
+    for _, key in keys:
+        if hmac.compare_digest(hmac.new(key, data, hashlib.sha256).digest(), given):
+            return
+    raise BackupError(
+        "the manifest signature does not match: the archive was altered, or it was made "
+        f"with another key (keys tried: {', '.join(sorted({v for v, _ in keys}))})"
+    )
 
 
 def _redact(url: str) -> str:
@@ -163,6 +259,11 @@ def _recording_files(root: Path) -> Iterator[tuple[str, Path]]:
             yield "recordings/" + path.relative_to(root).as_posix(), path
 
 
+def _private_file(path: Path) -> BinaryIO:
+    """A new file that only its owner may read (mode 0600 from the start)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
 def make_backup(
     data_dir: Path,
     out: Path,
@@ -171,11 +272,18 @@ def make_backup(
     with_recordings: bool = False,
     environ: dict[str, str] | None = None,
 ) -> dict:
-    """Write the archive (atomically: a temporary file renamed at the end); its manifest."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write the archive (atomically: a temporary file renamed at the end, mode 0600);
+    its manifest. Refused when no key to sign the manifest is set."""
+    sign_manifest(b"", environ)  # no key: fail before the work
+    if not out.parent.exists():
+        out.parent.mkdir(mode=0o700, parents=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
     try:
-        with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+        with (
+            _private_file(tmp) as raw,
+            tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar,
+        ):
             writer = _Writer(tar)
             writer.add_bytes("config.json", json.dumps(safe_config(environ), indent=1).encode())
             if mongo_url:
@@ -200,7 +308,9 @@ def make_backup(
                 "with_recordings": with_recordings,
                 "files": writer.files,
             }
-            writer.add_bytes(MANIFEST, json.dumps(manifest, indent=1).encode())
+            data = json.dumps(manifest, indent=1).encode()
+            writer.add_bytes(MANIFEST, data)
+            writer.add_bytes(SIGNATURE, sign_manifest(data, environ))
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -225,72 +335,156 @@ def prune(directory: Path, keep_days: float, keep: Path) -> list[Path]:
 
 # -- restore -------------------------------------------------------------------------------
 def read_manifest(archive: Path) -> dict:
+    """The manifest as written, NOT authenticated (for pruning; restore uses verify)."""
     try:
         with tarfile.open(archive, "r:*") as tar:
             member = tar.getmember(MANIFEST)
             f = tar.extractfile(member)
-            manifest = json.loads(f.read()) if f is not None else None
+            manifest = json.loads(f.read(MAX_MANIFEST)) if f is not None else None
     except (OSError, tarfile.TarError, KeyError, ValueError, EOFError) as exc:
         raise BackupError(f"{archive}: not a readable AIRClass backup ({exc})") from exc
+    return _check_manifest(archive, manifest)
+
+
+def _check_manifest(archive: Path, manifest) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(f"{archive}: not an AIRClass backup")
     if manifest.get("version") != VERSION:
-        raise BackupError(f"{archive}: backup version {manifest.get('version')} not supported")
+        raise BackupError(
+            f"{archive}: backup version {manifest.get('version')} not supported (version "
+            f"{VERSION} archives have a signed manifest; make a new backup)"
+        )
+    files = manifest.get("files")
+    if manifest.get("store") not in ("sqlite", "mongo") or not isinstance(files, dict):
+        raise BackupError(f"{archive}: malformed manifest")
+    for name, want in files.items():
+        if not (
+            isinstance(want, dict)
+            and isinstance(want.get("sha256"), str)
+            and isinstance(want.get("size"), int)
+            and _expected_name(name)
+        ):
+            raise BackupError(f"{archive}: malformed manifest entry {name!r}")
     return manifest
 
 
-def _safe_name(name: str) -> bool:
-    parts = Path(name).parts
-    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
+def _clean_path(name: str) -> bool:
+    """A relative POSIX path of plain components: none empty, `.`, `..`, or with a
+    control character or backslash (so `recordings//tmp/x` is refused)."""
+    parts = name.split("/")
+    return all(_PART.fullmatch(p) and p not in (".", "..") for p in parts)
 
 
-def verify(archive: Path) -> dict:
-    """The manifest when every member is listed, present, safe and has its checksum."""
-    manifest = read_manifest(archive)
-    expected: dict[str, dict] = manifest.get("files") or {}
-    seen: set[str] = set()
+def _expected_name(name: str) -> bool:
+    """A clean path where a backup puts files: config, the store, recordings/..."""
+    if not isinstance(name, str) or not _clean_path(name):
+        return False
+    if name in ("config.json", f"store/{SQLITE_FILE}"):
+        return True
+    if name.startswith("store/mongo/") and name.endswith(".jsonl"):
+        return name.removeprefix("store/mongo/").removesuffix(".jsonl") in SCHEMA
+    return name.startswith("recordings/") and len(name) > len("recordings/")
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    """Refuse links, devices, directories, and any name that is not a clean expected path
+    (also what tarfile's own "data" extraction filter refuses)."""
+    name = member.name
+    if not member.isreg():
+        raise BackupError(f"member {name!r} is not a regular file (links and devices refused)")
+    if name not in (MANIFEST, SIGNATURE) and not _expected_name(name):
+        raise BackupError(f"unexpected member {name!r}")
+    try:
+        tarfile.data_filter(member, "/restore")
+    except tarfile.FilterError as exc:
+        raise BackupError(f"unsafe member {name!r}: {exc}") from exc
+
+
+def verify(archive: Path, environ: dict[str, str] | None = None) -> dict:
+    """The manifest when it is signed with one of the operator's keys and every member is
+    a regular file at a clean expected path, listed once, present, with its checksum."""
+    digests: dict[str, tuple[str, int]] = {}
+    meta: dict[str, bytes] = {}
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                if member.name == MANIFEST:
-                    continue
-                if not member.isfile() or not _safe_name(member.name):
-                    raise BackupError(f"unexpected member {member.name!r}")
-                want = expected.get(member.name)
-                if want is None or member.name in seen:
-                    raise BackupError(f"member {member.name!r} is not in the manifest")
-                sha = hashlib.sha256()
+                _check_member(member)
+                if member.name in digests or member.name in meta:
+                    raise BackupError(f"member {member.name!r} appears twice")
                 f = tar.extractfile(member)
+                if member.name in (MANIFEST, SIGNATURE):
+                    if member.size > MAX_MANIFEST:
+                        raise BackupError(f"{member.name} too large")
+                    meta[member.name] = f.read()
+                    continue
+                sha = hashlib.sha256()
                 while chunk := f.read(CHUNK):
                     sha.update(chunk)
-                if sha.hexdigest() != want["sha256"] or member.size != want["size"]:
-                    raise BackupError(f"{member.name}: checksum mismatch")
-                seen.add(member.name)
+                digests[member.name] = (sha.hexdigest(), member.size)
     except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
         raise BackupError(f"archive damaged: {exc}") from exc
-    missing = set(expected) - seen
+    if MANIFEST not in meta:
+        raise BackupError(f"{archive}: not an AIRClass backup (no {MANIFEST})")
+    check_signature(meta[MANIFEST], meta.get(SIGNATURE), environ)
+    try:
+        manifest = _check_manifest(archive, json.loads(meta[MANIFEST]))
+    except ValueError as exc:
+        raise BackupError(f"{archive}: malformed manifest ({exc})") from exc
+    expected: dict[str, dict] = manifest["files"]
+    for name, (sha, size) in digests.items():
+        want = expected.get(name)
+        if want is None:
+            raise BackupError(f"member {name!r} is not in the manifest")
+        if sha != want["sha256"] or size != want["size"]:
+            raise BackupError(f"{name}: checksum mismatch")
+    missing = set(expected) - set(digests)
     if missing:
         raise BackupError(f"archive damaged: {len(missing)} files missing, e.g. {min(missing)}")
     return manifest
 
 
-def _extract(tar: tarfile.TarFile, name: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _inside(root: Path, relative: str) -> Path:
+    """root/relative, refused unless it resolves below root (after any symlinks)."""
+    if not _clean_path(relative):
+        raise BackupError(f"refusing to write {relative!r}: not a clean relative path")
+    base = root.resolve()
+    dest = (base / PurePosixPath(relative)).resolve()
+    if not dest.is_relative_to(base) or dest == base:
+        raise BackupError(f"refusing to write {relative!r}: outside {root}")
+    return dest
+
+
+def _extract(tar: tarfile.TarFile, name: str, root: Path, relative: str) -> None:
+    """The member `name` as a new private file root/relative (never through a link)."""
+    dest = _inside(root, relative)
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _inside(root, relative)  # the directories made on the way are ours, re-check anyway
     src = tar.extractfile(name)
-    with open(dest, "wb") as out:
+    if src is None:
+        raise BackupError(f"member {name!r} is not a regular file")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(dest, flags, 0o600), "wb") as out:
         shutil.copyfileobj(src, out, CHUNK)
 
 
-def restore_backup(archive: Path, data_dir: Path, *, mongo_url: str = "") -> dict:
+def restore_backup(
+    archive: Path,
+    data_dir: Path,
+    *,
+    mongo_url: str = "",
+    environ: dict[str, str] | None = None,
+) -> dict:
     """Replace the store (and recordings, when the backup has them) with the archive's."""
-    manifest = verify(archive)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    manifest = verify(archive, environ)
     if manifest["store"] == "mongo" and not mongo_url:
         raise BackupError("this backup is of a MongoDB store: give --mongo-url")
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with tarfile.open(archive, "r:*") as tar:
         if manifest["store"] == "sqlite":
-            tmp = data_dir / f".{SQLITE_FILE}.restore"
-            _extract(tar, f"store/{SQLITE_FILE}", tmp)
+            tmp_name = f".{SQLITE_FILE}.restore"
+            (data_dir / tmp_name).unlink(missing_ok=True)
+            _extract(tar, f"store/{SQLITE_FILE}", data_dir, tmp_name)
+            tmp = data_dir / tmp_name
             conn = sqlite3.connect(tmp)
             try:
                 if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
@@ -306,10 +500,10 @@ def restore_backup(archive: Path, data_dir: Path, *, mongo_url: str = "") -> dic
             root = data_dir / "recordings"
             staging = data_dir / ".recordings.restore"
             shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
+            staging.mkdir(mode=0o700)
             for name in manifest["files"]:
                 if name.startswith("recordings/"):
-                    _extract(tar, name, staging / name.removeprefix("recordings/"))
+                    _extract(tar, name, staging, name.removeprefix("recordings/"))
             old = data_dir / ".recordings.old"
             shutil.rmtree(old, ignore_errors=True)
             if root.exists():

@@ -14,8 +14,10 @@ def make_store(config: Config) -> Store:
         from .mongo import MongoStore
 
         return MongoStore(config.mongo_url)
+    from ..datadir import secure_data_dir
     from .sqlite import SQLiteStore
 
+    secure_data_dir(config.data_dir)  # 0700, and what an older version left readable
     return SQLiteStore(config.data_dir / SQLITE_FILE)
 
 

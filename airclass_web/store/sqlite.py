@@ -5,17 +5,20 @@ JSON. All statements run on a single thread (the connection's), so the event loo
 blocks and writes are serialised. WAL mode with synchronous=NORMAL: a committed write
 survives a crash or kill of the process (not a power loss of the machine). Several
 processes on one machine may share the file (busy timeout), e.g. the nodes of a test
-cluster; a real cluster uses MongoDB.
+cluster; a real cluster uses MongoDB. A new directory is made 0700; the database and its
+-wal and -shm files are 0600 (they hold password hashes; see `datadir`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..datadir import chmod_if_exists
 from .base import SCHEMA, Doc, DuplicateError, Store, StoreError, check_query
 
 
@@ -40,10 +43,15 @@ class SQLiteStore(Store):
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            # Created 0600 before SQLite opens it; its -wal and -shm take its mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=15000")
         conn.execute("PRAGMA journal_mode=WAL")
+        for suffix in ("", "-wal", "-shm"):
+            chmod_if_exists(Path(f"{self.path}{suffix}"), 0o600)
         conn.execute("PRAGMA synchronous=NORMAL")
         for coll in SCHEMA.values():
             cols = ", ".join(f'"{f}"' for f in coll.fields)
