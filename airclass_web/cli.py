@@ -453,10 +453,14 @@ async def _serve(config: Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    from .datadir import private_umask, secure_data_dir
+    from .logsafe import setup_logging
+
+    setup_logging(
+        getattr(args, "log_level", "INFO"), "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command != "cert":
+        private_umask()  # the data directory's files: 0600, directories 0700
     if args.command == "serve":
         try:
             config = config_from_args(args)
@@ -464,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"airclass: {exc}", file=sys.stderr)
             return 2
+        secure_data_dir(config.data_dir)
         asyncio.run(_serve(config))
         return 0
     handler = getattr(args, "handler", None)

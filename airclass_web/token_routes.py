@@ -14,6 +14,7 @@ from .access import AccessDenied, StreamAccess
 from .auth import STREAM_NAME, Claims, TokenError, require, token_from_request
 from .errors import json_error
 from .ice_servers import ice_servers_json
+from .identifiers import USER_ID_RULE, valid_user_id
 from .limits import IpRateLimit, Network, PasswordLimiter, TokenBuckets, client_ip, parse_networks
 from .node import Node, node_of
 
@@ -165,8 +166,8 @@ async def _issue_token(request: web.Request) -> web.Response:
         raise json_error(400, "action must be read or publish")
     if not STREAM_NAME.match(stream):
         raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
-    if len(user_id) > 128:
-        raise json_error(400, "user_id too long")
+    if not valid_user_id(user_id):
+        raise json_error(400, USER_ID_RULE)  # no newline nor escape reaches a log line
     if action == "publish" and user_type != "teacher":
         raise json_error(403, "only teachers may publish")
     access = node.access

@@ -236,9 +236,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
+    from ..logsafe import setup_logging
+
+    setup_logging(
+        args.log_level, f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s"
     )
     die_with_parent(args.parent_pid)
     asyncio.run(Worker(args).run())
