@@ -22,7 +22,14 @@ Each phase is printed as one JSON line (its own delta over the phase before it),
 summary per node, per stream and per 100 students. The INFO calls of this script are left
 out of the counts.
 
-    .venv/bin/python scripts/bench_redis_load.py [--nodes 3] [--students 200] [--window 30]
+    .venv/bin/python scripts/bench_redis_load.py [--nodes 3] [--students 300] [--window 40]
+
+Two more modes, for the scale this machine cannot run as real nodes:
+
+    --ceilings   redis-server CPU per call of each of those commands, with the measured
+                 sizes, driven flat out by redis-benchmark (what one core can do);
+    --simulate NODES... [--sim-students N...]   the nodes' Redis calls replayed by Python
+                 clients (records, leases, events at the measured rate and size).
 """
 
 from __future__ import annotations
