@@ -198,6 +198,9 @@ async def test_another_teachers_sign_in_token_opens_no_media_of_a_private_stream
     assert await post_sdp(lee, f"/live/{STREAM}/whep", "recvonly") == 403
     assert await post_sdp(lee, f"/live/{STREAM}/whip", "sendonly") == 403
     assert await media_statuses(lee, uris, lee.token) == dict.fromkeys(uris, 403)
+    # A rendition (NAME~RUNG) and the multivariant playlist follow the stream's rule.
+    for path in (f"/live/{STREAM}~360p/index.m3u8", f"/live/{STREAM}/multivariant.m3u8"):
+        assert (await lee.call("GET", path))[0] == 403, path
     # As a query token too (the form the playlist repeats in its URIs).
     query = f"/live/{STREAM}/{uris['seg']}?token={lee.token}"
     assert (await lee.call("GET", query, token=""))[0] == 403
