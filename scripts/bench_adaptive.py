@@ -281,14 +281,13 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
 
     stream = await bench.live_stream(bench.args.bframes, 90)
     bench.link.set(Shape(rate_kbit=50_000))
-    token = (await bench.node.atoken(stream))["token"]
     pages = [await bench.browser.new_page() for _ in range(chromium)]
     for page in pages:
         await page.goto(f"{bench.node.url}/api/health")
     loadgen = bench.link.viewer_command(
         [sys.executable, str(ROOT / "scripts/loadgen.py"), bench.node.url, stream,
          "--viewers", str(viewers - chromium), "--concurrency", str(viewers),
-         "--token", token, "--ice-host", bench.link.viewer_addr, "--settle", "1",
+         "--dev", "--ice-host", bench.link.viewer_addr, "--settle", "1",
          "--seconds", "15", "--brief"]
     )  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
@@ -297,7 +296,8 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
     from tests.chromium_viewer import open_viewer
 
     whep = f"{bench.node.url}/live/{stream}/whep"
-    await asyncio.gather(*(open_viewer(p, whep, token) for p in pages))
+    tokens = [(await bench.node.atoken(stream))["token"] for _ in pages]
+    await asyncio.gather(*(open_viewer(p, whep, t) for p, t in zip(pages, tokens, strict=True)))
     first = [(await read_stats(p))[0] for p in pages]
     out, _ = await proc.communicate()
     last = [(await read_stats(p))[0] for p in pages]
@@ -317,12 +317,17 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
             f"| {f['frozen_s']:.1f} | {f['rtx_pct']:.1f} | {f['nacks']:.0f} | {f['plis']:.0f} |"
         )
     lines.append("")
-    keys = ("viewers_connected", "connect_s", "first_frame_s", "video_fps", "loss_pct", "kbps")
+
+    def spread(key: str) -> str:
+        p = summary.get(key) or {}
+        return f"{key} p50 {p.get('p50')} p95 {p.get('p95')} max {p.get('max')}"
+
+    keys = ("first_frame_s", "connect_s", "video_fps", "loss_pct", "kbps")
     lines.append(
-        "- loadgen (aiortc, no NACK/PLI): "
-        + "; ".join(f"{k} {summary.get(k)}" for k in keys)
-        + f"; errors {summary.get('errors')}"
+        f"- loadgen (aiortc, no NACK/PLI): {summary.get('viewers_connected')} of "
+        f"{viewers - chromium} connected; " + "; ".join(spread(k) for k in keys)
     )
+    lines.append(f"- loadgen errors: {summary.get('errors')}")
     for page in pages:
         await page.close()
     bench.link.set(Shape())
