@@ -101,8 +101,11 @@ class LocalViewers:
         self.on_closed = on_closed
         #: Called once a session's ICE + DTLS connect (the node's per-IP pending count).
         self.on_connected = on_connected
-        #: Finds a stream's `webrtc_default` rendition (the ladder's B-frame-free copy).
+        #: Finds a stream's `webrtc_default` rendition (the ladder's B-frame-free copy),
+        #: and the rung a viewer switches to (in a media worker: pulled over the relay).
         self.resolve = resolve
+        if resolve is not None and egress.resolve is None:
+            egress.resolve = resolve
         self.ended = RecentlyEnded()
         #: Sessions we opened and have not reported ended: id -> stream name.
         self._open: dict[str, str] = {}
