@@ -315,6 +315,8 @@ async def test_replayed_bus_events_are_dropped(tmp_path, redis_server, http):
         await r.xadd(STREAM, signed_copy("just now", "new-1", time.time()))
         await listener.wait("chat", lambda m: m["message"]["text"] == "just now")
         assert "an hour old" not in chat_texts(listener)
+        status, body = await api_b.call("GET", "/api/classroom/status")
+        assert status == 200 and body["bus"]["replayed"] >= 1, body  # counted
         await teacher.close()
         await listener.close()
     finally:
