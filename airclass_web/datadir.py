@@ -10,8 +10,11 @@ world-readable: the directory itself, the store files, the recordings and run di
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: New files 0600, new directories 0700.
 PRIVATE_UMASK = 0o077
@@ -26,15 +29,21 @@ def private_umask() -> None:
 
 
 def chmod_if_exists(path: Path, mode: int) -> None:
+    """chmod a file or directory that exists (not through a symlink); a file owned by
+    another user is left as it is, with a warning."""
     with contextlib.suppress(FileNotFoundError):
-        if not path.is_symlink():
+        if path.is_symlink():
+            return
+        try:
             path.chmod(mode)
+        except PermissionError:
+            log.warning("cannot make %s mode %o: owned by another user", path, mode)
 
 
 def secure_data_dir(data_dir: Path) -> Path:
     """Create the data directory (0700) or tighten an existing one and what it holds."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
+    chmod_if_exists(data_dir, 0o700)
     for name in STORE_FILES:
         chmod_if_exists(data_dir / name, 0o600)
     for name in PRIVATE_DIRS:
