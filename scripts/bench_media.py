@@ -3,7 +3,9 @@
 
     bash scripts/in-netns.sh .venv/bin/python scripts/bench_media.py --viewers 0 50 100 200
     (add --json for one JSON document instead of the table; --workers N is passed to
-    `airclass serve` when the node has that option)
+    `airclass serve` when the node has that option; --link-kbps 3000 --link-loss 2 is
+    the realistic mode: every viewer reports such a link with receiver reports, REMB
+    and NACKs, so adaptation, pacing and retransmission are in the cost)
 
 - The clip (1280x720@30, ~2 Mbps H.264 High, AAC; every picture carries its frame index
   as 64 black/white blocks) is encoded ONCE by Debian ffmpeg into .cache/bench/ and then
@@ -323,6 +325,10 @@ def run_loadgen(args: argparse.Namespace, node: str, n: int, seconds: float):
         args.host,
         "--brief",
     ]
+    if args.link_kbps:
+        # Realistic mode: every viewer reports a link of this rate and loss (RR, REMB,
+        # NACKs), so adaptation and retransmission are part of what is measured.
+        cmd += ["--link-kbps", str(args.link_kbps), "--link-loss", str(args.link_loss)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     measuring = threading.Event()
     stderr_tail: list[str] = []
@@ -487,6 +493,13 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, help="pass --workers N to airclass serve")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument(
+        "--link-kbps",
+        type=float,
+        default=0,
+        help="realistic mode: each viewer sends RR/REMB/NACKs of a link of this rate",
+    )
+    parser.add_argument("--link-loss", type=float, default=2.0, help="that link's loss (%%)")
     parser.add_argument("--publish", nargs=2, metavar=("URL", "CLIP"), help=argparse.SUPPRESS)
     parser.add_argument("--probe", metavar="NODE", help=argparse.SUPPRESS)
     args = parser.parse_args()

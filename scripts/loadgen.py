@@ -11,7 +11,11 @@ on aioice's `StunProtocol.datagram_received` takes every datagram whose first by
 bytes, sequence gaps (loss, with wrap-around and reordering) and marker bits (one per
 video frame). No decryption, no depacketizing, no decoding, no NACK or PLI; STUN, DTLS and
 RTCP still go to aioice/aiortc, so consent checks and receiver reports keep the session
-alive. The client loop runs on uvloop. A JSON summary goes to stdout (viewers connected,
+alive. With --link-kbps / --link-loss each viewer also plays a browser behind a link of
+that rate and loss, once a second: a receiver report with that fraction lost, a REMB of
+that rate and NACKs for that share of the last second's video packets (so a benchmark
+measures what adaptation, retransmission and its budgets cost the node). The client
+loop runs on uvloop. A JSON summary goes to stdout (viewers connected,
 per-viewer loss %, frames/s, kbit/s, connect time, and the generator's own CPU);
 progress events (JSON lines) go to stderr.
 """
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import resource
 import struct
@@ -41,6 +46,15 @@ from aiortc import (  # noqa: E402
     RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
+)
+from aiortc.rtp import (  # noqa: E402
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    pack_remb_fci,
 )
 
 RTP_HEADER = struct.Struct("!BBHII")
@@ -205,6 +219,57 @@ async def connect(
         raise RuntimeError("ICE/DTLS failed")
 
 
+async def send_feedback(viewer: Viewer, args: argparse.Namespace) -> None:
+    """Once a second, what a browser behind the simulated link sends about the video:
+    receiver report (fraction lost), REMB (the link rate), NACKs (lost share)."""
+    rng = random.Random(viewer.index)
+    await asyncio.sleep(rng.random())  # viewers' RTCP spread over the second
+    receiver = next(t.receiver for t in viewer.pc.getTransceivers() if t.kind == "video")
+    loss = args.link_loss / 100
+    lost_total, last_seq = 0, None
+    while viewer.pc.connectionState == "connected":
+        video = [(ssrc, c) for ssrc, c in viewer.ssrcs.items() if c.kind == "video"]
+        sender_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+        if video and sender_ssrc is not None:
+            ssrc, counter = video[0]
+            newest = counter.max_seq & 0xFFFF
+            span = 0 if last_seq is None else (newest - last_seq) & 0xFFFF
+            last_seq = newest
+            lost = [(newest - rng.randrange(span)) & 0xFFFF for _ in range(int(span * loss))]
+            lost_total += len(lost)
+            packets = [
+                RtcpRrPacket(
+                    ssrc=sender_ssrc,
+                    reports=[
+                        RtcpReceiverInfo(
+                            ssrc=ssrc,
+                            fraction_lost=min(int(loss * 256), 255),
+                            packets_lost=lost_total,
+                            highest_sequence=counter.cycles + counter.max_seq,
+                            jitter=0,
+                            lsr=0,
+                            dlsr=0,
+                        )
+                    ],
+                ),
+                RtcpPsfbPacket(
+                    fmt=RTCP_PSFB_APP,
+                    ssrc=sender_ssrc,
+                    media_ssrc=0,
+                    fci=pack_remb_fci(int(args.link_kbps * 1000), [ssrc]),
+                ),
+            ]
+            if lost:
+                nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=sender_ssrc, media_ssrc=ssrc)
+                # Ascending, not across the wrap (aiortc's NACK writer wants that).
+                nack.lost = sorted(set(s for s in lost if s <= newest))
+                packets.append(nack)
+            for packet in packets:
+                with contextlib.suppress(ConnectionError):
+                    await receiver._send_rtcp(packet)
+        await asyncio.sleep(1.0)
+
+
 async def close(viewer: Viewer, http: aiohttp.ClientSession) -> None:
     if viewer.location:
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
@@ -294,6 +359,9 @@ async def run(args: argparse.Namespace) -> dict:
 
         await asyncio.gather(*(one(v) for v in viewers))
         connected = [v for v in viewers if v.error is None]
+        feedback = []
+        if args.link_kbps:
+            feedback = [asyncio.ensure_future(send_feedback(v, args)) for v in connected]
         connect_wall = time.monotonic() - t_start
         connect_cpu = cpu_seconds() - cpu_start
         # Each viewer starts with the cached GOP sent at once: measure after that burst.
@@ -307,6 +375,8 @@ async def run(args: argparse.Namespace) -> dict:
         rows = [viewer_window(v, before[v.index], window) for v in connected]
         still = sum(1 for v in connected if v.pc.connectionState == "connected")
         event(event="closing")
+        for task in feedback:
+            task.cancel()
         await asyncio.gather(*(close(v, http) for v in viewers))
     _VIEWERS_BY_CONNECTION.clear()
     errors: dict[str, int] = {}
@@ -354,6 +424,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connect-timeout", type=float, default=30)
     parser.add_argument("--nice", type=int, default=0, help="lower the generator's priority")
     parser.add_argument("--brief", action="store_true", help="leave out the per-viewer rows")
+    parser.add_argument(
+        "--link-kbps", type=float, default=0, help="simulated link: REMB, RR and NACKs (kbit/s)"
+    )
+    parser.add_argument("--link-loss", type=float, default=0, help="simulated link loss (%%)")
     return parser.parse_args(argv)
 
 

@@ -242,6 +242,11 @@ async def test_low_remb_moves_the_viewer_down_the_ladder_then_to_audio_only(
         await async_wait_for(lambda: player.stats.height == 360, 10, "360p frames decoded")
         status = await viewer_status(node, "adapt", token)
         assert status["estimate_kbps"] <= 700, status
+        # The estimate, as a Prometheus histogram: this one viewer under 800 kbit/s.
+        text = (await async_http_json("GET", f"{node.url}/metrics"))[1]
+        name = "airclass_webrtc_viewer_estimate_bits_per_second_bucket"
+        assert f'{name}{{le="800000"}} 1.0' in text, text
+        assert f'{name}{{le="500000"}} 0.0' in text, text
         frames = player.stats.video_pts[-60:]
         await player.wait_frames(video=60, audio=50, timeout=20)
         assert player.stats.height == 360

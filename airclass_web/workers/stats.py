@@ -16,6 +16,8 @@ from prometheus_client.core import (
 from airclass_media.webrtc import LatencyStats, WebRtcEgress
 
 QUANTILES = (0.5, 0.95, 0.99)
+#: Buckets (bit/s) of the viewers' bandwidth estimates (airclass_media.estimate).
+ESTIMATE_BUCKETS = (150e3, 300e3, 500e3, 800e3, 1.2e6, 2e6, 3e6, 5e6, 10e6)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -72,6 +74,8 @@ def egress_snapshot(egress: WebRtcEgress, feeds: dict[str, LatencyStats] | None 
         "nacks": egress.nacks,
         "stages": stages,
         "receiver_reports": _report_summary(egress.receiver_reports()),
+        "estimates": egress.estimates(),
+        "rung_switches": egress.rung_switches,
         "queue_delay_count": delay.count,
         "queue_delay_sum": delay.sum,
         "queue_delay": {str(q): delay.percentile(q) for q in QUANTILES},
@@ -131,7 +135,21 @@ def _families(snapshots: Iterable[dict]) -> list:
         nacks,
         _stage_family(snapshots),
         *_report_families(snapshots),
+        _estimate_family(snapshots),
     ]
+
+
+def _estimate_family(snapshots: list[dict]) -> HistogramMetricFamily:
+    """The viewers' current bandwidth estimates (REMB + loss), over every worker."""
+    family = HistogramMetricFamily(
+        "airclass_webrtc_viewer_estimate_bits_per_second",
+        "Each viewer's current bandwidth estimate (REMB and receiver-report loss)",
+    )
+    values = [v for s in snapshots for v in s.get("estimates", [])]
+    counts = [sum(1 for v in values if v <= bound) for bound in ESTIMATE_BUCKETS]
+    buckets = [(str(int(b)), c) for b, c in zip(ESTIMATE_BUCKETS, counts, strict=True)]
+    family.add_metric([], [*buckets, ("+Inf", len(values))], sum_value=sum(values))
+    return family
 
 
 def _stage_family(snapshots: list[dict]) -> HistogramMetricFamily:
