@@ -13,8 +13,10 @@ import subprocess
 
 import pytest
 
-from airclass_media.fanout import RTP_PAYLOAD_MAX, UdpPath
+from airclass_media.fanout import RTP_PAYLOAD_MAX, RtpBinding, RtpTarget, StreamFanout, UdpPath
 from airclass_media.h264 import FU_A, STAP_A, rtp_payloads, split_annexb
+from airclass_media.hub import StreamHub
+from airclass_media.packets import MediaPacket
 
 from .support import TEST_HOST, async_http_json, async_wait_for, ffmpeg_publish
 
@@ -117,7 +119,14 @@ async def test_aiortc_internals_taken_over_are_there():
             "stats",
         ):
             assert hasattr(sender, f"_RTCRtpSender__{name}"), name
-        for name in ("_run_rtp", "_retransmit", "_send_keyframe", "_ssrc", "_rtx_ssrc"):
+        for name in (
+            "_run_rtp",
+            "_retransmit",
+            "_send_keyframe",
+            "_handle_rtcp_packet",  # REMB and receiver-report loss (take_over_rtp)
+            "_ssrc",
+            "_rtx_ssrc",
+        ):
             assert hasattr(sender, name), name
         dtls: RTCDtlsTransport = sender.transport
         assert hasattr(dtls, "_tx_srtp")
@@ -240,3 +249,52 @@ async def test_chromium_keeps_playing_through_loss(node, processes, browser, udp
         headers={"Authorization": f"Bearer {token}"},
     )
     assert status == 200 and body["viewers"][0]["media"]["video"]["nacks"] > 0
+
+
+async def test_sender_reports_map_both_tracks_from_one_media_clock():
+    """Lip sync: every sender report of the audio and of the video pairs its RTP time
+    with the wallclock one fixed mapping of the stream's pts gives, whenever (and in
+    whatever bursts) the packets happen to leave."""
+    sender, receiver = _udp_pair()
+    receiver.setblocking(False)
+    hub = StreamHub()
+    stream = hub.stream("lipsync")
+    stream.attach_publisher("test")
+    frame = b"\x00\x00\x00\x01\x65" + bytes(300)
+    stream.publish(MediaPacket("video", frame, 0, 0, True))
+    fanout = StreamFanout(stream, lambda *args: None)
+    reports: dict[str, list[tuple[int, int]]] = {"video": [], "audio": []}
+    targets = []
+    for kind, pt in (("video", 102), ("audio", 111)):
+        binding = RtpBinding(
+            kind=kind,
+            payload_type=pt,
+            header_tail=bytes(4),
+            first_byte=0x80,
+            protect=lambda data: data,
+            path=UdpPath(sender, receiver.getsockname()),
+            report=lambda ts, ntp, *_, kind=kind: reports[kind].append((ts, ntp)),
+        )
+        targets.append(RtpTarget(binding))
+        fanout.add(targets[-1])
+    try:
+        # Three seconds of media published at once (a relay catching up, say).
+        for i in range(1, 90):
+            stream.publish(
+                MediaPacket("video", frame[:5] + bytes(100), i * 33_333, i * 33_333, False)
+            )
+        for i in range(150):
+            stream.publish(MediaPacket("audio", bytes(60), i * 20_000, i * 20_000, False))
+        await async_wait_for(
+            lambda: all(len(r) >= 5 for r in reports.values()), 5, "sender reports"
+        )
+        offsets = [
+            ntp / 2**32 - ts / (90_000 if kind == "video" else 48_000)
+            for kind, pairs in reports.items()
+            for ts, ntp in pairs
+        ]
+        assert max(offsets) - min(offsets) < 0.001, offsets
+    finally:
+        fanout.close()
+        sender.close()
+        receiver.close()
