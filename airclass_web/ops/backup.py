@@ -454,17 +454,25 @@ def _inside(root: Path, relative: str) -> Path:
     return dest
 
 
-def _extract(tar: tarfile.TarFile, name: str, root: Path, relative: str) -> None:
-    """The member `name` as a new private file root/relative (never through a link)."""
+def _extract(tar: tarfile.TarFile, name: str, root: Path, relative: str, want: dict) -> None:
+    """The member `name` as a new private file root/relative (never through a link),
+    checked again against its manifest entry while it is written (the archive may have
+    changed since `verify`)."""
     dest = _inside(root, relative)
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _inside(root, relative)  # the directories made on the way are ours, re-check anyway
-    src = tar.extractfile(name)
-    if src is None:
-        raise BackupError(f"member {name!r} is not a regular file")
+    member = tar.getmember(name)
+    _check_member(member)
+    src = tar.extractfile(member)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    sha = hashlib.sha256()
     with os.fdopen(os.open(dest, flags, 0o600), "wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
+        while chunk := src.read(CHUNK):
+            sha.update(chunk)
+            out.write(chunk)
+    if sha.hexdigest() != want["sha256"] or member.size != want["size"]:
+        dest.unlink()
+        raise BackupError(f"{name}: changed since it was checked")
 
 
 def restore_backup(
@@ -483,7 +491,8 @@ def restore_backup(
         if manifest["store"] == "sqlite":
             tmp_name = f".{SQLITE_FILE}.restore"
             (data_dir / tmp_name).unlink(missing_ok=True)
-            _extract(tar, f"store/{SQLITE_FILE}", data_dir, tmp_name)
+            name = f"store/{SQLITE_FILE}"
+            _extract(tar, name, data_dir, tmp_name, manifest["files"][name])
             tmp = data_dir / tmp_name
             conn = sqlite3.connect(tmp)
             try:
@@ -503,7 +512,8 @@ def restore_backup(
             staging.mkdir(mode=0o700)
             for name in manifest["files"]:
                 if name.startswith("recordings/"):
-                    _extract(tar, name, staging, name.removeprefix("recordings/"))
+                    relative = name.removeprefix("recordings/")
+                    _extract(tar, name, staging, relative, manifest["files"][name])
             old = data_dir / ".recordings.old"
             shutil.rmtree(old, ignore_errors=True)
             if root.exists():
