@@ -197,11 +197,17 @@ async def test_compose_redis_fails_over_and_nodes_follow(compose_redis, tmp_path
         stack.start(name)
     wait_for(lambda: all(ping(p) for p in (6379, 6380, 26379, 26380, 26381)), 20, "redis up")
     wait_for(lambda: cli(6380, "ROLE")[:1] == ["slave"], 10, "replica attached")
-    wait_for(
-        lambda: _field(cli(26379, "SENTINEL", "master", "airclass"), "num-other-sentinels") == "2",
-        20,
-        "the Sentinels to find each other",
-    )
+
+    def sentinels_ready() -> bool:
+        """Every Sentinel knows the replica and the two other Sentinels (before that a
+        dead master could not be failed over)."""
+        for port in (26379, 26380, 26381):
+            reply = cli(port, "SENTINEL", "master", "airclass")
+            if _field(reply, "num-slaves") != "1" or _field(reply, "num-other-sentinels") != "2":
+                return False
+        return True
+
+    wait_for(sentinels_ready, 30, "the Sentinels to know the replica and each other")
 
     url = stack.doc["services"]["main"]["environment"]["AIRCLASS_REDIS_URL"]
     client = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
