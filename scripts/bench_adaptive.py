@@ -17,6 +17,9 @@ Scenarios (`--scenario`, repeatable; default all):
              netem) 30 s, clean 10 s
   joinstorm  60 viewers join within 1 s through one 50 Mbit/s link: 3 Chromium viewers,
              the rest scripts/loadgen.py (aiortc, counts RTP); time to first frame
+  lipsync    a source that flashes white and beeps at the same instant every 2 s: beep
+             onset (AnalyserNode) minus flash display (requestVideoFrameCallback) in
+             Chromium, unshaped and at 1 Mbit/s
 
 Run as root; it re-executes itself in a private network namespace (scripts/in-netns.sh):
 
@@ -42,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SCENARIOS = ("bframes", "1mbps", "400kbps", "loss", "joinstorm")
+SCENARIOS = ("bframes", "1mbps", "400kbps", "loss", "joinstorm", "lipsync")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -56,15 +59,26 @@ CHROMIUM_ARGS = [
 ]
 
 
-def publisher(url: str, seconds: float, bframes: bool, preset: str) -> subprocess.Popen:
-    """ffmpeg: testsrc2 720p30 + a tone, H.264 2.5 Mbit/s + AAC over RTMP, in real time."""
+#: Every 2 s the whole picture turns white for 0.1 s and a 1 kHz beep sounds, together.
+FLASH = "drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t,2),0.1)'"
+BEEP = "aevalsrc='0.8*sin(2*PI*1000*t)*lt(mod(t,2),0.1)':s=48000"
+
+
+def publisher(
+    url: str, seconds: float, bframes: bool, preset: str, flash: bool = False
+) -> subprocess.Popen:
+    """ffmpeg: testsrc2 720p30 + a tone (or flashes and beeps), H.264 2.5 Mbit/s + AAC
+    over RTMP, in real time."""
     video = (
         ["-bf", "3", "-g", "120"] if bframes else ["-tune", "zerolatency", "-bf", "0", "-g", "60"]
     )
+    picture = f"testsrc2=size=1280x720:rate=30:duration={seconds}"
+    sound = f"sine=frequency=440:sample_rate=48000:duration={seconds}"
+    if flash:
+        picture, sound = f"{picture},{FLASH}", f"{BEEP}:d={seconds}"
     args = [
         "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-        "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-f", "lavfi", "-i", picture, "-f", "lavfi", "-i", sound,
         "-c:v", "libx264", "-preset", preset, *video, "-pix_fmt", "yuv420p",
         "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "2500k",
         "-c:a", "aac", "-b:a", "96k", "-f", "flv", url,
@@ -115,7 +129,7 @@ class Bench:
         if problems:
             print(f"!! node log shows {len(problems)} tracebacks, first:\n{problems[0]}")
 
-    async def live_stream(self, bframes: bool, seconds: float) -> str:
+    async def live_stream(self, bframes: bool, seconds: float, flash: bool = False) -> str:
         """A new stream published for `seconds`, live (and its ladder planned)."""
         from tests.support import async_http_json, async_wait_for
 
@@ -125,7 +139,9 @@ class Bench:
         name = f"bench{self.streams}"
         token = (await self.node.atoken(name, user_type="teacher", action="publish"))["token"]
         self.publishers.append(
-            publisher(self.node.rtmp_url(name, token), seconds + 30, bframes, self.args.preset)
+            publisher(
+                self.node.rtmp_url(name, token), seconds + 30, bframes, self.args.preset, flash
+            )
         )
 
         async def live():
@@ -334,6 +350,39 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
     return "\n".join(lines) + "\n"
 
 
+async def scenario_lipsync(bench: Bench, seconds: float = 30) -> str:
+    """Flash and beep at the same instant at the source: beep onset minus flash display
+    time in Chromium, unshaped and at 1 Mbit/s."""
+    from tests.chromium_viewer import lipsync_offsets, start_lipsync
+    from tests.netshape import Shape
+
+    lines = [
+        "### lipsync (audio minus video, ms; positive: audio late)",
+        "",
+        "| link | pairs | median | min | max |",
+        "|---|---|---|---|---|",
+    ]
+    stream = await bench.live_stream(bench.args.bframes, 2 * seconds + 30, flash=True)
+    for shape in (Shape(), Shape(rate_kbit=1000)):
+        bench.link.set(shape)
+        page = await bench.viewer_page(stream)
+        await bench.first_frame(page)
+        state = await start_lipsync(page)
+        await asyncio.sleep(seconds)  # the measurement window
+        offsets = sorted(await lipsync_offsets(page))
+        if offsets:
+            median = offsets[len(offsets) // 2]
+            lines.append(
+                f"| {shape.describe()} | {len(offsets)} | {median:.0f} | {offsets[0]:.0f} "
+                f"| {offsets[-1]:.0f} |"
+            )
+        else:
+            lines.append(f"| {shape.describe()} | 0 (AudioContext {state}) | | | |")
+        await page.close()
+    bench.link.set(Shape())
+    return "\n".join(lines) + "\n"
+
+
 async def run(args: argparse.Namespace, reports: list[dict]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-adaptive-") as tmp:
         bench = Bench(args, Path(tmp))
@@ -349,6 +398,8 @@ async def run(args: argparse.Namespace, reports: list[dict]) -> None:
                     text = await scenario_rate(bench, 400, "400kbps")
                 elif name == "loss":
                     text = await scenario_loss(bench)
+                elif name == "lipsync":
+                    text = await scenario_lipsync(bench)
                 else:
                     text = await scenario_joinstorm(bench)
                 print(text, flush=True)

@@ -18,7 +18,8 @@ WHEP_VIEWER = """async ({whep, token}) => {
   const pc = new RTCPeerConnection();
   pc.addTransceiver("video", {direction: "recvonly"});
   pc.addTransceiver("audio", {direction: "recvonly"});
-  const viewer = {pc, started: performance.now(), firstFrameMs: null};
+  const viewer = {pc, started: performance.now(), firstFrameMs: null, video: null,
+                  audio: null, audioTrack: null};
   window.viewers = window.viewers || [];
   const index = window.viewers.push(viewer) - 1;
   const video = document.createElement("video");
@@ -26,8 +27,11 @@ WHEP_VIEWER = """async ({whep, token}) => {
   const audio = document.createElement("audio");
   audio.autoplay = true;
   document.body.append(video, audio);
+  viewer.video = video;
+  viewer.audio = audio;
   pc.ontrack = (e) => {
     const el = e.track.kind === "video" ? video : audio;
+    if (e.track.kind === "audio") viewer.audioTrack = e.track;
     el.srcObject = new MediaStream([e.track]);
     el.play().catch(() => {});
     if (e.track.kind === "video" && video.requestVideoFrameCallback)
@@ -72,6 +76,64 @@ READ_STATS = """async ({video, audio}) => {
   }
   return out;
 }"""
+
+
+#: Lip sync: each white flash's display time (requestVideoFrameCallback's
+#: expectedDisplayTime) and each beep's onset (an AnalyserNode polled every 5 ms, the
+#: onset located inside its buffer), both on the page's performance.now() clock.
+LIPSYNC = """(index) => {
+  const v = window.viewers[index];
+  v.flashes = []; v.beeps = [];
+  const canvas = new OffscreenCanvas(16, 9);
+  const ctx = canvas.getContext("2d", {willReadFrequently: true});
+  let bright = false;
+  const onFrame = (now, meta) => {
+    ctx.drawImage(v.video, 0, 0, 16, 9);
+    const d = ctx.getImageData(0, 0, 16, 9).data;
+    let sum = 0;
+    for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+    const isBright = sum / (16 * 9 * 3) > 200;
+    if (isBright && !bright) v.flashes.push(meta.expectedDisplayTime);
+    bright = isBright;
+    v.video.requestVideoFrameCallback(onFrame);
+  };
+  v.video.requestVideoFrameCallback(onFrame);
+  const ac = new AudioContext();
+  const analyser = ac.createAnalyser();
+  analyser.fftSize = 2048;
+  ac.createMediaStreamSource(new MediaStream([v.audioTrack])).connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  let loudUntil = 0;
+  setInterval(() => {
+    const now = performance.now();
+    analyser.getFloatTimeDomainData(buf);
+    const first = buf.findIndex((x) => Math.abs(x) > 0.3);
+    if (first < 0) return;
+    const onset = now - (buf.length - first) / ac.sampleRate * 1000;
+    if (onset > loudUntil) v.beeps.push(onset);
+    loudUntil = now + 500;  // one beep lasts 100 ms: anything within 0.5 s is the same one
+  }, 5);
+  return ac.state;
+}"""
+LIPSYNC_READ = (
+    "(index) => ({flashes: window.viewers[index].flashes, beeps: window.viewers[index].beeps})"
+)
+
+
+async def start_lipsync(page, index: int = 0) -> str:
+    """Start recording flash and beep times of viewer `index`; the AudioContext's state."""
+    return await page.evaluate(LIPSYNC, index)
+
+
+async def lipsync_offsets(page, index: int = 0) -> list[float]:
+    """Audio minus video (ms) for each flash with a beep within 1 s (positive: audio late)."""
+    times = await page.evaluate(LIPSYNC_READ, index)
+    offsets = []
+    for flash in times["flashes"]:
+        near = [b - flash for b in times["beeps"] if abs(b - flash) < 1000]
+        if near:
+            offsets.append(min(near, key=abs))
+    return offsets
 
 
 @dataclass(slots=True)
