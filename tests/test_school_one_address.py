@@ -9,6 +9,7 @@ publisher."""
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import sys
 
@@ -17,7 +18,7 @@ import pytest
 from .classroom_support import PASSWORD, add_teacher
 from .support import ROOT, TEST_HOST, NodeProcess, ffmpeg_publish, http_json, stop_process
 
-STUDENTS = 450
+STUDENTS = int(os.environ.get("SCHOOL_STUDENTS", "450"))
 SCHOOL_IP = "203.0.113.9"
 #: The class must be watching within this many seconds, at first and after the drop.
 WATCHING_WITHIN = 20.0
