@@ -123,26 +123,30 @@ class ComposeRedis:
         self.doc = interpolate(compose(), ENV)
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def command(self, name: str) -> tuple[list[str], dict]:
+    def command(self, name: str) -> tuple[list[str], dict, Path]:
+        """The service's command, environment and working directory, its volumes mapped
+        to directories of the test."""
         service = self.doc["services"][name]
         assert service["network_mode"] == "host" and service["image"].startswith("redis:7")
         env = {**os.environ, **{k: str(v) for k, v in service["environment"].items()}}
         command = list(service["command"])
+        cwd = self.tmp
         for volume in service.get("volumes", []):
             source, target = volume.split(":")[:2]
             if source.startswith("./"):  # the bind-mounted deploy/redis
                 command = [c.replace(target, str(ROOT / source[2:])) for c in command]
-            else:  # the Sentinel's named volume
-                data = self.tmp / source
-                data.mkdir(exist_ok=True)
-                env["SENTINEL_DIR"] = str(data)
-        return command, env
+            else:  # the service's own named volume (its /data)
+                cwd = self.tmp / source
+                cwd.mkdir(exist_ok=True)
+                command = [c.replace(target, str(cwd)) for c in command]
+                env["SENTINEL_DIR"] = str(cwd)
+        return command, env, cwd
 
     def start(self, name: str) -> None:
-        command, env = self.command(name)
+        command, env, cwd = self.command(name)
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         self.procs[name] = subprocess.Popen(
-            command, env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
         )
 
     def kill(self, name: str) -> None:
@@ -213,6 +217,22 @@ async def test_compose_redis_fails_over_and_nodes_follow(compose_redis, tmp_path
     client = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
     await client.set("airclass:compose-check", "before")
     assert cli(6379, "GET", "airclass:compose-check") == ["before"]
+
+    # A master that crashes and is restarted at once (Docker's restart policy), before the
+    # Sentinels call it down, comes back with its data (append-only file), and its
+    # replica keeps it instead of copying an empty master.
+    await asyncio.sleep(1.5)  # appendfsync everysec
+    stack.kill("redis")
+    stack.start("redis")
+    wait_for(lambda: ping(6379), 10, "the master restarted")
+    assert cli(6379, "GET", "airclass:compose-check") == ["before"]
+    wait_for(
+        lambda: "master_link_status:up" in cli(6380, "INFO", "replication"),
+        20,
+        "the replica to sync again",
+    )
+    assert cli(6380, "GET", "airclass:compose-check") == ["before"]
+    assert master_port(26379) == 6379  # too short to be called down: no failover
 
     # A node on the compose URL: ready (Redis reachable through the Sentinels).
     node = NodeProcess(
