@@ -52,7 +52,10 @@ class ViewerGrants:
         interval = RECHECK_SECONDS_DELEGATED if delegated else RECHECK_SECONDS
         while True:
             await asyncio.sleep(interval)
-            await self.recheck()
+            try:
+                await self.recheck()
+            except Exception:  # a bug here must not stop the next rounds
+                log.exception("re-checking viewer sessions failed")
 
     async def recheck(self) -> None:
         """End every session whose grant the access rule now refuses."""
