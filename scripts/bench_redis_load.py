@@ -606,8 +606,54 @@ def ceilings(args) -> None:
                     ),
                     flush=True,
                 )
+            for readers in args.fanout:
+                print(json.dumps(fanout(exe, server, readers, event, args)), flush=True)
         finally:
             server.stop()
+
+
+def fanout(exe: str, server: RedisServer, readers: int, event: str, args) -> dict:
+    """The event bus at full speed: `readers` connections blocked in XREAD BLOCK 0 on the
+    stream's end (as nodes are; each woken by a new entry asks again), one writer adding
+    events as fast as it can. Redis' CPU per event and per delivery."""
+    import subprocess
+
+    stream = f"airclass:fanout{readers}"
+    base = [exe, "-h", "127.0.0.1", "-p", str(server.port), "-q"]
+    reading = subprocess.Popen(
+        [*base, "-c", str(readers), "-n", "1000000000", "XREAD", "BLOCK", "0", "STREAMS"]
+        + [stream, "$"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis.from_url(server.url)
+    try:
+        wait_for(
+            lambda: client.info("clients")["blocked_clients"] >= readers, 20, "readers blocked"
+        )
+        meter = RedisMeter(server)
+        before = meter.snapshot()
+        subprocess.run(
+            [*base, "-c", "1", "-n", str(args.fanout_events), "XADD", stream, "MAXLEN", "~"]
+            + ["10000", "*", "m", event[:-64]],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        d = RedisMeter.delta(before, meter.snapshot())
+    finally:
+        reading.terminate()
+        reading.wait(10)
+    xadd, xread = d["ops_per_s"].get("xadd", 0), d["ops_per_s"].get("xread", 0)
+    cpu_us = d["cpu_percent"] * 1e4  # µs of CPU a second
+    return {
+        "fanout_readers": readers,
+        "events_per_s": round(xadd),
+        "deliveries_per_s": round(xread),
+        "redis_cpu_percent": round(d["cpu_percent"], 1),
+        "redis_cpu_us_per_event": round(cpu_us / xadd, 1) if xadd else None,
+        "redis_cpu_us_per_delivery": round(cpu_us / xread, 2) if xread else None,
+        "out_bytes_per_s": round(d["out_bytes_per_s"]),
+    }
 
 
 def main() -> None:
@@ -632,6 +678,8 @@ def main() -> None:
     ceiling.add_argument("--ceilings", action="store_true", help="measure them instead")
     ceiling.add_argument("--mget-keys", type=int, nargs="+", default=[3, 10, 30])
     ceiling.add_argument("--ceiling-requests", type=int, default=50000)
+    ceiling.add_argument("--fanout", type=int, nargs="*", default=[3, 10, 30, 100])
+    ceiling.add_argument("--fanout-events", type=int, default=20000)
     args = parser.parse_args()
     if args.ceilings:
         ceilings(args)
