@@ -332,6 +332,11 @@ class RtpTarget:
     paused: bool = False
     #: The fan-out this viewer moves to at its next keyframe (a rung switch, a resume).
     joining: StreamFanout | None = None
+    #: The target rung's keyframe came with a pts already sent (it lags the stream the
+    #: viewer watches): stop at the current stream's next keyframe (`holding`) and join
+    #: the target's keyframe of that same pts, so time never goes back for the viewer.
+    hold_next_key: bool = False
+    holding: bool = False
     packets: int = 0
     octets: int = 0
     nacks: int = 0
@@ -347,9 +352,11 @@ class RtpTarget:
     started_at: float = field(default_factory=time.monotonic)
     #: Sequence number of the next packet this viewer gets (kept across switches).
     next_seq: int = 0
-    #: Packets waiting for the pacer: (second byte, sequence number, timestamp, payload).
+    #: Frames waiting for the pacer: [payloads, next index, first seq, timestamp, pt].
     pending: deque = field(default_factory=deque)
-    pending_bytes: int = 0
+    pending_packets: int = 0
+    #: Bytes the pacer has granted and not yet used (a burst waits until it covers it).
+    pace_credit: float = 0.0
     _next_seq: int = 0
     #: Sequence number -> (payload, rtp timestamp, marker) of what the current catch-up
     #: sent, for NACKs (live packets are answered from the stream's shared history).
@@ -396,13 +403,22 @@ class RtpTarget:
             )
             return
         self.paced_frames += 1
-        pending = self.pending
-        for i, p in enumerate(payloads):
-            pending.append((pt | 0x80 if i == last else pt, (seq + i) & 0xFFFF, ts, p))
-            self.pending_bytes += len(p)
-        if self.pending_bytes > self.pace_rate() * PACE_MAX_DELAY_S / 8:
+        if not self.pending:
+            # The first burst goes now (GSO), the rest waits for the stream's pacer.
+            first = PACE_BURST_PACKETS
+            write = b.write
+            b.stamp(abs_send_time(ntp))
+            b.path.send(
+                [write(pt, (seq + i) & 0xFFFF, ts, p) for i, p in enumerate(payloads[:first])]
+            )
+            self.pace_credit = 0.0
+        else:
+            first = 0
+        self.pending.append([payloads, first, seq, ts, pt])
+        self.pending_packets += len(payloads) - first
+        if self.pending_packets * RTP_PAYLOAD_MAX > self.pace_rate() * PACE_MAX_DELAY_S / 8:
             self.pace_flushes += 1
-            self.send_paced(1 << 30, ntp)  # too far behind: everything now
+            self.send_paced(1 << 40, ntp)  # too far behind: everything now
         else:
             self.fanout.pace(self)
 
@@ -411,16 +427,33 @@ class RtpTarget:
         return self.estimate.bps * PACE_FACTOR
 
     def send_paced(self, budget: float, ntp: int) -> bool:
-        """Send queued packets worth up to `budget` bytes (one burst, GSO-batched);
-        True while some are left."""
-        pending, b = self.pending, self.binding
+        """Add `budget` bytes of credit; once it covers a burst (PACE_BURST_PACKETS, or
+        all that waits) send that many queued packets in one GSO-batched call. True
+        while packets are left."""
+        pending = self.pending
+        credit = self.pace_credit + budget
+        count = int(credit // RTP_PAYLOAD_MAX)
+        if count < min(PACE_BURST_PACKETS, self.pending_packets):
+            self.pace_credit = credit
+            return True
+        b = self.binding
         write, burst = b.write, []
         b.stamp(abs_send_time(ntp))
-        while pending and budget > 0:
-            b1, seq, ts, payload = pending.popleft()
-            burst.append(write(b1, seq, ts, payload))
-            budget -= len(payload)
-            self.pending_bytes -= len(payload)
+        while pending and len(burst) < count:
+            chunk = pending[0]
+            payloads, i, seq, ts, pt = chunk
+            last = len(payloads) - 1
+            end = min(len(payloads), i + count - len(burst))
+            for j in range(i, end):
+                burst.append(
+                    write(pt | 0x80 if j == last else pt, (seq + j) & 0xFFFF, ts, payloads[j])
+                )
+            if end == len(payloads):
+                pending.popleft()
+            else:
+                chunk[1] = end
+        self.pending_packets -= len(burst)
+        self.pace_credit = credit - len(burst) * RTP_PAYLOAD_MAX if pending else 0.0
         if burst:
             b.path.send(burst)
         return bool(pending)
@@ -537,7 +570,7 @@ class RtpTarget:
         self._last_replay = now
         self.keyframe_replays += 1
         self.pending.clear()  # the replay supersedes what still waits for the pacer
-        self.pending_bytes = 0
+        self.pending_packets = 0
         self.start_catch_up(squeeze(gop, self.last_pts))
         return True
 
@@ -730,10 +763,17 @@ class StreamFanout:
             self.joining.remove(target)
         if target.joining is self:
             target.joining = None
+            target.hold_next_key = target.holding = False
 
-    def _take_joining(self, first: int) -> None:
-        """At a keyframe with stream index `first`: the waiting viewers start with it."""
+    def _take_joining(self, first: int, pts: int) -> None:
+        """At a keyframe with stream index `first`: the waiting viewers start with it
+        (those already sent this pts wait for the next one, see `hold_next_key`)."""
+        waiting = []
         for target in self.joining:
+            if target.last_pts is not None and pts <= target.last_pts and not target.paused:
+                target.hold_next_key = True
+                waiting.append(target)
+                continue
             old = target.fanout
             if old is not self:
                 if old is not None:
@@ -744,14 +784,14 @@ class StreamFanout:
                 target._drain.cancel()
             target.backlog = None
             target.pending.clear()
-            target.pending_bytes = 0
+            target.pending_packets = 0
             target._catch_up_sent = {}
             target.joining = None
-            target.paused = False
+            target.paused = target.holding = target.hold_next_key = False
             target.live_from = first
             target.seq_offset = target.next_seq - first
             target.switches += 1
-        self.joining.clear()
+        self.joining[:] = waiting
 
     def remove(self, target: RtpTarget) -> None:
         with contextlib.suppress(ValueError):
@@ -835,10 +875,12 @@ class StreamFanout:
         payloads, rtp_ts = ready.payloads, ready.timestamp
         first = self.history[kind].add(payloads, rtp_ts)
         if self.joining and packet.keyframe:
-            self._take_joining(first)
+            self._take_joining(first, packet.pts)
         ntp, pts = ntp_now(), packet.pts
         for target in targets:
-            if target.paused:
+            if target.hold_next_key and packet.keyframe and target.joining is not None:
+                target.holding = True  # its next stream starts at this same pts
+            if target.paused or target.holding:
                 continue
             if target.backlog is not None:
                 target.backlog.append((packet, packet.pts))
@@ -941,7 +983,7 @@ class Fanout:
             target.joining.cancel_join(target)
         target.paused = True
         target.pending.clear()
-        target.pending_bytes = 0
+        target.pending_packets = 0
         if target._drain is not None:
             target._drain.cancel()
         target.backlog = None

@@ -247,11 +247,12 @@ async def test_low_remb_moves_the_viewer_down_the_ladder_then_to_audio_only(
         name = "airclass_webrtc_viewer_estimate_bits_per_second_bucket"
         assert f'{name}{{le="800000"}} 1.0' in text, text
         assert f'{name}{{le="500000"}} 0.0' in text, text
-        frames = player.stats.video_pts[-60:]
         await player.wait_frames(video=60, audio=50, timeout=20)
         assert player.stats.height == 360
-        # Continuous RTP for the viewer across the switch: its decoder took it as one stream.
-        assert all(b > a for a, b in zip(frames, frames[1:], strict=False))
+        # One continuous RTP stream for the viewer across the switch: time never goes
+        # back (the rung's keyframe lags the source; the switch waits for the same pts).
+        pts = player.stats.video_pts
+        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), pts
     finally:
         sender.cancel()
     sender = asyncio.ensure_future(keep_sending(lambda: tell(100_000), 60, every=0.25))
