@@ -27,7 +27,16 @@ REMB_STALE_S = 10.0
 class BandwidthEstimate:
     """The estimate of one viewer's downlink, in bit/s (`bps`)."""
 
-    __slots__ = ("remb", "remb_at", "loss_bps", "loss", "rembs", "reports", "changed_at")
+    __slots__ = (
+        "remb",
+        "remb_at",
+        "loss_bps",
+        "loss",
+        "rembs",
+        "reports",
+        "backed_off",
+        "changed_at",
+    )
 
     def __init__(self, start_bps: int = START_BPS) -> None:
         self.remb: int | None = None
@@ -36,7 +45,14 @@ class BandwidthEstimate:
         self.loss = 0.0
         self.rembs = 0
         self.reports = 0
+        self.backed_off = False
         self.changed_at = time.monotonic()
+
+    @property
+    def known(self) -> bool:
+        """True once the viewer said something about its rate (a REMB, or loss that made
+        the estimate back off): until then START_BPS only paces, it chooses nothing."""
+        return self.remb is not None or self.backed_off
 
     @property
     def bps(self) -> int:
@@ -60,6 +76,7 @@ class BandwidthEstimate:
         self.loss = fraction
         if fraction > LOSS_BACK_OFF:
             self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * fraction))
+            self.backed_off = True
         elif fraction < LOSS_PROBE_UP:
             ceiling = MAX_BPS if self.remb is None else self.remb * ABOVE_REMB
             self.loss_bps = min(self.loss_bps * PROBE_UP_FACTOR, ceiling)

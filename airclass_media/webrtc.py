@@ -457,6 +457,8 @@ class WebRtcEgress:
         video = session.targets.get("video")
         if video is None or video.fanout is None and not video.paused:
             return
+        if not session.estimate.known:
+            return  # no REMB nor loss from this viewer yet: it keeps what it gets
         now, estimate = time.monotonic(), session.estimate.bps
         if now < session.probe_until and session.estimate.loss <= LOSS_BACK_OFF:
             return  # probing a rung up: only loss ends the probe early
