@@ -10,6 +10,14 @@ its own offset), so NACKs are answered from that history, with RTX when the view
 negotiated it. A new viewer (or one that lost the picture) is caught up from the
 fan-out's copy of the GOP, paced, before it joins the live packets.
 
+Traffic control per viewer, from its bandwidth estimate (`estimate.BandwidthEstimate`):
+big frames leave in paced bursts (one timer per stream), NACKs are answered once per
+round trip within an RTX byte budget, GOP replays at most once per interval; audio has
+its own subscription and targets, so nothing done to video holds it. A viewer's video
+can move to another stream of the same timeline (a ladder rung) or pause, at a
+keyframe, with its sequence numbers and timestamps continuing. Sender reports come from
+one media clock per source, so audio and video stay in sync.
+
 aiortc still negotiates, runs ICE and DTLS, reads RTCP and sends sender reports; how a
 viewer's aiortc sender is bound to this module lives in `aiortc_tuning.take_over_rtp`.
 This module knows nothing of aiortc.

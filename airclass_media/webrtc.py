@@ -3,7 +3,8 @@
 H.264 is passed through and Opus made once per stream; per viewer only RTP headers,
 SRTP and the syscalls remain (airclass_media.fanout). Video starts from the stream's
 cached GOP with squeezed timestamps, so the first picture shows at once and at live
-latency; audio starts live.
+latency; audio starts live. Each viewer's video follows its bandwidth estimate (REMB and
+receiver-report loss) over the source and its ladder renditions, down to audio only.
 """
 
 from __future__ import annotations
