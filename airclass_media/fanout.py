@@ -716,7 +716,7 @@ class StreamFanout:
         self._pacing: dict[RtpTarget, None] = {}
         self._pace_timer: asyncio.TimerHandle | None = None
         self._paced_at = 0.0
-        #: Bytes of video+audio payload per second, measured (for rung choice).
+        #: Video bits per second, measured (for rung choice; REMB counts video only).
         self.bitrate_bps = 0.0
         self._rate_at = time.monotonic()
         self._rate_bytes = 0
@@ -865,7 +865,6 @@ class StreamFanout:
         targets = self.targets.get(kind)
         if targets is None:
             return
-        self._measure(len(packet.data), started)
         if kind == "audio":
             held = self._held_audio
             if held is None:
@@ -879,6 +878,7 @@ class StreamFanout:
             return
         if kind == "video":
             self._keep_gop(packet)
+            self._measure(len(packet.data), started)
         ready = rtp_ready(packet)
         payloads, rtp_ts = ready.payloads, ready.timestamp
         first = self.history[kind].add(payloads, rtp_ts)

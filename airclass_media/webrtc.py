@@ -49,8 +49,10 @@ ADAPT_INTERVAL_S = 0.5
 AUDIO_ONLY_BPS = 150_000
 AUDIO_ONLY_PROBE_S = 10.0
 #: A higher rung is taken once the estimate stayed above UP_MARGIN x its bitrate for
-#: UP_HOLD_S; a lower one at once when the estimate falls below the current bitrate.
+#: UP_HOLD_S; a lower one at once when the estimate falls below DOWN_MARGIN x the
+#: current rung's bitrate (a browser's REMB hovers around what it receives).
 UP_MARGIN = 1.3
+DOWN_MARGIN = 0.85
 UP_HOLD_S = 4.0
 #: A browser's REMB stays within ~1.5x what it receives, so a rung much higher than the
 #: current one never "fits": when the estimate has held PROBE_AT x the current rung's
@@ -487,7 +489,7 @@ class WebRtcEgress:
             want = rungs[-1][0]  # resume on the lowest rung, then climb
         elif current_name not in bitrates:
             want = fits[0][0]
-        elif bitrates[current_name] > estimate:
+        elif bitrates[current_name] * DOWN_MARGIN > estimate:
             want = fits[0][0]  # down at once
         elif bitrates[roomy[0][0]] > bitrates[current_name] or (
             estimate >= bitrates[current_name] * PROBE_AT
