@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import socket
+import struct
 import subprocess
 
 import pytest
@@ -298,3 +299,67 @@ async def test_sender_reports_map_both_tracks_from_one_media_clock():
         fanout.close()
         sender.close()
         receiver.close()
+
+
+async def test_a_keyframe_leaves_paced_not_in_one_burst():
+    """A 100-packet keyframe to a viewer estimated at 1 Mbit/s leaves in bursts of at most
+    PACE_BURST_PACKETS at ~PACE_FACTOR x that rate (kernel receive timestamps), not at
+    line rate; the loop is never blocked meanwhile."""
+    from airclass_media.estimate import BandwidthEstimate
+    from airclass_media.fanout import PACE_BURST_PACKETS, PACE_FACTOR
+
+    sender, receiver = _udp_pair()
+    receiver.setblocking(False)
+    so_timestampns = getattr(socket, "SO_TIMESTAMPNS", 35)
+    receiver.setsockopt(socket.SOL_SOCKET, so_timestampns, 1)
+    hub = StreamHub()
+    stream = hub.stream("paced")
+    stream.attach_publisher("test")
+    fanout = StreamFanout(stream, lambda *args: None)
+    estimate = BandwidthEstimate()
+    estimate.on_remb(1_000_000)
+    binding = RtpBinding(
+        kind="video",
+        payload_type=102,
+        header_tail=bytes(4),
+        first_byte=0x80,
+        protect=lambda data: data,
+        path=UdpPath(sender, receiver.getsockname()),
+    )
+    target = RtpTarget(binding, estimate=estimate)
+    fanout.add(target)
+    au = _access_unit(100 * RTP_PAYLOAD_MAX - 50)
+    try:
+        await async_wait_for(lambda: target.backlog is None, 5, "catch-up done (empty GOP)")
+        stream.publish(MediaPacket("video", au, 0, 0, True))
+        await async_wait_for(lambda: target.packets >= 100, 5, "the keyframe handed over")
+        await async_wait_for(lambda: not target.pending, 5, "the pacer sent it all")
+        arrivals = []
+        while True:
+            try:
+                data, ancdata, _, _ = receiver.recvmsg(2048, 64)
+            except BlockingIOError:
+                break
+            for level, kind, raw in ancdata:
+                if level == socket.SOL_SOCKET and kind == so_timestampns:
+                    sec, nsec = struct.unpack("qq", raw[:16])
+                    arrivals.append(sec + nsec / 1e9)
+    finally:
+        fanout.close()
+        sender.close()
+        receiver.close()
+    assert len(arrivals) >= 100
+    spread = arrivals[-1] - arrivals[0]
+    expected = 100 * RTP_PAYLOAD_MAX * 8 / (1_000_000 * PACE_FACTOR)
+    assert spread >= 0.7 * expected, f"{spread * 1000:.1f} ms for a {expected * 1000:.0f} ms frame"
+    # Bursts: packets less than 1 ms apart, typically PACE_BURST_PACKETS long.
+    bursts, run = [], 1
+    for a, b in zip(arrivals, arrivals[1:], strict=False):
+        if b - a < 0.001:
+            run += 1
+        else:
+            bursts.append(run)
+            run = 1
+    bursts.append(run)
+    # A late timer tick on a loaded machine sends what was due (so a burst may be longer).
+    assert len(bursts) >= 10 and sorted(bursts)[len(bursts) // 2] <= PACE_BURST_PACKETS, bursts
