@@ -53,6 +53,9 @@ AUDIO_ONLY_PROBE_S = 10.0
 #: current rung's bitrate (a browser's REMB hovers around what it receives).
 UP_MARGIN = 1.3
 DOWN_MARGIN = 0.85
+#: ... held for DOWN_HOLD_S (one REMB dip is not a congested link), or at once when the
+#: viewer reports more than LOSS_BACK_OFF loss.
+DOWN_HOLD_S = 1.5
 UP_HOLD_S = 4.0
 #: A browser's REMB stays within ~1.5x what it receives, so a rung much higher than the
 #: current one never "fits": when the estimate has held PROBE_AT x the current rung's
@@ -247,6 +250,7 @@ class ViewerSession:
     estimate: BandwidthEstimate = field(default_factory=BandwidthEstimate)
     #: Since when a higher rung would fit (hysteresis), and when video was held.
     up_since: float | None = None
+    down_since: float | None = None
     paused_at: float = 0.0
     probe_until: float = 0.0
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -490,12 +494,18 @@ class WebRtcEgress:
         elif current_name not in bitrates:
             want = fits[0][0]
         elif bitrates[current_name] * DOWN_MARGIN > estimate:
-            want = fits[0][0]  # down at once
+            if session.down_since is None:
+                session.down_since = now
+            lossy = session.estimate.loss > LOSS_BACK_OFF
+            if not lossy and now - session.down_since < DOWN_HOLD_S:
+                return
+            want = fits[0][0]  # down, fast
         elif bitrates[roomy[0][0]] > bitrates[current_name] or (
             estimate >= bitrates[current_name] * PROBE_AT
             and session.estimate.loss < 0.02
             and rungs[0][0] != current_name
         ):
+            session.down_since = None
             if session.up_since is None:
                 session.up_since = now
             if now - session.up_since < UP_HOLD_S:
@@ -506,9 +516,9 @@ class WebRtcEgress:
                 want = higher[-1][0]  # probe the next rung up
                 session.probe_until = now + PROBE_GRACE_S
         else:
-            session.up_since = None
+            session.up_since = session.down_since = None
             return
-        session.up_since = None
+        session.up_since = session.down_since = None
         if want == current_name and not video.paused:
             return
         stream = await self._find(session, want)

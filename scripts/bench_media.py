@@ -183,6 +183,10 @@ async def run_probe(node: str, stream: str, host: str, seconds: float) -> None:
     player.stats.started_at = time.monotonic()
     started_wall = time.time()
     await player.start()
+    # The probe measures the passthrough path: it sends no REMB, so it is never moved to
+    # a ladder rung (whose encoder would then run in the next CPU window).
+    for transceiver in player.pc.getTransceivers():
+        transceiver.receiver._RTCRtpReceiver__remote_bitrate_estimator = None
     await asyncio.sleep(seconds)  # the probe's measuring window
     await player.close()
     first_frame = first[0] if first else None
