@@ -476,7 +476,9 @@ class WebRtcEgress:
                 session.paused_at = now
             return
         name = session.stream.name.split(RENDITION_SEPARATOR, 1)[0]
-        source = session.stream if name == session.stream.name else await self._find(session, name)
+        source = session.stream
+        if name != source.name:  # served from a rung: the source's info lists the ladder
+            source = source.hub.get(name) or await self._find(session, name)
         rungs = self.rungs(source) if source is not None else []
         if not rungs:
             rungs = [(session.stream.name, SOURCE_BPS_UNKNOWN)]
