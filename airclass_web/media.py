@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 import sys
+from collections import Counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -70,6 +71,8 @@ class MediaServices:
         )
         #: Open sessions' tickets, and the stream each one watches.
         self._tickets: dict[str, tuple[Ticket, str]] = {}
+        #: Offers admitted and not answered yet, by (user, address, stream).
+        self._opening: Counter[tuple[str, str, str]] = Counter()
         #: Resource ids (Location URLs) of WHEP and WHIP sessions: the secret that ends them.
         self.urls = SessionUrls()
         #: Proxies whose X-Forwarded-For gives a viewer's address (per-IP cap).
@@ -248,10 +251,13 @@ class MediaServices:
         Raises AdmissionRefused (node full, too many sessions), BadOffer or Overloaded.
         The slot is reserved before the offer goes on, so concurrent offers cannot
         overshoot; an address's offers past its pending cap wait for earlier ones to
-        connect. A viewer back after a network drop (same user, address and stream) whose
-        old session still holds a seat gets that seat when the node or the address is full.
+        connect. When the node or the address is full, a viewer back after a network drop
+        takes the seat of its old session, or of another returned viewer's old one (same
+        address and stream; the old session lives until ICE consent fails, ~30 s).
         """
         ticket = await self._admit(stream.name, user_id, ip)
+        opening = (user_id, ip, stream.name)
+        self._opening[opening] += 1
         try:
             if stream.info.webrtc_default:  # on a sub: pull the rendition from the main
                 await self._find_stream(stream.info.webrtc_default)
@@ -259,6 +265,10 @@ class MediaServices:
         except BaseException:
             ticket.release()
             raise
+        finally:
+            self._opening[opening] -= 1
+            if self._opening[opening] <= 0:
+                del self._opening[opening]
         if self.viewers.active(opened.id):
             self._tickets[opened.id] = (ticket, stream.name)
         else:
@@ -266,25 +276,53 @@ class MediaServices:
         return opened
 
     async def _admit(self, stream_name: str, user_id: str, ip: str) -> Ticket:
-        wait = PENDING_WAIT_SECONDS
-        try:
-            return await self.admission.reserve_waiting(user_id, ip, wait)
-        except (NodeFull, TooManySessions) as exc:
-            if isinstance(exc, TooManyPending) or (
-                not isinstance(exc, NodeFull) and self.admission.over_user_cap(user_id)
-            ):
-                raise
-            stale = self._oldest_session_of(stream_name, user_id, ip)
-            if stale is None:
-                raise
-            log.info("viewer %s back on %s: its old session %s ends", user_id, stream_name, stale)
-            await self.viewers.close(stale, stream_name)
-            self._session_closed(stale)  # its seat is free now, whatever the backend said
-            return await self.admission.reserve_waiting(user_id, ip, wait)
+        """A ticket for this offer; when the node or the address is full, a returning
+        viewer's leftover seat is taken back and handed to this offer in the same step."""
+        for _ in range(3):
+            try:
+                return await self.admission.reserve_waiting(user_id, ip, PENDING_WAIT_SECONDS)
+            except (NodeFull, TooManySessions) as exc:
+                if isinstance(exc, TooManyPending) or (
+                    not isinstance(exc, NodeFull) and self.admission.over_user_cap(user_id)
+                ):
+                    raise
+                stale = self._oldest_session_of(stream_name, user_id, ip)
+                if stale is None:
+                    raise
+                log.info("viewer %s back on %s: old session %s ends", user_id, stream_name, stale)
+                self._session_closed(stale)  # its seat is free: no other offer may take it
+                try:
+                    ticket = self.admission.reserve(user_id, ip)
+                except TooManyPending:
+                    await self.viewers.close(stale, stream_name)
+                    continue  # queue for a pending slot like any other offer
+                try:
+                    await self.viewers.close(stale, stream_name)
+                except BaseException:
+                    ticket.release()
+                    raise
+                return ticket
+        return await self.admission.reserve_waiting(user_id, ip, PENDING_WAIT_SECONDS)
 
     def _oldest_session_of(self, stream_name: str, user_id: str, ip: str) -> str | None:
+        """A seat to take back for a viewer of this address coming back: its own oldest
+        session on the stream, else the oldest session of a viewer of this address that has
+        a newer one on the stream, or one being opened (its leftover from before the drop)."""
+        newest: dict[str, str] = {}
+        for session_id, (ticket, name) in self._tickets.items():  # oldest first
+            if name == stream_name and ticket.ip == ip:
+                if ticket.user_id == user_id:
+                    return session_id
+                newest[ticket.user_id] = session_id
         for session_id, (ticket, name) in self._tickets.items():
-            if name == stream_name and ticket.user_id == user_id and ticket.ip == ip:
+            if (
+                name == stream_name
+                and ticket.ip == ip
+                and (
+                    newest[ticket.user_id] != session_id
+                    or (ticket.user_id, ip, stream_name) in self._opening
+                )
+            ):
                 return session_id
         return None
 

@@ -44,6 +44,8 @@ class Student:
         self.identity = state.setdefault(str(index), {})
         self.viewer = loadgen.Viewer(index)
         self.retries = 0
+        self.granted = False
+        self.refused = ""
 
     async def _post(self, http: aiohttp.ClientSession, url: str, **kw) -> tuple[int, str, dict]:
         """POST, retried after Retry-After on 429 / 503, as the student page does."""
@@ -54,6 +56,7 @@ class Student:
                 if resp.status not in (429, 503):
                     return resp.status, text, dict(resp.headers)
                 self.retries += 1
+                self.refused = f"{resp.status} {url.split('?')[0][-30:]}: {text[:120]}"
                 await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
 
     async def grant(self, http: aiohttp.ClientSession) -> tuple[str, str]:
@@ -79,6 +82,7 @@ class Student:
         viewer = self.viewer
         viewer.started = time.monotonic()
         token, whep_url = await self.grant(http)
+        self.granted = True
         pc = viewer.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         for kind in ("video", "audio"):
             transceiver = pc.addTransceiver(kind, direction="recvonly")
@@ -105,12 +109,14 @@ async def progress(students: list[Student], started: float) -> None:
             json.dumps(
                 {
                     "t": round(time.monotonic() - started, 1),
+                    "granted": sum(1 for s in students if s.granted),
                     "answered": sum(1 for x in v if x.pt_kinds),
                     "connected": sum(
                         1 for x in v if x.pc is not None and x.pc.connectionState == "connected"
                     ),
                     "rtp": sum(1 for x in v if x.first_rtp_at is not None),
                     "retries": sum(s.retries for s in students),
+                    "refused": sorted({s.refused for s in students if s.refused})[:3],
                 }
             ),
             file=sys.stderr,

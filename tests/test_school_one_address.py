@@ -9,8 +9,8 @@ publisher."""
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 import sys
 
 import pytest
@@ -27,7 +27,7 @@ WATCHING_WITHIN = 20.0
 @pytest.fixture
 def school(tmp_path, processes):
     """A production node (defaults but --trusted-proxy, to tell the school's address),
-    teacher kim, a small live stream "school" (320x180, 150 kbit/s) from ffmpeg."""
+    teacher kim, a small live stream "school" (320x180, 150 kbit/s, no audio) from ffmpeg."""
     node = NodeProcess(tmp_path, "--trusted-proxy", TEST_HOST, dev=False, name="school")
     assert add_teacher(node.data_dir, "kim").returncode == 0
     node.start(timeout=40)
@@ -45,7 +45,7 @@ def school(tmp_path, processes):
         seconds=300,
         size="320x180",
         rate=15,
-        extra=["-b:v", "150k", "-b:a", "32k"],
+        extra=["-b:v", "150k", "-an"],  # video only: the harness counts fewer packets
     )
     processes.append(publisher)
     yield node, teacher
@@ -53,7 +53,9 @@ def school(tmp_path, processes):
     node.stop()
 
 
-async def _class_watches(node: NodeProcess, mode: list[str], state: str, what: str):
+async def _class_watches(
+    node: NodeProcess, mode: list[str], state: str, what: str, returning: bool = False
+):
     """Start the class (its own process); return it once every student has RTP."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -77,25 +79,30 @@ async def _class_watches(node: NodeProcess, mode: list[str], state: str, what: s
                 line = await proc.stdout.readline()
                 assert line, f"{what}: the class process ended: {events}"
                 events.append(json.loads(line))
-    except TimeoutError:
-        proc.kill()
+        print(f"{what}: {events}")
+        answered, watching = events[0], events[-1]
+        assert answered["failed"] == 0, (what, answered)
+        # No limit refused the class joining (join, token, WHEP). Coming back, some wait
+        # out one Retry-After (5 s): their seat is held by a classmate's leftover session
+        # (alive until ICE consent fails) not yet known to be one; the time bound holds.
+        if not returning:
+            assert answered["retries"] == 0, (what, answered)
+        assert watching["n"] == STUDENTS and watching["seconds"] <= WATCHING_WITHIN, (what, events)
+    except BaseException as exc:
+        proc.kill()  # never leave 450 peer connections behind
         await proc.wait()
-        raise AssertionError(f"{what}: not all watching in time: {events}") from None
-    print(f"{what}: {events}")
-    answered, watching = events[0], events[-1]
-    assert answered["failed"] == 0, (what, answered)
-    # No limit refused the school: not one 429 or 503 to wait out (join, token, WHEP).
-    assert answered["retries"] == 0, (what, answered)
-    assert watching["n"] == STUDENTS and watching["seconds"] <= WATCHING_WITHIN, (what, events)
+        if isinstance(exc, TimeoutError):
+            raise AssertionError(f"{what}: not all watching in time: {events}") from None
+        raise
     return proc
 
 
-async def _drop_and_return(node: NodeProcess, mode: list[str], state: str) -> None:
+async def _drop_and_return(node: NodeProcess, teacher: dict, mode: list[str], state: str):
     first = await _class_watches(node, mode, state, "class joins")
     first.kill()  # the Wi-Fi drops: no DELETE, no DTLS close
     await first.wait()
-    again = await _class_watches(node, mode, state, "class back after the drop")
-    status, body, _ = http_json("GET", node.url + "/api/streams/school")
+    again = await _class_watches(node, mode, state, "class back after the drop", returning=True)
+    status, body, _ = http_json("GET", node.url + "/api/streams/school", headers=teacher)
     print("viewers after the return:", body.get("viewers"))
     again.kill()
     await again.wait()
@@ -106,7 +113,9 @@ async def test_a_class_behind_one_address_joins_and_returns(school, tmp_path):
     body = json.dumps({"title": "Assembly", "stream": "school"}).encode()
     status, created, _ = http_json("POST", node.url + "/api/sessions", body, teacher)
     assert status == 201, created
-    await _drop_and_return(node, ["--join", created["join_code"]], str(tmp_path / "class.json"))
+    await _drop_and_return(
+        node, teacher, ["--join", created["join_code"]], str(tmp_path / "class.json")
+    )
 
 
 async def test_a_public_stream_behind_one_address_is_watched_and_rewatched(school, tmp_path):
@@ -114,4 +123,4 @@ async def test_a_public_stream_behind_one_address_is_watched_and_rewatched(schoo
     body = json.dumps({"public": True}).encode()
     status, doc, _ = http_json("PUT", node.url + "/api/streams/school/public", body, teacher)
     assert status == 200 and doc["public"], doc
-    await _drop_and_return(node, ["--stream", "school"], str(tmp_path / "public.json"))
+    await _drop_and_return(node, teacher, ["--stream", "school"], str(tmp_path / "public.json"))
