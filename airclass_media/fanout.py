@@ -79,7 +79,10 @@ KEYFRAME_REPLAY_INTERVAL = 3.0
 #: Retransmission budget: a packet is resent at most once per round trip (at least
 #: this long), and RTX bytes stay under this share of the viewer's estimated rate
 #: within each RTX_WINDOW_S.
-RTX_MIN_INTERVAL_S = 0.05
+RTX_MIN_INTERVAL_S = 0.1
+#: A packet is resent at most this often: a receiver that NACKs it again and again while
+#: its resend is delayed (jitter) must not spend the budget that new losses need.
+RTX_MAX_PER_PACKET = 3
 RTX_SHARE = 0.2
 RTX_WINDOW_S = 1.0
 #: Pacing: a frame of more than PACE_BURST_PACKETS packets leaves in bursts, one per
@@ -601,9 +604,12 @@ class RtpTarget:
             entry = history.get(index) if index >= self.live_from else None
         if entry is None:
             return False
-        last = self._resent.get(seq)
-        if last is not None and now - last < max(self.binding.rtt() or 0.0, RTX_MIN_INTERVAL_S):
-            self.rtx_repeats_ignored += 1
+        last, times = self._resent.get(seq, (None, 0))
+        if times >= RTX_MAX_PER_PACKET or (
+            last is not None
+            and now - last < max(2 * (self.binding.rtt() or 0.0), RTX_MIN_INTERVAL_S)
+        ):
+            self.rtx_repeats_ignored += 1  # its resend is still on the way (jitter), or lost twice
             return False
         payload, rtp_ts, marker = entry
         if now - self._rtx_window_at >= RTX_WINDOW_S:
@@ -613,8 +619,8 @@ class RtpTarget:
             self.rtx_over_budget += 1
             return False
         if len(self._resent) > 2 * HISTORY_SIZE:
-            self._resent = {k: t for k, t in self._resent.items() if now - t < RTX_WINDOW_S}
-        self._resent[seq] = now
+            self._resent = {k: v for k, v in self._resent.items() if now - v[0] < RTX_WINDOW_S}
+        self._resent[seq] = (now, times + 1)
         b = self.binding
         ts = (rtp_ts + b.timestamp_origin) & 0xFFFFFFFF
         ntp = ntp_now()
