@@ -61,12 +61,6 @@ def test_corpus_size_and_balance():
     assert len(shared) <= 5, shared
 
 
-#: Measured when committed (scripts/eval_chat.py): Korean confusion recall 0.797 (63 of 79),
-#: precision 0.900. The goal (0.85) is not met there yet; strict, so meeting it fails this
-#: mark and it must be removed.
-KO_CONFUSION_SHORT = pytest.mark.xfail(
-    strict=True, reason="issue 21: Korean confusion recall 0.80 < 0.85 on the frozen test split"
-)
 #: No change may fall below this on any label and language (lowest figure when committed,
 #: 0.797, rounded down to 0.05).
 FLOOR = 0.75
@@ -86,7 +80,7 @@ def split_figures(label: str, lang: str) -> chat_corpus.Figures:
     [
         ("question", "ko"),
         ("question", "en"),
-        pytest.param("confusion", "ko", marks=KO_CONFUSION_SHORT),
+        ("confusion", "ko"),
         ("confusion", "en"),
     ],
 )
