@@ -317,6 +317,11 @@ class RealtimeHub:
             await asyncio.shield(leaving)
         return ws
 
+    async def finish_departures(self, timeout: float = 5.0) -> None:
+        """Shutting down: let the departures of closed sockets store their records."""
+        if self._departures:
+            await asyncio.wait(set(self._departures), timeout=timeout)
+
     async def _depart(self, c: Classroom, room: Room, client: Client) -> None:
         """A socket closed: store its last presence, then mark the student offline if
         this was the student's last socket in the room."""

@@ -59,6 +59,7 @@ class Classroom:
         log.info("classroom: %s store, %s event bus", self.store.kind, self.bus.kind)
 
     async def stop(self) -> None:
+        await self.hub.finish_departures()  # their "offline" records need the store
         await self.bus.stop()
         await self.store.close()
 
