@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 
-from airclass_media.hub import Stream, StreamBusy
+from airclass_media.hub import RENDITION_SEPARATOR, Stream, StreamBusy
 from airclass_media.packets import MediaPacket
 from airclass_media.webrtc import LatencyStats
 
@@ -39,6 +39,11 @@ CATCH_UP_STEP_US = 1000
 Signer = Callable[[str, str], dict[str, str]]
 #: () -> base URL of the node to pull a stream from now, None when none has it.
 Upstream = Callable[[], Awaitable[str | None]]
+#: Source stream name -> (upstream publisher session, main dts -> local dts offset):
+#: shared by the relays of one node so a source and its ladder rungs (class1,
+#: class1~540p, ...) keep one timeline here, as on their origin; a viewer switches
+#: between them at keyframes of the same pts.
+Timelines = dict[str, tuple[str, int]]
 
 
 class StreamNotFound(Exception):
@@ -65,8 +70,11 @@ class RelayClient:
         sign: Signer,
         http: aiohttp.ClientSession,
         kinds: Iterable[str] = DEFAULT_KINDS,
+        timelines: Timelines | None = None,
     ) -> None:
         self.stream = stream
+        self.family = stream.name.split(RENDITION_SEPARATOR, 1)[0]
+        self.timelines: Timelines = {} if timelines is None else timelines
         self.kinds = tuple(kinds)
         self.path = f"/cluster/relay/{stream.name}"
         self._upstream = upstream
@@ -90,6 +98,7 @@ class RelayClient:
         self._main_publisher = ""
         self._next_cached: int | None = None
         self._live_offset: int | None = None
+        self._follows_family = False
         self._closed = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
@@ -182,16 +191,22 @@ class RelayClient:
         The GOP handed over at connect is squeezed CATCH_UP_STEP_US apart just before the
         first live packet: viewers already watching resync at once and stay at live
         latency, instead of receiving seconds of old video stamped as if it were new.
+        A rung (or source) whose family is already relayed here from the same upstream
+        publisher takes that family's offset instead, cached GOP included.
         """
+        session = self._main_publisher.removeprefix("ladder-")
         if self._next_cached is None:
             self._next_cached = self.stream.timeline(0)  # the session's resume point
-            self._live_offset = None
-        if cached:
+            shared = self.timelines.get(self.family)
+            self._follows_family = shared is not None and shared[0] == session
+            self._live_offset = shared[1] if self._follows_family and shared else None
+        if cached and not self._follows_family:
             dts = self._next_cached
             self._next_cached += CATCH_UP_STEP_US
         else:
             if self._live_offset is None:
                 self._live_offset = self._next_cached - packet.dts
+                self.timelines[self.family] = (session, self._live_offset)
             dts = packet.dts + self._live_offset
         if dts == packet.dts:
             return packet

@@ -18,7 +18,7 @@ import aiohttp
 
 from airclass_media.hub import RENDITION_SEPARATOR, Stream, StreamHub
 
-from .client import RelayClient, Signer, Upstream, stop_client
+from .client import RelayClient, Signer, Timelines, Upstream, stop_client
 from .server import DEFAULT_KINDS
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class RelayManager:
         self.kinds = tuple(kinds)
         self.linger = linger
         self.relays: dict[str, tuple[RelayClient, asyncio.Task]] = {}
+        self.timelines: Timelines = {}
         self._idle_since: dict[str, float] = {}
         self._http: aiohttp.ClientSession | None = None
         self._watch: asyncio.Task | None = None
@@ -76,7 +77,9 @@ class RelayManager:
             if self._http is None:
                 return None
             stream = self.hub.stream(name)
-            client = RelayClient(stream, self._upstream_of(name), self.sign, self._http, self.kinds)
+            client = RelayClient(
+                stream, self._upstream_of(name), self.sign, self._http, self.kinds, self.timelines
+            )
             task = asyncio.ensure_future(client.run())
             task.set_name(f"relay-{name}")
             self.relays[name] = entry = (client, task)
