@@ -63,6 +63,20 @@ UP_HOLD_S = 4.0
 #: after that only loss (not the REMB still catching up) takes the viewer back down.
 PROBE_AT = 1.3
 PROBE_GRACE_S = 6.0
+#: A probe ends early when the viewer NACKs more than this share of the packets sent
+#: since it started (RTX hides such loss from receiver reports) ...
+PROBE_NACK_LIMIT = 0.03
+#: ... and at its end it holds when the REMB grew by this factor meanwhile (a browser's
+#: REMB climbs only while its link carries what it receives). From then on the viewer
+#: goes down from that rung on loss or on its estimate falling below DOWN_MARGIN x the
+#: estimate the probe ended with, not on the REMB still catching up with the rung.
+PROBE_REMB_GROWTH = 1.1
+#: A viewer stopped at its stream's keyframe waits at most this long (seconds) for the
+#: rung's keyframe of the same pts; then it goes on with its own stream's next keyframe.
+HOLD_MAX_S = 1.0
+#: After a failed probe the same rung is probed again at the earliest this many seconds
+#: later, doubling with each failure up to a minute.
+PROBE_BACKOFF_S = 10.0
 #: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
 SOURCE_BPS_UNKNOWN = 3_000_000
 H264_PREFERENCE = ("64", "4d", "42e0", "4200")
@@ -253,6 +267,13 @@ class ViewerSession:
     down_since: float | None = None
     paused_at: float = 0.0
     probe_until: float = 0.0
+    #: The probe's starting point: estimate, NACKs and packets sent.
+    probe_from: tuple[int, int, int] = (0, 0, 0)
+    #: A rung a probe found the link carries, and the estimate when it ended.
+    proven: tuple[str, int] | None = None
+    held_since: float | None = None
+    #: Rung -> (earliest next probe, the wait that set it), after failed probes.
+    probe_again_at: dict[str, tuple[float, float]] = field(default_factory=dict)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -312,8 +333,8 @@ class WebRtcEgress:
         #: name -> hub stream (pulled from the node in a media worker); finds the rungs
         #: a viewer switches to. By default the stream's own hub.
         self.resolve: Callable[[str], Awaitable[Stream | None]] | None = None
-        #: Measured bitrate of passthrough sources (bit/s), for choosing rungs.
-        self.source_bps: dict[str, float] = {}
+        #: Video bitrate each stream watched here was measured sending (bit/s), for rungs.
+        self.measured_bps: dict[str, float] = {}
         self.rung_switches = 0
         self._adapt_task: asyncio.Task | None = None
 
@@ -429,8 +450,8 @@ class WebRtcEgress:
         while self.sessions:
             await asyncio.sleep(ADAPT_INTERVAL_S)
             for fanout in self.fanout.streams.values():
-                if fanout.bitrate_bps and RENDITION_SEPARATOR not in fanout.stream.name:
-                    self.source_bps[fanout.stream.name] = fanout.bitrate_bps
+                if fanout.bitrate_bps:
+                    self.measured_bps[fanout.stream.name] = fanout.bitrate_bps
             for session in list(self.sessions.values()):
                 try:
                     await self._adapt(session)
@@ -447,11 +468,17 @@ class WebRtcEgress:
         source itself (unless it has B-frames) and the ladder's renditions."""
         info = source.info
         out = [] if info.webrtc_default else [(source.name, self._source_bitrate(source))]
-        out += [(r["name"], int(r["bitrate"])) for r in info.renditions]
+        # A rung's encoder may send far less than its nominal bitrate (slides, a still
+        # camera): a browser's REMB stays within ~1.5x what it receives, so rungs are
+        # compared with what they were measured sending here, when they were.
+        out += [
+            (r["name"], int(self.measured_bps.get(r["name"]) or r["bitrate"]))
+            for r in info.renditions
+        ]
         return sorted(out, key=lambda rung: -rung[1])
 
     def _source_bitrate(self, source: Stream) -> int:
-        measured = self.source_bps.get(source.name)
+        measured = self.measured_bps.get(source.name)
         if measured:
             return int(measured)
         top = max((int(r["bitrate"]) for r in source.info.renditions), default=0)
@@ -467,8 +494,10 @@ class WebRtcEgress:
         if not session.estimate.known:
             return  # no REMB nor loss from this viewer yet: it keeps what it gets
         now, estimate = time.monotonic(), session.estimate.bps
-        if now < session.probe_until and session.estimate.loss <= LOSS_BACK_OFF:
-            return  # probing a rung up: only loss ends the probe early
+        if self._held_too_long(session, video, now):
+            return
+        if session.probe_until and self._probing(session, video, now, estimate):
+            return
         if estimate < AUDIO_ONLY_BPS:
             if not video.paused:
                 log.info("viewer %s: %d bit/s, audio only", session.id, estimate)
@@ -495,7 +524,7 @@ class WebRtcEgress:
             want = rungs[-1][0]  # resume on the lowest rung, then climb
         elif current_name not in bitrates:
             want = fits[0][0]
-        elif bitrates[current_name] * DOWN_MARGIN > estimate:
+        elif self._too_high(session, current_name, bitrates[current_name], estimate):
             if session.down_since is None:
                 session.down_since = now
             lossy = session.estimate.loss > LOSS_BACK_OFF
@@ -516,25 +545,88 @@ class WebRtcEgress:
             want = roomy[0][0] if bitrates[roomy[0][0]] > bitrates[current_name] else None
             if want is None:
                 want = higher[-1][0]  # probe the next rung up
+                if now < session.probe_again_at.get(want, (0.0, 0.0))[0]:
+                    return  # it failed lately: do not congest the link again so soon
                 session.probe_until = now + PROBE_GRACE_S
+                session.probe_from = (estimate, video.nacks, video.packets)
         else:
             session.up_since = session.down_since = None
             return
         session.up_since = session.down_since = None
         if want == current_name and not video.paused:
             return
+        session.proven = None
         stream = await self._find(session, want)
         if stream is None or "video" not in session.targets:
             return
         log.info(
-            "viewer %s: %d bit/s, %s -> %s at its next keyframe",
+            "viewer %s: estimate %d bit/s, loss %.1f %%, %s (%d bit/s) -> %s (%d bit/s)"
+            " at its next keyframe",
             session.id,
             estimate,
+            session.estimate.loss * 100,
             "audio-only" if video.paused else current_name,
+            bitrates.get(current_name or "", 0),
             want,
+            bitrates.get(want, 0),
         )
         self.rung_switches += 1
         self.fanout.switch(video, stream)
+
+    def _held_too_long(self, session: ViewerSession, video: RtpTarget, now: float) -> bool:
+        """A switch whose rung never brought the keyframe the viewer stopped for: the
+        viewer goes back to its own stream at that stream's next keyframe."""
+        if not video.holding or video.fanout is None:
+            session.held_since = None
+            return False
+        if session.held_since is None:
+            session.held_since = now
+        if now - session.held_since < HOLD_MAX_S:
+            return False
+        log.warning(
+            "viewer %s: rung keyframe late; staying on %s", session.id, video.fanout.stream.name
+        )
+        stream = video.fanout.stream
+        self.fanout.pause(video)
+        self.fanout.switch(video, stream)
+        session.held_since = None
+        session.probe_until = 0.0
+        return True
+
+    @staticmethod
+    def _probing(session: ViewerSession, video: RtpTarget, now: float, estimate: int) -> bool:
+        """True while a probe of a higher rung runs; at its end (or when the viewer
+        loses packets) decides whether the link carries that rung."""
+        start_estimate, start_nacks, start_packets = session.probe_from
+        sent = video.packets - start_packets
+        nacked = (video.nacks - start_nacks) / sent if sent > 0 else 0.0
+        lossy = session.estimate.loss > LOSS_BACK_OFF or nacked > PROBE_NACK_LIMIT
+        if video.joining is not None and not lossy:
+            session.probe_until = now + PROBE_GRACE_S  # the probe starts at the rung's key
+            return True
+        if now < session.probe_until and not lossy:
+            return True
+        session.probe_until = 0.0
+        rung = video.fanout
+        if rung is None:
+            return False
+        name = rung.stream.name
+        if not lossy and estimate >= start_estimate * PROBE_REMB_GROWTH:
+            session.proven = (name, estimate)
+            session.probe_again_at.pop(name, None)
+        else:  # failed: the next probe of this rung waits twice as long as the last
+            wait = min(2 * session.probe_again_at.get(name, (0.0, PROBE_BACKOFF_S / 2))[1], 60)
+            session.probe_again_at[name] = (now + wait, wait)
+        return False
+
+    @staticmethod
+    def _too_high(session: ViewerSession, name: str, bitrate: int, estimate: int) -> bool:
+        """Is the viewer's current rung more than its estimate carries?"""
+        if session.estimate.loss > LOSS_BACK_OFF:
+            return True
+        if session.proven is not None and session.proven[0] == name:
+            return estimate < session.proven[1] * DOWN_MARGIN
+        return bitrate * DOWN_MARGIN > estimate
 
     async def _expire_unconnected(self, session: ViewerSession) -> None:
         with contextlib.suppress(TimeoutError):
