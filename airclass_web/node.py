@@ -62,6 +62,10 @@ class Node:
         #: async (stream name) -> Stream | None for streams this node does not have yet.
         #: A cluster sub sets it to start pulling the stream from the main node.
         self.stream_resolver: Callable[[str], Awaitable[Stream | None]] | None = None
+        #: Where this node announces its recordings so that a stream's next origin
+        #: continues them (cluster.recordings.RecordingHandoff), set by the cluster at
+        #: start when it has Redis.
+        self.recording_handoff = None
         #: The persistent store (airclass_web.store.Store), set by classroom.setup.
         self.store = None
         #: Teachers' lasting RTMP stream keys (classroom.stream_keys.StreamKeys), set by

@@ -347,6 +347,7 @@ def setup(app: web.Application) -> None:
         settings_of(node),
         node_id=node.config.node_id,
         store=lambda: getattr(node, "store", None),
+        handoff=lambda: node.recording_handoff,
     )
     app[RECORDER] = manager
     node.add_service("recorder", manager.start, manager.stop)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from airclass_media.hub import Stream, StreamHub, Subscription, SubscriptionClosed
 
@@ -25,6 +25,18 @@ SUBSCRIPTION_MAX_PACKETS = 1000
 STOP_WAIT_SECONDS = 5.0
 #: How long a node shutdown waits for recordings to finish their MP4.
 SHUTDOWN_WAIT_SECONDS = 10.0
+
+
+class Handoff(Protocol):
+    """Where a node announces the recording it makes of a stream, so that the node that
+    takes the stream over when this one dies records the next part of the same class."""
+
+    async def previous(self, stream: str) -> dict | None:
+        """{node_id, recording_id, session_id, part} of a recording cut off, or None."""
+
+    async def announce(self, doc: dict) -> None: ...
+
+    async def withdraw(self, doc: dict) -> None: ...
 
 
 class RecordingError(Exception):
@@ -47,6 +59,7 @@ class RecordingManager:
         *,
         node_id: str = "",
         store: Callable[[], Any] = lambda: None,
+        handoff: Callable[[], Handoff | None] = lambda: None,
     ) -> None:
         self.hub = hub
         self.settings = settings
@@ -54,6 +67,9 @@ class RecordingManager:
         self.node_id = node_id
         #: Returns the node's store (airclass_web.store.Store) or None when there is none.
         self._store = store
+        #: Returns where a stream's recording is announced in a cluster, so that the
+        #: next origin continues it (airclass_web.cluster.recordings), or None.
+        self._handoff = handoff
         self._active: dict[str, Recording] = {}  # by stream
         self._finishing: dict[str, Recording] = {}  # by id: stopped, MP4 being built
         self._pumps: dict[str, tuple[asyncio.Task, Subscription]] = {}  # by id
@@ -117,7 +133,13 @@ class RecordingManager:
 
     # -- start / stop -----------------------------------------------------------------
     async def start_recording(
-        self, stream_name: str, session_id: str = "", reason: str = "manual"
+        self,
+        stream_name: str,
+        session_id: str = "",
+        reason: str = "manual",
+        *,
+        part: int = 1,
+        continues: str | None = None,
     ) -> dict:
         """Start recording a live stream; its metadata. Raises RecordingError."""
         stream = self.hub.get(stream_name)
@@ -150,14 +172,19 @@ class RecordingManager:
                 session_id = await self._active_session_of(stream_name)
             if not stream.live:
                 raise RecordingError("not_live", f"stream {stream_name} is not live")
-            rec = self._begin(stream, session_id, reason)
+            rec = self._begin(stream, session_id, reason, part, continues)
         finally:
             self._starting.discard(stream_name)
         doc = rec.snapshot()
         await self._store_save(doc)
+        handoff = self._handoff()
+        if handoff is not None:
+            await handoff.announce(doc)
         return doc
 
-    def _begin(self, stream: Stream, session_id: str, reason: str) -> Recording:
+    def _begin(
+        self, stream: Stream, session_id: str, reason: str, part: int, continues: str | None
+    ) -> Recording:
         rec_id = metadata.new_recording_id(stream.name)
         doc = metadata.new_document(
             rec_id,
@@ -167,6 +194,8 @@ class RecordingManager:
             reason=reason,
             segment_seconds=self.settings.segment_seconds,
             screenshot_interval=self.settings.screenshot_interval,
+            part=part,
+            continues=continues,
         )
         sub = stream.subscribe(
             ["video", "aac"],
@@ -189,7 +218,13 @@ class RecordingManager:
         self.started_total += 1
         pump = self._spawn(self._pump(rec, sub), f"recorder-pump-{rec_id}")
         self._pumps[rec.id] = (pump, sub)
-        log.info("recording %s started (%s, session %s)", rec_id, reason, session_id or "-")
+        log.info(
+            "recording %s started (%s, session %s, part %d)",
+            rec_id,
+            reason,
+            session_id or "-",
+            part,
+        )
         return rec
 
     async def _pump(self, rec: Recording, sub: Subscription) -> None:
@@ -255,6 +290,9 @@ class RecordingManager:
             self._finishing[rec.id] = rec
         rec.request_stop(reason)
         log.info("recording %s stopping (%s)", rec.id, reason)
+        handoff = self._handoff()
+        if handoff is not None and reason != "shutdown":  # cut off: the next origin goes on
+            self._spawn(handoff.withdraw(rec.snapshot()), f"recorder-withdraw-{rec.id}")
 
     def _done(self, rec: Recording) -> None:
         """The recording's thread has finished (stopped, or failed on its own)."""
@@ -282,7 +320,9 @@ class RecordingManager:
             if rec is not None:
                 rec.note_reconnect()
                 log.info("recording %s continues: %s is live again", rec.id, name)
-            elif self.settings.auto_records(name) and name not in self._starting:
+            elif name not in self._starting and (
+                self.settings.auto_records(name) or self._handoff() is not None
+            ):
                 self._spawn(self._auto_start(name), f"recorder-auto-{name}")
         elif event == "offline" and rec is not None:
             loop = asyncio.get_running_loop()
@@ -293,10 +333,30 @@ class RecordingManager:
             )
 
     async def _auto_start(self, name: str) -> None:
+        """A stream went live here: continue its recording cut off on another node (the
+        origin moved), or start one when the stream is auto-recorded."""
+        handoff = self._handoff()
+        previous = await handoff.previous(name) if handoff is not None else None
         try:
-            await self.start_recording(name, reason="auto")
+            if previous is not None:
+                log.info(
+                    "recording of %s continues from %s (node %s) as part %d",
+                    name,
+                    previous["recording_id"],
+                    previous["node_id"],
+                    int(previous["part"]) + 1,
+                )
+                await self.start_recording(
+                    name,
+                    str(previous["session_id"]),
+                    reason="continued",
+                    part=int(previous["part"]) + 1,
+                    continues=str(previous["recording_id"]),
+                )
+            elif self.settings.auto_records(name):
+                await self.start_recording(name, reason="auto")
         except RecordingError as exc:
-            log.warning("auto-record of %s not started: %s", name, exc.message)
+            log.warning("recording of %s not started: %s", name, exc.message)
 
     def _offline_expired(self, name: str) -> None:
         self._offline_timers.pop(name, None)

@@ -29,6 +29,7 @@ RECORDING_ID = re.compile(r"^[A-Za-z0-9_-]{1,120}\Z")  # \Z: "$" accepts a trail
 SEGMENT_FILE = re.compile(r"^seg-\d{5}\.mp4\Z")
 SHOT_FILE = re.compile(r"^\d{9}\.jpg\Z")
 
+
 class Status(StrEnum):
     """A recording's status, as stored in its metadata."""
 
@@ -76,12 +77,18 @@ def new_document(
     reason: str,
     segment_seconds: float,
     screenshot_interval: float,
+    part: int = 1,
+    continues: str | None = None,
 ) -> dict:
+    """A new recording's metadata. `part` > 1 with `continues` (the previous part's id):
+    the class went on after its origin node died, recorded on another node."""
     now = time.time()
     return {
         "id": recording_id,
         "stream": stream,
         "session_id": session_id,
+        "part": part,
+        "continues": continues,
         "node_id": node_id,
         "status": Status.RECORDING.value,
         "reason": reason,

@@ -14,6 +14,7 @@
       "vod.status.recording": "녹화 중", "vod.status.stopping": "중지 중", "vod.status.finalizing": "마무리 중",
       "vod.status.complete": "완료", "vod.status.failed": "실패",
       "vod.recovered": "(중단 후 복구됨)",
+      "vod.part": "{part}부 (서버가 바뀐 뒤 이어서 녹화)",
     },
     en: {
       "nav.home": "Home", "vod.teacher": "Teacher", "vod.title": "Recordings", "vod.stream": "Stream",
@@ -27,6 +28,7 @@
       "vod.status.recording": "recording", "vod.status.stopping": "stopping", "vod.status.finalizing": "finalizing",
       "vod.status.complete": "complete", "vod.status.failed": "failed",
       "vod.recovered": "(recovered after an interruption)",
+      "vod.part": "part {part} (continued on another server)",
     },
   });
   const t = AirI18n.t;
@@ -89,7 +91,8 @@
       const info = el("div", { className: "vod-info" },
         el("b", { textContent: r.title || r.stream }), (r.title ? " · " + r.stream : "") + " · " + when + " · " + clock(r.duration) + " · " + bytes(r.size) + " ",
         el("span", { className: "badge" + (r.status === "recording" ? " live" : ""), textContent: t("vod.status." + r.status) }),
-        r.recovered ? el("span", { className: "muted", textContent: " " + t("vod.recovered") }) : "");
+        r.recovered ? el("span", { className: "muted", textContent: " " + t("vod.recovered") }) : "",
+        r.part > 1 ? el("span", { className: "muted", textContent: " " + t("vod.part", { part: r.part }) }) : "");
       const play = el("a", { href: r.page_url, className: "button", textContent: t("vod.play") });
       const del = el("button", { type: "button", className: "secondary", textContent: t("vod.delete") });
       del.disabled = ["recording", "stopping", "finalizing"].includes(r.status);
@@ -141,7 +144,8 @@
     $("vod-heading").textContent = (doc.title || doc.stream) + " — " + started;
     document.title = "AIRClass — " + (doc.title || doc.stream);
     $("vod-meta").textContent = clock(doc.duration) + " · " + bytes(doc.size) + " · " + t("vod.status." + doc.status) +
-      (doc.video ? ` · ${doc.video.width}×${doc.video.height}` : "") + (doc.recovered ? " " + t("vod.recovered") : "");
+      (doc.video ? ` · ${doc.video.width}×${doc.video.height}` : "") + (doc.recovered ? " " + t("vod.recovered") : "") +
+      (doc.part > 1 ? " · " + t("vod.part", { part: doc.part }) : "");
     if (doc.mp4_url) video.src = doc.mp4_url;
     else { showError(t("vod.pending")); setTimeout(() => location.reload(), 5000); }
     const strip = $("vod-shots");

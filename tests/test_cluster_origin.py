@@ -1,11 +1,13 @@
 """Origin on any node (issue 18): three nodes and a redis-server as real processes. The
 teacher publishes to node B; viewers on A and C watch it, relayed from B. B is killed with
-kill -9; the encoder reconnects to C (its second URL): C becomes the origin, and the same
-viewers on A and C get the picture back without a new peer connection."""
+kill -9; the encoder reconnects to C (its second URL): C becomes the origin, the same
+viewers on A and C get the picture back without a new peer connection, and C records the
+next part of the recording B was making."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import time
@@ -16,6 +18,7 @@ import redis
 from .support import (
     NodeProcess,
     RedisServer,
+    async_http_json,
     async_wait_for,
     ffmpeg_publish,
     http_json,
@@ -72,6 +75,17 @@ async def test_publish_anywhere_and_survive_the_origin_dying(three_nodes, player
     for player in watchers.values():
         await player.wait_frames(video=20, timeout=30)  # relayed from B
 
+    # The teacher records the class on B, its origin.
+    grant = await b.atoken(STREAM, user_type="teacher", action="publish")
+    teacher = {"Authorization": "Bearer " + grant["token"]}
+    status, part1, _ = await async_http_json(
+        "POST",
+        f"{b.url}/api/recording/start",
+        json.dumps({"stream": STREAM}).encode(),
+        {**teacher, "Content-Type": "application/json"},
+    )
+    assert status == 201, part1
+
     # A second encoder on A while B has the stream is refused (one origin per stream).
     second = publish(a, publishers)
     assert await asyncio.to_thread(second.wait, 30) != 0
@@ -98,6 +112,17 @@ async def test_publish_anywhere_and_survive_the_origin_dying(three_nodes, player
         f"origin moved to C {returned:.1f} s after kill -9 of B; viewers on A and C playing "
         f"again {time.monotonic() - killed:.1f} s after it"
     )
+
+    async def next_part() -> dict | None:
+        status, body, _ = await async_http_json(
+            "GET", f"{c.url}/api/recording/status", headers=teacher
+        )
+        assert status == 200, body
+        return next((r for r in body["recordings"] if r["stream"] == STREAM), None)
+
+    part2 = await async_wait_for(next_part, 20, "C to record the next part", interval=0.5)
+    assert part2["part"] == 2 and part2["continues"] == part1["id"], part2
+    assert part2["session_id"] == part1["session_id"] and part2["reason"] == "continued"
 
 
 async def test_origin_leases_are_fenced(tmp_path):

@@ -16,6 +16,7 @@ from ..errors import json_error
 from ..node import Node
 from .assign import Assigner, NoCapacity
 from .origins import OriginDirectory, OriginError
+from .recordings import RecordingHandoff
 from .registry import (
     HEARTBEAT_SECONDS,
     InProcessRegistry,
@@ -51,6 +52,8 @@ class Cluster:
         self.relay_server = RelayServer() if self.role == "main" or shared else None
         #: Stream -> origin leases (origins.py); set at start when the registry is Redis.
         self.origins: OriginDirectory | None = None
+        #: Each stream's running recording, for the next origin (recordings.py).
+        self.recordings: RecordingHandoff | None = None
         self.relays: RelayManager | None = None
         if self.role == "sub" or shared:
             self.relays = RelayManager(
@@ -71,6 +74,10 @@ class Cluster:
             self.origins = OriginDirectory(
                 self.registry.redis, self.signer, config.node_id, config.http_url
             )
+            self.recordings = RecordingHandoff(
+                self.registry.redis, self.signer, config.node_id, config.record_offline_grace
+            )
+            self.node.recording_handoff = self.recordings
         await self._beat()
         if self.relays is not None:
             await self.relays.start()
@@ -131,6 +138,8 @@ class Cluster:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             await self._beat()
             await self._renew_origins()
+            if self.recordings is not None:
+                await self.recordings.renew()
             if self.role == "main":
                 await self._routing_nodes()  # keep the routing copy warm
 
