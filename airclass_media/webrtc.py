@@ -44,10 +44,19 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
 #: Each viewer's rung is chosen this often (seconds).
 ADAPT_INTERVAL_S = 0.5
-#: Below this estimate (bit/s) a viewer gets audio only; video resumes above
-#: AUDIO_ONLY_BPS x UP_MARGIN (or, to probe, after AUDIO_ONLY_PROBE_S without it).
+#: A viewer gets audio only below this estimate (bit/s), or when even the lowest rung
+#: is more than its link carries (below). Video is tried again (a probe of the lowest
+#: rung) once the estimate carries that rung with UP_MARGIN, or AUDIO_ONLY_PROBE_S later;
+#: after a failed try only by time, twice as late each time, up to AUDIO_ONLY_PROBE_MAX_S.
 AUDIO_ONLY_BPS = 150_000
 AUDIO_ONLY_PROBE_S = 10.0
+AUDIO_ONLY_PROBE_MAX_S = 20.0
+#: The lowest rung "does not fit" when its viewer kept losing it this long (seconds):
+#: a REMB right after a drop undershoots, loss on the lowest rung does not lie.
+AUDIO_ONLY_LOSSY_S = 2.0
+LOSSY_NACK_SHARE = 0.05
+#: A probe of video after a pause is judged from this long after its first keyframe.
+RESUME_SETTLE_S = 1.0
 #: A higher rung is taken once the estimate stayed above UP_MARGIN x its bitrate for
 #: UP_HOLD_S; a lower one at once when the estimate falls below DOWN_MARGIN x the
 #: current rung's bitrate (a browser's REMB hovers around what it receives).
@@ -266,6 +275,16 @@ class ViewerSession:
     up_since: float | None = None
     down_since: float | None = None
     paused_at: float = 0.0
+    #: While audio only: how long after `paused_at` video is tried again, and whether
+    #: also as soon as the estimate carries the lowest rung (not after a failed try).
+    resume_wait: float = AUDIO_ONLY_PROBE_S
+    resume_on_estimate: bool = True
+    probe_settle_until: float = 0.0
+    #: NACKs and packets sent at the previous choice, and since when video is lost.
+    counted: tuple[int, int] = (0, 0)
+    lossy_since: float | None = None
+    #: The running probe started from audio only (it goes back there if it fails).
+    probe_from_audio_only: bool = False
     probe_until: float = 0.0
     #: The probe's starting point: estimate, NACKs and packets sent.
     probe_from: tuple[int, int, int] = (0, 0, 0)
@@ -498,31 +517,30 @@ class WebRtcEgress:
             return
         if session.probe_until and self._probing(session, video, now, estimate):
             return
-        if estimate < AUDIO_ONLY_BPS:
-            if not video.paused:
-                log.info("viewer %s: %d bit/s, audio only", session.id, estimate)
-                self.fanout.pause(video)
-                session.paused_at = now
+        if session.probe_from_audio_only:
+            session.probe_from_audio_only = False
+            if session.proven is None:  # video did not fit yet: audio only again
+                wait = session.resume_wait * 2
+                self._audio_only(session, video, now, "video did not fit", wait, retry=False)
+                return
+        rungs = await self._rungs_of(session)
+        lowest_bps = rungs[-1][1]
+        lossy_for = self._lossy_for(session, video, now)
+        if video.paused:
+            due = now - session.paused_at >= session.resume_wait
+            fits_again = session.resume_on_estimate and estimate >= lowest_bps * UP_MARGIN
+            if due or fits_again:
+                await self._resume_video(session, video, now, estimate, rungs[-1][0])
             return
-        name = session.stream.name.split(RENDITION_SEPARATOR, 1)[0]
-        source = session.stream
-        if name != source.name:  # served from a rung: the source's info lists the ladder
-            source = source.hub.get(name) or await self._find(session, name)
-        rungs = self.rungs(source) if source is not None else []
-        if not rungs:
-            rungs = [(session.stream.name, SOURCE_BPS_UNKNOWN)]
+        if estimate < AUDIO_ONLY_BPS:
+            self._audio_only(session, video, now, "estimate under the floor", AUDIO_ONLY_PROBE_S)
+            return
         fits = [r for r in rungs if r[1] <= estimate] or [rungs[-1]]
         roomy = [r for r in rungs if r[1] * UP_MARGIN <= estimate] or [rungs[-1]]
         current = video.joining or video.fanout
         current_name = current.stream.name if current is not None else None
         bitrates = dict(rungs)
-        if video.paused:
-            if estimate < AUDIO_ONLY_BPS * UP_MARGIN and now - session.paused_at < (
-                AUDIO_ONLY_PROBE_S
-            ):
-                return
-            want = rungs[-1][0]  # resume on the lowest rung, then climb
-        elif current_name not in bitrates:
+        if current_name not in bitrates:
             want = fits[0][0]
         elif self._too_high(session, current_name, bitrates[current_name], estimate):
             if session.down_since is None:
@@ -531,6 +549,12 @@ class WebRtcEgress:
             if not lossy and now - session.down_since < DOWN_HOLD_S:
                 return
             want = fits[0][0]  # down, fast
+            if want == current_name and current_name == rungs[-1][0]:
+                if lossy_for >= AUDIO_ONLY_LOSSY_S:  # not even the lowest rung fits
+                    self._audio_only(
+                        session, video, now, "losing the lowest rung", AUDIO_ONLY_PROBE_S
+                    )
+                return
         elif bitrates[roomy[0][0]] > bitrates[current_name] or (
             estimate >= bitrates[current_name] * PROBE_AT
             and session.estimate.loss < 0.02
@@ -553,7 +577,7 @@ class WebRtcEgress:
             session.up_since = session.down_since = None
             return
         session.up_since = session.down_since = None
-        if want == current_name and not video.paused:
+        if want == current_name:
             return
         session.proven = None
         stream = await self._find(session, want)
@@ -565,11 +589,86 @@ class WebRtcEgress:
             session.id,
             estimate,
             session.estimate.loss * 100,
-            "audio-only" if video.paused else current_name,
+            current_name,
             bitrates.get(current_name or "", 0),
             want,
             bitrates.get(want, 0),
         )
+        self.rung_switches += 1
+        self.fanout.switch(video, stream)
+
+    async def _rungs_of(self, session: ViewerSession) -> list[tuple[str, int]]:
+        """The rungs of the source the viewer watches (see `rungs`), at least one."""
+        name = session.stream.name.split(RENDITION_SEPARATOR, 1)[0]
+        source = session.stream
+        if name != source.name:  # served from a rung: the source's info lists the ladder
+            source = source.hub.get(name) or await self._find(session, name)
+        rungs = self.rungs(source) if source is not None else []
+        return rungs or [(session.stream.name, SOURCE_BPS_UNKNOWN)]
+
+    @staticmethod
+    def _lossy_for(session: ViewerSession, video: RtpTarget, now: float) -> float:
+        """For how long (seconds) the viewer has lost video: more than LOSS_BACK_OFF in its
+        receiver reports, or NACKs for more than LOSSY_NACK_SHARE of what was sent since
+        the previous choice."""
+        nacks, packets = session.counted
+        session.counted = (video.nacks, video.packets)
+        sent = video.packets - packets
+        nacked = (video.nacks - nacks) / sent if sent > 0 else 0.0
+        if session.estimate.loss <= LOSS_BACK_OFF and nacked <= LOSSY_NACK_SHARE:
+            session.lossy_since = None
+            return 0.0
+        if session.lossy_since is None:
+            session.lossy_since = now
+        return now - session.lossy_since
+
+    def _audio_only(
+        self,
+        session: ViewerSession,
+        video: RtpTarget,
+        now: float,
+        why: str,
+        wait: float,
+        *,
+        retry: bool = True,
+    ) -> None:
+        """Hold the viewer's video (audio goes on); video is tried again `wait` s later,
+        or (`retry`) as soon as the estimate carries the lowest rung."""
+        wait = min(wait, AUDIO_ONLY_PROBE_MAX_S)
+        log.info(
+            "viewer %s: estimate %d bit/s, loss %.1f %%, %s: audio only, video tried again"
+            " in %.0f s",
+            session.id,
+            session.estimate.bps,
+            session.estimate.loss * 100,
+            why,
+            wait,
+        )
+        self.fanout.pause(video)
+        session.paused_at = now
+        session.resume_wait = wait
+        session.resume_on_estimate = retry
+        session.up_since = session.down_since = session.lossy_since = None
+        session.proven = None
+
+    async def _resume_video(
+        self, session: ViewerSession, video: RtpTarget, now: float, estimate: int, lowest: str
+    ) -> None:
+        """Probe the lowest rung from audio only: it stays if the link carries it."""
+        stream = await self._find(session, lowest)
+        if stream is None or "video" not in session.targets:
+            return
+        log.info(
+            "viewer %s: estimate %d bit/s after %.0f s of audio only: trying %s",
+            session.id,
+            estimate,
+            now - session.paused_at,
+            lowest,
+        )
+        session.proven = None
+        session.probe_from_audio_only = True
+        session.probe_until = now + PROBE_GRACE_S
+        session.probe_from = (estimate, video.nacks, video.packets)
         self.rung_switches += 1
         self.fanout.switch(video, stream)
 
@@ -598,6 +697,16 @@ class WebRtcEgress:
         """True while a probe of a higher rung runs; at its end (or when the viewer
         loses packets) decides whether the link carries that rung."""
         start_estimate, start_nacks, start_packets = session.probe_from
+        if session.probe_from_audio_only and (
+            video.joining is not None or now < session.probe_settle_until
+        ):
+            # Video back after a pause: the viewer first NACKs and reports as lost what
+            # its link dropped before the pause; judge only what comes after.
+            if video.joining is not None:
+                session.probe_settle_until = now + RESUME_SETTLE_S
+                session.probe_until = now + PROBE_GRACE_S
+            session.probe_from = (start_estimate, video.nacks, video.packets)
+            return True
         sent = video.packets - start_packets
         nacked = (video.nacks - start_nacks) / sent if sent > 0 else 0.0
         lossy = session.estimate.loss > LOSS_BACK_OFF or nacked > PROBE_NACK_LIMIT
@@ -611,12 +720,25 @@ class WebRtcEgress:
         if rung is None:
             return False
         name = rung.stream.name
-        if not lossy and estimate >= start_estimate * PROBE_REMB_GROWTH:
+        if not lossy and (
+            session.probe_from_audio_only or estimate >= start_estimate * PROBE_REMB_GROWTH
+        ):  # the lowest rung after a pause only has to arrive
             session.proven = (name, estimate)
             session.probe_again_at.pop(name, None)
         else:  # failed: the next probe of this rung waits twice as long as the last
             wait = min(2 * session.probe_again_at.get(name, (0.0, PROBE_BACKOFF_S / 2))[1], 60)
             session.probe_again_at[name] = (now + wait, wait)
+            log.info(
+                "viewer %s: probe of %s failed (estimate %d -> %d bit/s, loss %.1f %%,"
+                " %.1f %% NACKed); next in %.0f s",
+                session.id,
+                name,
+                start_estimate,
+                estimate,
+                session.estimate.loss * 100,
+                nacked * 100,
+                wait,
+            )
         return False
 
     @staticmethod

@@ -26,6 +26,8 @@ RATE_720P = ["-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "2500k"]
 OBS_BFRAMES = ["-bf", "3", "-g", "120"]
 FAST = Shape(rate_kbit=20_000)
 SLOW = Shape(rate_kbit=1_000)
+#: Less than the lowest rung (360p ~500 kbit/s) and its audio need.
+STARVED = Shape(rate_kbit=400)
 
 
 @pytest.fixture
@@ -130,6 +132,46 @@ async def test_at_1mbps_video_keeps_playing_lower_and_returns_to_720p(
     fast = await measure(page, 5)
     print("20 Mbit/s again:", _report(fast))
     assert fast["fps"] >= 25 and fast["height"] == 720, _report(fast)
+
+
+async def test_at_400kbps_audio_only_then_video_again(link, link_node, viewer_browser, processes):
+    """20 Mbit/s, then 400 kbit/s: no rung fits, so video stops and audio goes on with
+    little concealed; back at 20 Mbit/s, video plays again without a reload."""
+    link.set(FAST)
+    page = await watch(link_node, viewer_browser, processes, "adapt400", [])
+    link.set(STARVED)
+    previous = [await one(page)]
+
+    async def seen_for_a_second(check) -> bool:
+        """`check` on what Chromium got since the previous reading >= 1 s ago."""
+        sample = await one(page)
+        if sample.at - previous[0].at < 1.0:
+            return False
+        figures = window_figures(previous[0], sample)
+        previous[0] = sample
+        return check(figures)
+
+    def audio_only(figures: dict[str, float]) -> bool:
+        return figures["video_kbps"] < 20 and figures["audio_samples"] > 0
+
+    await async_wait_for(
+        lambda: seen_for_a_second(audio_only), 30, "audio only at 400 kbit/s", interval=0.3
+    )
+    starved = await measure(page, 6)  # before the first try of video again (10 s)
+    print("400 kbit/s:", _report(starved))
+    assert starved["video_kbps"] < 20 and starved["fps"] < 1, _report(starved)
+    assert starved["concealed_pct"] <= 5, _report(starved)
+    link.set(FAST)
+
+    def playing(figures: dict[str, float]) -> bool:
+        return figures["fps"] >= 20
+
+    await async_wait_for(
+        lambda: seen_for_a_second(playing), 45, "video after the link returned", interval=0.3
+    )
+    fast = await measure(page, 5)
+    print("20 Mbit/s again:", _report(fast))
+    assert fast["fps"] >= 20 and fast["height"] > 0, _report(fast)
 
 
 async def test_bframe_source_plays_at_25fps_in_chromium(link, link_node, viewer_browser, processes):
