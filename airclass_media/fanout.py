@@ -351,6 +351,9 @@ class RtpTarget:
     packets: int = 0
     octets: int = 0
     nacks: int = 0
+    #: NACKs of packets sent on the viewer's current stream (not of what its link
+    #: dropped before a pause or a switch): what rung choices judge loss by.
+    nacks_live: int = 0
     retransmits: int = 0
     rtx_octets: int = 0
     rtx_repeats_ignored: int = 0
@@ -604,6 +607,7 @@ class RtpTarget:
             entry = history.get(index) if index >= self.live_from else None
         if entry is None:
             return False
+        self.nacks_live += 1
         last, times = self._resent.get(seq, (None, 0))
         if times >= RTX_MAX_PER_PACKET or (
             last is not None

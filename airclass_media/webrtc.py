@@ -72,6 +72,11 @@ UP_HOLD_S = 4.0
 #: after that only loss (not the REMB still catching up) takes the viewer back down.
 PROBE_AT = 1.3
 PROBE_GRACE_S = 6.0
+#: A probe holds early, PROBE_MIN_S after the rung's keyframe, once the REMB grew
+#: without loss; right after a probe held, the next rung up is tried after only
+#: PROBE_CHAIN_HOLD_S (a link that came back climbs the ladder in steps of seconds).
+PROBE_MIN_S = 2.0
+PROBE_CHAIN_HOLD_S = 1.0
 #: A probe ends early when the viewer NACKs more than this share of the packets sent
 #: since it started (RTX hides such loss from receiver reports) ...
 PROBE_NACK_LIMIT = 0.03
@@ -288,8 +293,10 @@ class ViewerSession:
     probe_until: float = 0.0
     #: The probe's starting point: estimate, NACKs and packets sent.
     probe_from: tuple[int, int, int] = (0, 0, 0)
-    #: A rung a probe found the link carries, and the estimate when it ended.
+    #: A rung a probe found the link carries, and the estimate when it ended; the rung
+    #: a probe up just took while the REMB grew (the next one is tried soon after).
     proven: tuple[str, int] | None = None
+    climbed: str | None = None
     held_since: float | None = None
     #: Rung -> (earliest next probe, the wait that set it), after failed probes.
     probe_again_at: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -563,7 +570,8 @@ class WebRtcEgress:
             session.down_since = None
             if session.up_since is None:
                 session.up_since = now
-            if now - session.up_since < UP_HOLD_S:
+            climbing = session.climbed == current_name
+            if now - session.up_since < (PROBE_CHAIN_HOLD_S if climbing else UP_HOLD_S):
                 return
             higher = [r for r in rungs if r[1] > bitrates[current_name]]
             want = roomy[0][0] if bitrates[roomy[0][0]] > bitrates[current_name] else None
@@ -572,14 +580,14 @@ class WebRtcEgress:
                 if now < session.probe_again_at.get(want, (0.0, 0.0))[0]:
                     return  # it failed lately: do not congest the link again so soon
                 session.probe_until = now + PROBE_GRACE_S
-                session.probe_from = (estimate, video.nacks, video.packets)
+                session.probe_from = (estimate, video.nacks_live, video.packets)
         else:
             session.up_since = session.down_since = None
             return
         session.up_since = session.down_since = None
         if want == current_name:
             return
-        session.proven = None
+        session.proven = session.climbed = None
         stream = await self._find(session, want)
         if stream is None or "video" not in session.targets:
             return
@@ -612,9 +620,9 @@ class WebRtcEgress:
         receiver reports, or NACKs for more than LOSSY_NACK_SHARE of what was sent since
         the previous choice."""
         nacks, packets = session.counted
-        session.counted = (video.nacks, video.packets)
+        session.counted = (video.nacks_live, video.packets)
         sent = video.packets - packets
-        nacked = (video.nacks - nacks) / sent if sent > 0 else 0.0
+        nacked = (video.nacks_live - nacks) / sent if sent > 0 else 0.0
         if session.estimate.loss <= LOSS_BACK_OFF and nacked <= LOSSY_NACK_SHARE:
             session.lossy_since = None
             return 0.0
@@ -668,7 +676,7 @@ class WebRtcEgress:
         session.proven = None
         session.probe_from_audio_only = True
         session.probe_until = now + PROBE_GRACE_S
-        session.probe_from = (estimate, video.nacks, video.packets)
+        session.probe_from = (estimate, video.nacks_live, video.packets)
         self.rung_switches += 1
         self.fanout.switch(video, stream)
 
@@ -705,16 +713,20 @@ class WebRtcEgress:
             if video.joining is not None:
                 session.probe_settle_until = now + RESUME_SETTLE_S
                 session.probe_until = now + PROBE_GRACE_S
-            session.probe_from = (start_estimate, video.nacks, video.packets)
+            session.probe_from = (start_estimate, video.nacks_live, video.packets)
             return True
         sent = video.packets - start_packets
-        nacked = (video.nacks - start_nacks) / sent if sent > 0 else 0.0
+        nacked = (video.nacks_live - start_nacks) / sent if sent > 0 else 0.0
         lossy = session.estimate.loss > LOSS_BACK_OFF or nacked > PROBE_NACK_LIMIT
         if video.joining is not None and not lossy:
             session.probe_until = now + PROBE_GRACE_S  # the probe starts at the rung's key
             return True
         if now < session.probe_until and not lossy:
-            return True
+            keyframe_at = session.probe_until - PROBE_GRACE_S
+            grew = session.probe_from_audio_only or estimate >= start_estimate * PROBE_REMB_GROWTH
+            if now - keyframe_at < PROBE_MIN_S or not grew:
+                return True
+            # else: the rung arrived without loss and the REMB grew already: it holds
         session.probe_until = 0.0
         rung = video.fanout
         if rung is None:
@@ -724,6 +736,7 @@ class WebRtcEgress:
             session.probe_from_audio_only or estimate >= start_estimate * PROBE_REMB_GROWTH
         ):  # the lowest rung after a pause only has to arrive
             session.proven = (name, estimate)
+            session.climbed = None if session.probe_from_audio_only else name
             session.probe_again_at.pop(name, None)
         else:  # failed: the next probe of this rung waits twice as long as the last
             wait = min(2 * session.probe_again_at.get(name, (0.0, PROBE_BACKOFF_S / 2))[1], 60)
