@@ -72,9 +72,10 @@ UP_HOLD_S = 4.0
 #: after that only loss (not the REMB still catching up) takes the viewer back down.
 PROBE_AT = 1.3
 PROBE_GRACE_S = 6.0
-#: A probe holds early, PROBE_MIN_S after the rung's keyframe, once the REMB grew
-#: without loss; right after a probe held, the next rung up is tried after only
-#: PROBE_CHAIN_HOLD_S (a link that came back climbs the ladder in steps of seconds).
+#: A probe up holds early, PROBE_MIN_S after the rung's keyframe, once the REMB grew
+#: without loss (video back after audio only always runs PROBE_GRACE_S); right after a
+#: probe up held, the next rung up is tried after only PROBE_CHAIN_HOLD_S (a link that
+#: came back climbs the ladder in steps of seconds).
 PROBE_MIN_S = 2.0
 PROBE_CHAIN_HOLD_S = 1.0
 #: A probe ends early when the viewer NACKs more than this share of the packets sent
@@ -723,8 +724,8 @@ class WebRtcEgress:
             return True
         if now < session.probe_until and not lossy:
             keyframe_at = session.probe_until - PROBE_GRACE_S
-            grew = session.probe_from_audio_only or estimate >= start_estimate * PROBE_REMB_GROWTH
-            if now - keyframe_at < PROBE_MIN_S or not grew:
+            grew = estimate >= start_estimate * PROBE_REMB_GROWTH
+            if now - keyframe_at < PROBE_MIN_S or not grew or session.probe_from_audio_only:
                 return True
             # else: the rung arrived without loss and the REMB grew already: it holds
         session.probe_until = 0.0

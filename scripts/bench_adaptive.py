@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -407,6 +408,8 @@ async def run(args: argparse.Namespace, reports: list[dict]) -> None:
         finally:
             await bench.close()
             print(f"load average: {os.getloadavg()}")
+            if args.node_log:
+                shutil.copyfile(bench.node.log_path, args.node_log)
 
 
 def main() -> None:
@@ -415,6 +418,7 @@ def main() -> None:
     parser.add_argument("--bframes", action="store_true", help="publish with 3 B-frames, -g 120")
     parser.add_argument("--preset", default="ultrafast", help="publisher's x264 preset")
     parser.add_argument("--json", help="write the reports to this file")
+    parser.add_argument("--node-log", help="copy the node's log (rung switches) to this file")
     args = parser.parse_args()
     if os.environ.get("AIRCLASS_IN_NETNS") != "1":
         script = str(ROOT / "scripts/in-netns.sh")
