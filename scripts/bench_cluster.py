@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from airclass_media.ice import restrict_host_addresses  # noqa: E402
-from airclass_media.whep_client import WhepPlayer  # noqa: E402
 from tests.support import (  # noqa: E402
     TEST_HOST,
     NodeProcess,
@@ -38,6 +37,7 @@ from tests.support import (  # noqa: E402
     stop_process,
     wait_for,
 )
+from tests.whep_client import WhepPlayer  # noqa: E402
 
 SECRET = "bench-cluster-secret-0123456789abcdef"
 STREAM = "bench"

@@ -150,7 +150,7 @@ async def run_probe(node: str, stream: str, host: str, seconds: float) -> None:
 
     from airclass_media.ice import restrict_host_addresses
     from airclass_media.testsource import STAMP_BLOCK, read_stamp
-    from airclass_media.whep_client import WhepPlayer
+    from tests.whep_client import WhepPlayer
 
     restrict_host_addresses([host])
     grant = http("POST", f"{node}/api/token?stream={stream}&user_id=bench-probe")

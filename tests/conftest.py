@@ -50,9 +50,9 @@ def processes():
 async def players():
     """WHEP players (aiortc) limited to the test address; all closed after the test."""
     from airclass_media.ice import restrict_host_addresses
-    from airclass_media.whep_client import WhepPlayer
 
     from .support import TEST_HOST
+    from .whep_client import WhepPlayer
 
     restrict_host_addresses([TEST_HOST])
     opened: list[WhepPlayer] = []

@@ -10,8 +10,6 @@ import sys
 
 import pytest
 
-from airclass_media.whep_client import WhepPlayer
-
 from .support import (
     TEST_HOST,
     TEST_SECRET,
@@ -22,6 +20,7 @@ from .support import (
     stop_process,
     wait_for,
 )
+from .whep_client import WhepPlayer
 
 
 async def publish(node, stream: str, processes, seconds: float = 60, **kwargs):

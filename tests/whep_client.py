@@ -1,6 +1,6 @@
 """A WHEP client on aiortc: plays a stream and counts decoded frames.
 
-Used by the tests, the benchmark and as a probe (`python -m airclass_media.whep_client`).
+Used by the tests, the benchmark and as a probe (`python -m tests.whep_client`).
 """
 
 from __future__ import annotations
