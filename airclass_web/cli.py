@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops.cli import add_ops_commands
 
     add_ops_commands(commands, add_store_options)
-    from .ops.tls import add_cert_command
+    from .tls import add_cert_command
 
     add_cert_command(commands)
     return parser

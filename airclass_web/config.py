@@ -27,7 +27,7 @@ class Config:
     host: str = "0.0.0.0"
     http_port: int = 8000
     rtmp_port: int = 1935
-    #: TLS (ops/tls.py): PEM certificate chain and key; with them HTTPS/WSS on http_port
+    #: TLS (tls.py): PEM certificate chain and key; with them HTTPS/WSS on http_port
     #: and RTMPS on rtmps_port (the plain RTMP port stays unless rtmp_port is 0).
     tls_cert: str = ""
     tls_key: str = ""
@@ -180,7 +180,7 @@ class Config:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_cert:
-            from .ops.tls import TlsError, check_files
+            from .tls import TlsError, check_files
 
             try:
                 check_files(self.tls_cert, self.tls_key)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -14,9 +13,7 @@ from airclass_media.hub import Stream, StreamHub
 
 from .auth import TokenService
 from .config import Config
-
-if TYPE_CHECKING:
-    from .ops.tls import TlsContext
+from .tls import TlsContext, https_redirect_app
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +35,6 @@ class Node:
         #: The server SSLContext under --tls-cert (HTTPS and RTMPS), reloaded on SIGHUP.
         self.tls: TlsContext | None = None
         if config.tls:
-            from .ops.tls import TlsContext  # ops imports this module
-
             self.tls = TlsContext(config.tls_cert, config.tls_key)
         self._services: list[tuple[str, Hook, Hook]] = []
         self._started: list[tuple[str, Hook, Hook]] = []
@@ -140,8 +135,6 @@ class Node:
         )
 
     async def _start_https_redirect(self) -> None:
-        from .ops.tls import https_redirect_app  # ops imports this module
-
         runner = web.AppRunner(https_redirect_app(self.config.http_port), access_log=None)
         await runner.setup()
         self._redirect_runner = runner
