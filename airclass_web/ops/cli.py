@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +103,3 @@ def add_ops_commands(commands, add_store_options: Callable) -> None:
     add_monitor_command(commands)
     add_backup_commands(commands, add_store_options)
 
-
-def env(name: str, default: str = "") -> str:
-    return os.environ.get("AIRCLASS_" + name, default)

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -221,9 +222,11 @@ def monitor(args: argparse.Namespace) -> int:
     return asyncio.run(run(args))
 
 
-def add_monitor_command(commands) -> None:
-    from .cli import env
+def _env(name: str) -> str:
+    return os.environ.get("AIRCLASS_" + name, "")
 
+
+def add_monitor_command(commands) -> None:
     parser = commands.add_parser(
         "monitor",
         help="cluster summary; alerts to a chat webhook",
@@ -233,7 +236,7 @@ def add_monitor_command(commands) -> None:
         "once when they start and once when they end.",
     )
     parser.add_argument(
-        "--main-url", default=env("MAIN_URL"), required=not env("MAIN_URL"),
+        "--main-url", default=_env("MAIN_URL"), required=not _env("MAIN_URL"),
         help="main node URL [AIRCLASS_MAIN_URL]",
     )  # fmt: skip
     parser.add_argument(
@@ -242,7 +245,7 @@ def add_monitor_command(commands) -> None:
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per round")
     parser.add_argument(
-        "--alert-webhook", default=env("ALERT_WEBHOOK"), metavar="URL",
+        "--alert-webhook", default=_env("ALERT_WEBHOOK"), metavar="URL",
         help="Slack/Discord-style incoming webhook for alerts [AIRCLASS_ALERT_WEBHOOK]",
     )  # fmt: skip
     parser.set_defaults(handler=monitor)
