@@ -13,17 +13,15 @@ from . import (
     classroom,
     cluster,
     dashboard,
-    hls_routes,
-    media_routes,
     metrics,
     ops,
     pages,
     recording_routes,
     security_headers,
     token_routes,
-    whip_routes,
 )
 from .config import Config
+from .delivery import hls_routes, media_routes, whip_routes
 from .errors import json_errors_middleware
 from .node import NODE, Node
 

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from .access import AccessDenied, StreamAccess
 from .auth import STREAM_NAME, Claims, TokenError, require, token_from_request
+from .delivery.ice_servers import ice_servers_json
 from .errors import json_error
-from .ice_servers import ice_servers_json
 from .identifiers import USER_ID_RULE, valid_user_id
 from .limits import IpRateLimit, Network, PasswordLimiter, TokenBuckets, client_ip, parse_networks
 from .node import Node, node_of

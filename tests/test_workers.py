@@ -12,8 +12,8 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from airclass_media.ice import restrict_host_addresses
-from airclass_web.workers.admission import Admission, NodeFull, TooManySessions
-from airclass_web.workers.pool import split_port_range
+from airclass_web.delivery.workers.admission import Admission, NodeFull, TooManySessions
+from airclass_web.delivery.workers.pool import split_port_range
 
 from .support import (
     TEST_HOST,
@@ -51,7 +51,7 @@ def worker_pids(node) -> dict[int, int]:
             args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"airclass_web.workers.worker" in args:
+        if b"airclass_web.delivery.workers.worker" in args:
             found[int(args[args.index(b"--index") + 1])] = int(child)
     return found
 

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from ..access import AccessDenied
 from ..auth import STREAM_NAME, Claims, TokenError, require, token_from_request
+from ..delivery.ice_servers import ice_servers_json
 from ..errors import json_error
-from ..ice_servers import ice_servers_json
 from ..limits import too_many
 from ..node import node_of
 from ..token_routes import (

@@ -23,13 +23,13 @@ from airclass_media.ladder import Ladder, parse_ladder
 from airclass_media.rtmp.server import PublishRejected, PublishRequest, RtmpServer
 from airclass_media.webrtc import WebRtcEgress
 
-from .access import AccessDenied
-from .auth import STREAM_KEY_PREFIX, STREAM_NAME, Claims, TokenError, split_stream_key
-from .limits import parse_networks
-from .node import Node
-from .session_urls import SessionUrls
-from .store import StoreError
-from .viewer_grants import ViewerGrants
+from ..access import AccessDenied
+from ..auth import STREAM_KEY_PREFIX, STREAM_NAME, Claims, TokenError, split_stream_key
+from ..limits import parse_networks
+from ..node import Node
+from ..session_urls import SessionUrls
+from ..store import StoreError
+from ..viewer_grants import ViewerGrants
 from .workers.admission import (
     Admission,
     NodeFull,

@@ -14,10 +14,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from airclass_media.hls import HlsOrigin, HlsSegmenter, multivariant_playlist
 from airclass_media.hub import Stream
 
-from .access import authorize
-from .errors import json_error
-from .node import NODE, node_of
-from .token_routes import guards_of
+from ..access import authorize
+from ..errors import json_error
+from ..node import NODE, node_of
+from ..token_routes import guards_of
 
 HLS = web.AppKey("hls", HlsOrigin)
 #: How long a first request waits for the stream's first part (a keyframe away).

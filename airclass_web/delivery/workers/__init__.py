@@ -4,5 +4,5 @@
 - `viewers`: the viewer backend interface and its in-process implementation;
 - `feed`: the node side of the local relay that feeds each worker once per packet;
 - `pool`: the node's supervisor of worker processes and the routing of WHEP requests;
-- `worker`: the worker process entry point (`python -m airclass_web.workers.worker`).
+- `worker`: the worker process entry point (`python -m airclass_web.delivery.workers.worker`).
 """

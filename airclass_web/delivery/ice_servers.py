@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from airclass_media.turn import IceServer, TurnCredentials
 
-from .config import Config
+from ..config import Config
 
 
 def viewer_ice_servers(config: Config, user_id: str | None) -> list[IceServer]:

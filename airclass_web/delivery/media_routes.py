@@ -8,15 +8,15 @@ from aiohttp import web
 
 from airclass_media.webrtc import BadOffer, Overloaded
 
-from .access import Grant, authorize
-from .auth import token_from_request
-from .errors import json_error
+from ..access import Grant, authorize
+from ..auth import token_from_request
+from ..errors import json_error
+from ..limits import client_ip
+from ..node import NODE, node_of
+from ..token_routes import viewer_whep_url, visible_streams
 from .hls_routes import hls_viewer_count
 from .ice_servers import ice_servers_json, link_header, viewer_ice_servers
-from .limits import client_ip
 from .media import MediaServices
-from .node import NODE, node_of
-from .token_routes import viewer_whep_url, visible_streams
 from .workers.admission import AdmissionRefused
 from .workers.viewers import BadCandidate, IceRestart, SessionNotFound
 

@@ -16,10 +16,10 @@ from aiohttp import web
 from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
 from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIngest
 
-from .access import authorize
-from .errors import json_error
+from ..access import authorize
+from ..errors import json_error
+from ..node import NODE, Node, node_of
 from .media_routes import MEDIA, ice_link_headers, trickle
-from .node import NODE, Node, node_of
 
 WHIP = web.AppKey("whip", WhipIngest)
 #: Seconds between the keyframes a WHIP publisher is asked for (browsers make none unasked).

@@ -1,6 +1,7 @@
 """A media worker process: WebRTC viewers of its share of the node, fed by the node.
 
-    python -m airclass_web.workers.worker --index I --socket W.sock --node-socket N.sock ...
+    python -m airclass_web.delivery.workers.worker --index I --socket W.sock \
+        --node-socket N.sock ...
 
 It owns its viewers' ICE/DTLS state and UDP ports (a `WebRtcEgress`) and a local
 `StreamHub` that pulls each watched stream from the node over the local relay
@@ -236,7 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ..logsafe import setup_logging
+    from ...logsafe import setup_logging
 
     setup_logging(
         args.log_level, f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s"

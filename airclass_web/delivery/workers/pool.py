@@ -27,7 +27,7 @@ import aiohttp
 from airclass_media.hub import Stream, StreamHub
 from airclass_media.webrtc import BadOffer, Overloaded
 
-from ..config import Config
+from ...config import Config
 from .feed import LocalFeed
 from .stats import QUANTILES, pool_families, process_cpu_seconds
 from .viewers import (
@@ -245,7 +245,7 @@ class WorkerPool:
         args = [
             sys.executable,
             "-m",
-            "airclass_web.workers.worker",
+            "airclass_web.delivery.workers.worker",
             "--index",
             str(worker.index),
             "--socket",
