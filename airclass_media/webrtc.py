@@ -14,6 +14,7 @@ import bisect
 import contextlib
 import functools
 import logging
+import random
 import secrets
 import time
 from collections import deque
@@ -301,6 +302,9 @@ class ViewerSession:
     held_since: float | None = None
     #: Rung -> (earliest next probe, the wait that set it), after failed probes.
     probe_again_at: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Added to UP_HOLD_S and to probe back-offs (0..UP_HOLD_S s, one draw per viewer):
+    #: a class that joined together does not probe its shared link all at once.
+    hold_jitter: float = field(default_factory=lambda: random.uniform(0.0, UP_HOLD_S))
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -572,7 +576,8 @@ class WebRtcEgress:
             if session.up_since is None:
                 session.up_since = now
             climbing = session.climbed == current_name
-            if now - session.up_since < (PROBE_CHAIN_HOLD_S if climbing else UP_HOLD_S):
+            hold = PROBE_CHAIN_HOLD_S if climbing else UP_HOLD_S + session.hold_jitter
+            if now - session.up_since < hold:
                 return
             higher = [r for r in rungs if r[1] > bitrates[current_name]]
             want = roomy[0][0] if bitrates[roomy[0][0]] > bitrates[current_name] else None
@@ -741,7 +746,7 @@ class WebRtcEgress:
             session.probe_again_at.pop(name, None)
         else:  # failed: the next probe of this rung waits twice as long as the last
             wait = min(2 * session.probe_again_at.get(name, (0.0, PROBE_BACKOFF_S / 2))[1], 60)
-            session.probe_again_at[name] = (now + wait, wait)
+            session.probe_again_at[name] = (now + wait + session.hold_jitter, wait)
             log.info(
                 "viewer %s: probe of %s failed (estimate %d -> %d bit/s, loss %.1f %%,"
                 " %.1f %% NACKed); next in %.0f s",

@@ -292,12 +292,16 @@ async def scenario_loss(bench: Bench) -> str:
     return report_phases("loss", result)
 
 
+#: The join storm's one shared link (kbit/s), as a school access point's uplink.
+LINK_SHARE_KBIT = 50_000
+
+
 async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3) -> str:
     from tests.chromium_viewer import read_stats, window_figures
     from tests.netshape import Shape
 
     stream = await bench.live_stream(bench.args.bframes, 90)
-    bench.link.set(Shape(rate_kbit=50_000))
+    bench.link.set(Shape(rate_kbit=LINK_SHARE_KBIT))
     pages = [await bench.browser.new_page() for _ in range(chromium)]
     for page in pages:
         await page.goto(f"{bench.node.url}/api/health")
@@ -305,7 +309,10 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
         [sys.executable, str(ROOT / "scripts/loadgen.py"), bench.node.url, stream,
          "--viewers", str(viewers - chromium), "--concurrency", str(viewers),
          "--dev", "--ice-host", bench.link.viewer_addr, "--settle", "1",
-         "--seconds", "15", "--brief"]
+         "--seconds", "15", "--brief",
+         # Each loadgen viewer plays a browser that got its share of the link (REMB,
+         # receiver reports), so the crowd adapts as a class of browsers would.
+         "--link-kbps", str(LINK_SHARE_KBIT // viewers), "--link-loss", "0"]
     )  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         *loadgen, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
@@ -341,7 +348,8 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
 
     keys = ("first_frame_s", "connect_s", "video_fps", "loss_pct", "kbps")
     lines.append(
-        f"- loadgen (aiortc, no NACK/PLI): {summary.get('viewers_connected')} of "
+        f"- loadgen (aiortc, REMB of a {LINK_SHARE_KBIT // viewers} kbit/s share, no NACK/PLI): "
+        f"{summary.get('viewers_connected')} of "
         f"{viewers - chromium} connected; " + "; ".join(spread(k) for k in keys)
     )
     lines.append(f"- loadgen errors: {summary.get('errors')}")
