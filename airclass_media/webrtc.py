@@ -48,7 +48,8 @@ ADAPT_INTERVAL_S = 0.5
 #: A viewer gets audio only below this estimate (bit/s), or when even the lowest rung
 #: is more than its link carries (below). Video is tried again (a probe of the lowest
 #: rung) once the estimate carries that rung with UP_MARGIN, or AUDIO_ONLY_PROBE_S later;
-#: after a failed try only by time, twice as late each time, up to AUDIO_ONLY_PROBE_MAX_S.
+#: after a failed try twice as late each time, up to AUDIO_ONLY_PROBE_MAX_S, or once the
+#: estimate doubled from where that try started.
 AUDIO_ONLY_BPS = 150_000
 AUDIO_ONLY_PROBE_S = 10.0
 AUDIO_ONLY_PROBE_MAX_S = 20.0
@@ -282,10 +283,11 @@ class ViewerSession:
     up_since: float | None = None
     down_since: float | None = None
     paused_at: float = 0.0
-    #: While audio only: how long after `paused_at` video is tried again, and whether
-    #: also as soon as the estimate carries the lowest rung (not after a failed try).
+    #: While audio only: how long after `paused_at` video is tried again; sooner when
+    #: the estimate carries the lowest rung and is above `resume_above` (after a failed
+    #: try: twice the estimate that try started from).
     resume_wait: float = AUDIO_ONLY_PROBE_S
-    resume_on_estimate: bool = True
+    resume_above: int = 0
     probe_settle_until: float = 0.0
     #: NACKs and packets sent at the previous choice, and since when video is lost.
     counted: tuple[int, int] = (0, 0)
@@ -533,14 +535,17 @@ class WebRtcEgress:
             session.probe_from_audio_only = False
             if session.proven is None:  # video did not fit yet: audio only again
                 wait = session.resume_wait * 2
-                self._audio_only(session, video, now, "video did not fit", wait, retry=False)
+                failed_at = 2 * session.probe_from[0]  # the estimate must double first
+                self._audio_only(
+                    session, video, now, "video did not fit", wait, resume_above=failed_at
+                )
                 return
         rungs = await self._rungs_of(session)
         lowest_bps = rungs[-1][1]
         lossy_for = self._lossy_for(session, video, now)
         if video.paused:
             due = now - session.paused_at >= session.resume_wait
-            fits_again = session.resume_on_estimate and estimate >= lowest_bps * UP_MARGIN
+            fits_again = estimate >= max(lowest_bps * UP_MARGIN, session.resume_above)
             if due or fits_again:
                 await self._resume_video(session, video, now, estimate, rungs[-1][0])
             return
@@ -644,10 +649,10 @@ class WebRtcEgress:
         why: str,
         wait: float,
         *,
-        retry: bool = True,
+        resume_above: int = 0,
     ) -> None:
         """Hold the viewer's video (audio goes on); video is tried again `wait` s later,
-        or (`retry`) as soon as the estimate carries the lowest rung."""
+        or as soon as the estimate carries the lowest rung and exceeds `resume_above`."""
         wait = min(wait, AUDIO_ONLY_PROBE_MAX_S)
         log.info(
             "viewer %s: estimate %d bit/s, loss %.1f %%, %s: audio only, video tried again"
@@ -661,7 +666,7 @@ class WebRtcEgress:
         self.fanout.pause(video)
         session.paused_at = now
         session.resume_wait = wait
-        session.resume_on_estimate = retry
+        session.resume_above = resume_above
         session.up_since = session.down_since = session.lossy_since = None
         session.proven = None
 
