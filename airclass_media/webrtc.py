@@ -519,8 +519,8 @@ class WebRtcEgress:
 
     async def _adapt(self, session: ViewerSession) -> None:
         """Move the viewer to the best rung its estimate carries: down at once, up only
-        after the estimate held UP_MARGIN above the rung's bitrate for UP_HOLD_S; audio
-        only below AUDIO_ONLY_BPS."""
+        after the estimate held UP_MARGIN above the rung's bitrate for UP_HOLD_S (or by a
+        probe); audio only below AUDIO_ONLY_BPS or when the lowest rung keeps losing."""
         video = session.targets.get("video")
         if video is None or video.fanout is None and not video.paused:
             return
@@ -713,8 +713,8 @@ class WebRtcEgress:
 
     @staticmethod
     def _probing(session: ViewerSession, video: RtpTarget, now: float, estimate: int) -> bool:
-        """True while a probe of a higher rung runs; at its end (or when the viewer
-        loses packets) decides whether the link carries that rung."""
+        """True while a probe runs (a higher rung, or the lowest after audio only); at its
+        end (or when the viewer loses packets) decides whether the link carries it."""
         start_estimate, start_nacks, start_packets = session.probe_from
         if session.probe_from_audio_only and (
             video.joining is not None or now < session.probe_settle_until
