@@ -16,7 +16,8 @@ Scenarios (`--scenario`, repeatable; default all):
   loss       clean 10 s, 5 % random loss (+ 40 ms ±10 ms jitter where the kernel has
              netem) 30 s, clean 10 s
   joinstorm  60 viewers join within 1 s through one 50 Mbit/s link: 3 Chromium viewers,
-             the rest scripts/loadgen.py (aiortc, counts RTP); time to first frame
+             the rest scripts/loadgen.py (aiortc, counts RTP, reports a REMB of its
+             share of the link); time to first frame
   lipsync    a source that flashes white and beeps at the same instant every 2 s: beep
              onset (AnalyserNode) minus flash display (requestVideoFrameCallback) in
              Chromium, unshaped and at 1 Mbit/s
