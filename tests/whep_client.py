@@ -1,6 +1,6 @@
 """A WHEP client on aiortc: plays a stream and counts decoded frames.
 
-Used by the tests, the benchmark and as a probe (`python -m tests.whep_client`).
+Used by the tests and the benchmarks (bench_media.py's latency probe, bench_cluster.py).
 """
 
 from __future__ import annotations
