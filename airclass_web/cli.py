@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pending-per-ip",
         type=int,
         default=_env_int("MAX_PENDING_PER_IP"),
-        help="viewer offers per client address not connected yet; more wait up to 10 s, "
+        help="viewer offers per client address not connected yet; more wait up to 30 s, "
         "then 429; 0 = no limit [AIRCLASS_MAX_PENDING_PER_IP, default: max(20, capacity/5)]",
     )
     serve.add_argument(

@@ -179,5 +179,9 @@ async def test_offers_that_never_connect_cannot_hold_every_seat(node_factory, tm
     finally:
         await pc.close()
     assert status == 201, (status, dict(results))
-    assert results[201] <= max(20, capacity // 5), dict(results)
+    # A pending seat is held until its session connects or is dropped unconnected
+    # (CONNECT_TIMEOUT); a flood that outlasts that timeout on a slow machine gets the
+    # dropped ones' slots again, so only the seats held at once are bounded.
+    dropped = node.log().count("never connected; dropped")
+    assert results[201] - dropped <= max(20, capacity // 5), (dict(results), dropped)
     assert results[429] == sum(results.values()) - results[201], dict(results)
