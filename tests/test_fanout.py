@@ -187,7 +187,11 @@ async def test_lossy_jittery_link_still_decodes(node, processes, players, udp_lo
     await player.wait_frames(video=300, timeout=40)
     pts = sorted(set(player.stats.video_pts[start:]))
     expected = (pts[-1] - pts[0]) // 3000 + 1  # 30 fps on a 90 kHz clock
-    assert len(pts) >= 0.98 * expected, (len(pts), expected)
+    # NACKs repair single losses; a retransmission lost again (2 % of 2 %) or late behind
+    # the jitter makes aiortc drop that frame and ask for a keyframe: one such ~0.5 s gap
+    # (15 frames) was seen in a loaded suite. Without repair (aiortc passes only complete
+    # frames, ~7 packets each here) about one frame in eight would be lost.
+    assert len(pts) >= 0.95 * expected, (len(pts), expected)
 
     async def nacks_answered():
         status, body, _ = await async_http_json(
