@@ -21,12 +21,16 @@ It has no options for what follows, so each change is made at the narrowest poin
   which cost a third of the protect path.
 - A WHIP publisher's receivers hand their reassembled encoded frames to the ingest
   (`tap_encoded_frames`) instead of to aiortc's decoder thread: passthrough, no decode.
+- RED for Opus (RFC 2198, `audio/red` with the Opus payload type in its fmtp) is answered
+  when a viewer's offer lists it (`answer_audio_red`): aiortc does not know the codec.
+  Browsers offer it and rebuild a lost audio packet from the copy in the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import queue
@@ -34,7 +38,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import pylibsrtp
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, sdp
 from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from aiortc.rtp import (
@@ -110,6 +114,33 @@ def _opus_inband_fec() -> None:
 _opus_inband_fec()
 
 
+def _red_of(codec: RTCRtpCodecParameters, opus_type: int) -> bool:
+    """Is this `audio/red` whose every block is Opus of `opus_type` (fmtp "111/111")?"""
+    if codec.mimeType.lower() != "audio/red" or codec.clockRate != 48000:
+        return False
+    formats = [key for key, value in codec.parameters.items() if value is None]
+    return len(formats) == 1 and all(part == str(opus_type) for part in formats[0].split("/"))
+
+
+def answer_audio_red(pc: RTCPeerConnection, offer: sdp.SessionDescription) -> None:
+    """Call between setRemoteDescription and createAnswer: an audio transceiver whose
+    offer lists RED of its Opus answers it too (after Opus, which stays the first
+    codec). The fan-out then sends each Opus packet with the previous one inside."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "audio" or transceiver.mid is None:
+            continue
+        codecs = transceiver._codecs
+        opus = next((c for c in codecs if c.mimeType.lower() == "audio/opus"), None)
+        media = next((m for m in offer.media if m.rtp.muxId == transceiver.mid), None)
+        if opus is None or media is None or any(c.mimeType.lower() == "audio/red" for c in codecs):
+            continue
+        for codec in media.rtp.codecs:
+            if _red_of(codec, opus.payloadType):
+                codecs.insert(codecs.index(opus) + 1, copy.deepcopy(codec))
+                codecs[codecs.index(opus) + 1].rtcpFeedback = []
+                break
+
+
 def take_over_rtp(
     sender: RTCRtpSender,
     run: Callable[[RtpBinding], Awaitable[None]],
@@ -124,10 +155,17 @@ def take_over_rtp(
     RTCP and keeps its own bookkeeping (RTT, stats); REMB (`on_remb(bit/s)`) and each
     receiver report's fraction lost (`on_loss(0..1)`) are handed on as well."""
 
+    negotiated: list[RTCRtpCodecParameters] = []
+    send = sender.send
+
+    async def send_recording_codecs(parameters) -> None:
+        negotiated[:] = parameters.codecs  # aiortc hands `_run_rtp` only the first
+        await send(parameters)
+
     async def run_rtp(codec: RTCRtpCodecParameters) -> None:
         sender._RTCRtpSender__rtp_started.set()
         try:
-            await run(describe(sender, codec))
+            await run(describe(sender, codec, negotiated))
         except (asyncio.CancelledError, ConnectionError):
             pass
         except Exception:
@@ -157,6 +195,7 @@ def take_over_rtp(
                 if sender._ssrc in ssrcs:
                     on_remb(bitrate)
 
+    sender.send = send_recording_codecs
     sender._run_rtp = run_rtp
     sender._retransmit = retransmit
     sender._send_keyframe = on_keyframe_request
@@ -205,8 +244,13 @@ def _udp_path(sender: RTCRtpSender) -> UdpPath:
     return UdpPath(None, pair.remote_addr, fallback)
 
 
-def describe(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> RtpBinding:
-    """Everything the fan-out needs to send this sender's RTP stream."""
+def describe(
+    sender: RTCRtpSender,
+    codec: RTCRtpCodecParameters,
+    negotiated: list[RTCRtpCodecParameters] = (),
+) -> RtpBinding:
+    """Everything the fan-out needs to send this sender's RTP stream (`codec` is the
+    first of the `negotiated` ones)."""
     mid = sender._RTCRtpSender__mid
     extensions = sender._RTCRtpSender__rtp_header_extensions_map
     first_byte, tail, abs_at = _header(codec.payloadType, sender._ssrc, mid, extensions)
@@ -238,6 +282,9 @@ def describe(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> RtpBinding:
         path=_udp_path(sender),
         rtx_payload_type=rtx_type,
         rtx_header_tail=rtx_tail,
+        red_payload_type=next(
+            (c.payloadType for c in negotiated if _red_of(c, codec.payloadType)), None
+        ),
         report=report,
         initial_sequence=int.from_bytes(os.urandom(2)) % 32768,
         timestamp_origin=int.from_bytes(os.urandom(4)),

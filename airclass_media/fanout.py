@@ -119,6 +119,27 @@ class RtpReady:
     timestamp: int
 
 
+@dataclass(slots=True)
+class AudioFrame:
+    """One Opus packet as every viewer of a stream gets it; its RED payloads (one per
+    Opus payload type viewers negotiated, usually one) are made once, when first asked."""
+
+    data: bytes
+    timestamp: int  # RTP, no origin
+    index: int  # in the stream's audio history (the sequence number, no offset)
+    pts: int
+    previous: tuple[bytes, int] | None  # the packet before it (payload, RTP timestamp)
+    _red: dict[int, bytes] = field(default_factory=dict)
+
+    def red(self, opus_type: int) -> bytes:
+        payload = self._red.get(opus_type)
+        if payload is None:
+            payload = self._red[opus_type] = red_payload(
+                opus_type, self.data, self.previous, self.timestamp
+            )
+        return payload
+
+
 def rtp_ready(packet: MediaPacket) -> RtpReady:
     """The packet's RTP payloads, made once per stream and shared by every viewer."""
     ready = packet.rtp
@@ -129,6 +150,25 @@ def rtp_ready(packet: MediaPacket) -> RtpReady:
             payloads = [packet.data]
         ready = packet.rtp = RtpReady(payloads, packet.pts * CLOCK_RATES[packet.kind] // 1_000_000)
     return ready
+
+
+#: RED block header limits (RFC 2198): a 14-bit timestamp offset, a 10-bit length.
+RED_MAX_OFFSET = (1 << 14) - 1
+RED_MAX_BLOCK = (1 << 10) - 1
+
+
+def red_payload(
+    block_type: int, primary: bytes, previous: tuple[bytes, int] | None, timestamp: int
+) -> bytes:
+    """An RFC 2198 payload: the previous packet (payload, RTP timestamp) as the redundant
+    block when it fits the header's fields, then this one; both of `block_type`."""
+    if previous is not None:
+        data, previous_ts = previous
+        offset = (timestamp - previous_ts) & 0xFFFFFFFF
+        if 0 < offset <= RED_MAX_OFFSET and 0 < len(data) <= RED_MAX_BLOCK:
+            header = (0x80 | block_type) << 24 | offset << 10 | len(data)
+            return b"".join((header.to_bytes(4, "big"), bytes((block_type,)), data, primary))
+    return bytes((block_type,)) + primary
 
 
 def ntp_now() -> int:
@@ -285,6 +325,9 @@ class RtpBinding:
     #: RTX payload type, SSRC-and-extension bytes and first byte, when RTX was negotiated.
     rtx_payload_type: int | None = None
     rtx_header_tail: bytes = b""
+    #: RED payload type (RFC 2198) when negotiated for this Opus stream: each packet
+    #: then carries the previous one too, so one lost packet is rebuilt, not concealed.
+    red_payload_type: int | None = None
     #: (rtp timestamp, ntp time, packets, octets) after each burst, for sender reports.
     report: Callable[[int, int, int, int], None] = lambda *args: None
     initial_sequence: int = 0
@@ -472,27 +515,25 @@ class RtpTarget:
             b.path.send(burst)
         return bool(pending)
 
-    def send_audio(self, frames: list[tuple[bytes, int, int, int]], ntp: int) -> None:
-        """Send one or two Opus packets (payload, rtp timestamp, stream index, pts) in one
-        call: two go as one GSO pair, the shorter last (the receiver reorders by seq)."""
+    def send_audio(self, frames: list[AudioFrame], ntp: int) -> None:
+        """Send one or two Opus packets in one call: two go as one GSO pair, the shorter
+        last (the receiver reorders by seq). With RED each carries the one before it."""
         b = self.binding
-        write, b1, origin, offset = (
-            b.write,
-            b.payload_type | 0x80,
-            b.timestamp_origin,
-            self.seq_offset,
-        )
+        write, origin, offset = b.write, b.timestamp_origin, self.seq_offset
+        red, opus = b.red_payload_type, b.payload_type
+        b1 = (opus if red is None else red) | 0x80
+        payloads = [f.data if red is None else f.red(opus) for f in frames]
         packets = [
-            write(b1, (index + offset) & 0xFFFF, (rtp_ts + origin) & 0xFFFFFFFF, payload)
-            for payload, rtp_ts, index, _ in frames
+            write(b1, (f.index + offset) & 0xFFFF, (f.timestamp + origin) & 0xFFFFFFFF, payload)
+            for f, payload in zip(frames, payloads, strict=True)
         ]
         if len(packets) == 2 and len(packets[0]) < len(packets[1]):
             packets.reverse()
         b.path.send(packets)
-        _, rtp_ts, index, pts = frames[-1]
-        self.next_seq = (index + offset + 1) & 0xFFFF
-        octets = sum(len(frame[0]) for frame in frames)
-        self._account(len(frames), octets, (rtp_ts + origin) & 0xFFFFFFFF, pts)
+        last = frames[-1]
+        self.next_seq = (last.index + offset + 1) & 0xFFFF
+        octets = sum(len(payload) for payload in payloads)
+        self._account(len(frames), octets, (last.timestamp + origin) & 0xFFFFFFFF, last.pts)
 
     def _account(self, packets: int, octets: int, ts: int, pts: int) -> None:
         self.packets += packets
@@ -659,6 +700,8 @@ class RtpTarget:
             "send_errors": path.errors,
             "gso": path.gso,
         }
+        if self.kind == "audio":
+            out["red"] = self.binding.red_payload_type is not None
         if self.kind == "video":
             out["paced_frames"] = self.paced_frames
             out["pace_flushes"] = self.pace_flushes
@@ -733,6 +776,8 @@ class StreamFanout:
         self._failed: list[RtpTarget] = []
         #: An Opus packet waiting for the next one (they go out in pairs).
         self._held_audio: MediaPacket | None = None
+        #: The last Opus packet sent (payload, RTP timestamp): RED's redundant block.
+        self._last_audio: tuple[bytes, int] | None = None
         self._held_timer: asyncio.TimerHandle | None = None
         # Two subscriptions: a video queue that overflows (and waits for a keyframe)
         # never takes the audio with it.
@@ -924,7 +969,9 @@ class StreamFanout:
         for packet in packets:
             ready = rtp_ready(packet)
             index = history.add(ready.payloads, ready.timestamp)
-            frames.append((ready.payloads[0], ready.timestamp, index, packet.pts))
+            data = ready.payloads[0]
+            frames.append(AudioFrame(data, ready.timestamp, index, packet.pts, self._last_audio))
+            self._last_audio = (data, ready.timestamp)
         ntp = ntp_now()
         for target in self.targets["audio"]:
             try:

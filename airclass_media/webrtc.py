@@ -33,7 +33,7 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationEr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
-from .aiortc_tuning import receiver_report, take_over_rtp
+from .aiortc_tuning import answer_audio_red, receiver_report, take_over_rtp
 from .estimate import LOSS_BACK_OFF, BandwidthEstimate
 from .fanout import Fanout, RtpBinding, RtpTarget
 from .hub import RENDITION_SEPARATOR, Stream
@@ -138,15 +138,18 @@ def check_offer(offer_sdp: str, *, need_video: bool) -> list[str]:
     return kinds
 
 
-async def apply_offer(pc: RTCPeerConnection, offer_sdp: str) -> None:
+async def apply_offer(pc: RTCPeerConnection, offer_sdp: str, audio_red: bool = False) -> None:
     """Set the remote offer and our answer on a peer connection whose transceivers are
-    made; aiortc's own errors become BadOffer."""
+    made (answering RED for Opus when `audio_red` and offered); aiortc's own errors
+    become BadOffer."""
     try:
         await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         # Checked before anything else awaits: aiortc's connect task, scheduled by
         # setRemoteDescription, would trip over a transceiver the offer left unused.
         if any(t.receiver.transport is None for t in pc.getTransceivers()):
             raise BadOffer("the offer's media sections do not match its media kinds")
+        if audio_red:
+            answer_audio_red(pc, sdp.SessionDescription.parse(offer_sdp))
         await pc.setLocalDescription(await pc.createAnswer())
     except (InvalidAccessError, InvalidStateError, OperationError) as exc:
         raise BadOffer(str(exc)) from exc
@@ -449,7 +452,7 @@ class WebRtcEgress:
                 on_remb=session.estimate.on_remb if kind == "video" else None,
                 on_loss=session.estimate.on_loss if kind == "video" else None,
             )
-        await apply_offer(pc, offer_sdp)
+        await apply_offer(pc, offer_sdp, audio_red=True)
         session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
 
     async def _feed(self, session: ViewerSession, binding: RtpBinding) -> None:

@@ -253,7 +253,9 @@ async def test_chromium_keeps_playing_through_loss(node, processes, browser, udp
         f"{node.url}/api/streams/lossy2/viewers",
         headers={"Authorization": f"Bearer {token}"},
     )
-    assert status == 200 and body["viewers"][0]["media"]["video"]["nacks"] > 0
+    media = body["viewers"][0]["media"] if status == 200 else body
+    assert media["video"]["nacks"] > 0, media
+    assert media["audio"]["red"] is True, media  # Chromium offers RED; it is answered
 
 
 async def test_sender_reports_map_both_tracks_from_one_media_clock():
@@ -367,3 +369,51 @@ async def test_a_keyframe_leaves_paced_not_in_one_burst():
     bursts.append(run)
     # A late timer tick on a loaded machine sends what was due (so a burst may be longer).
     assert len(bursts) >= 10 and sorted(bursts)[len(bursts) // 2] <= PACE_BURST_PACKETS, bursts
+
+
+async def test_opus_goes_out_as_red_with_the_previous_packet_inside():
+    """A viewer that negotiated RED (RFC 2198) gets each Opus packet with the one before
+    it as a redundant block: one lost packet is rebuilt by the browser, not concealed."""
+    sender, receiver = _udp_pair()
+    receiver.setblocking(False)
+    hub = StreamHub()
+    stream = hub.stream("red")
+    stream.attach_publisher("test")
+    fanout = StreamFanout(stream, lambda *args: None)
+    address = receiver.getsockname()
+    for red_type in (None, 63):
+        binding = RtpBinding(
+            "audio", 111, bytes(4), 0x80, lambda d: d, UdpPath(sender, address),
+            red_payload_type=red_type,
+        )  # fmt: skip
+        fanout.add(RtpTarget(binding))
+    opus = [bytes([i]) * (40 + i) for i in range(20)]
+    received: dict[int, dict[int, bytes]] = {111: {}, 63: {}}
+
+    def receive() -> bool:
+        while True:
+            try:
+                data = receiver.recv(2048)
+            except BlockingIOError:
+                return all(len(r) == len(opus) for r in received.values())
+            _, b1, seq, _ = struct.unpack("!BBHI", data[:8])
+            received[b1 & 0x7F][seq] = data[12:]  # the 8 header bytes + the 4-byte tail (SSRC)
+
+    try:
+        for i, payload in enumerate(opus):
+            stream.publish(MediaPacket("audio", payload, i * 20_000, i * 20_000, False))
+        await async_wait_for(receive, 5, "every Opus packet, plain and as RED")
+    finally:
+        fanout.close()
+        sender.close()
+        receiver.close()
+    assert [received[111][s] for s in sorted(received[111])] == opus
+    blocks = [received[63][s] for s in sorted(received[63])]
+    assert blocks[0] == bytes([111]) + opus[0]  # nothing before it: the primary block only
+    for previous, payload, block in zip(opus, opus[1:], blocks[1:], strict=False):
+        header = int.from_bytes(block[:4], "big")
+        assert header >> 31 == 1 and (header >> 24) & 0x7F == 111  # a redundant Opus block
+        assert (header >> 10) & 0x3FFF == 960  # 20 ms before, on the 48 kHz clock
+        assert header & 0x3FF == len(previous)
+        assert block[4] == 111  # the primary block's header: last block, Opus
+        assert block[5:] == previous + payload
