@@ -8,6 +8,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from airclass_media.ladder import parse_ladder
+
 from . import (
     ai,
     classroom,
@@ -20,16 +22,48 @@ from . import (
     security_headers,
     token_routes,
 )
-from .config import Config
+from .ai.egress import Allowlist
+from .config import Config, ConfigError
+from .crypto import DataKeyError, data_cipher
 from .delivery import hls_routes, media_routes, whip_routes
 from .errors import json_errors_middleware
+from .limits import parse_networks
 from .node import NODE, Node
+from .tls import TlsError, check_files
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 
+def node_config(config: Config) -> Config:
+    """The config a node starts with: `Config.resolved()`, and the values that features
+    parse checked by their parsers. ConfigError names what is wrong; nothing changes."""
+    resolved = config.resolved()
+    try:
+        if resolved.data_keys:
+            data_cipher(resolved.data_keys)
+        if resolved.tls_cert:
+            check_files(resolved.tls_cert, resolved.tls_key)
+    except (DataKeyError, TlsError) as exc:
+        raise ConfigError(str(exc)) from exc
+    for what, check, value in (
+        ("--trusted-proxy", parse_networks, resolved.trusted_proxies),
+        (
+            "--ai-allowed-base-url / --gemini-base-url",
+            Allowlist,
+            [*resolved.ai_allowed_base_urls, resolved.gemini_base_url],
+        ),
+        ("--ladder", parse_ladder, resolved.ladder),
+    ):
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from exc
+    return resolved
+
+
 def create_node(config: Config) -> tuple[Node, web.Application]:
+    """The node and its application; `config` as `node_config` returns it."""
     node = Node(config)
     app = web.Application(
         client_max_size=config.max_body,

@@ -28,7 +28,7 @@ class Node:
     """
 
     def __init__(self, config: Config) -> None:
-        config.validate()
+        #: Resolved (airclass_web.app.node_config): derived values are filled in.
         self.config = config
         self.tokens = TokenService(config.jwt_secret, config.token_ttl)
         self.hub = StreamHub()
