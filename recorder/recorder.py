@@ -109,10 +109,6 @@ class Recording:
         with self._lock:
             self._doc["reconnects"] += 1
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def snapshot(self) -> dict:
         """A copy of the metadata with live figures (duration, size so far)."""
         with self._lock:
