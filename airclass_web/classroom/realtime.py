@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -27,12 +27,13 @@ from ..access import AccessDenied
 from ..auth import TokenError, token_from_request
 from ..errors import json_error
 from ..identifiers import USER_ID_RULE, valid_user_id
+from ..node import Node
+from ..store import Store
+from .chat import ChatService
+from .engagement import EngagementService
 from .errors import ClassroomError
-from .quiz import staff_view, student_view
-from .sessions import public_session, role_in_session
-
-if TYPE_CHECKING:
-    from .service import Classroom
+from .quiz import QuizService, staff_view, student_view
+from .sessions import SessionService, public_session, role_in_session
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,27 @@ class Room:
         return sorted(out, key=lambda e: e.get("name", ""))
 
 
+class HubClassroom(Protocol):
+    """What the hub uses of its classroom (classroom.service.Classroom, which owns the
+    hub): the node, the store and services, event publishing, WebSocket actions."""
+
+    node: Node
+    store: Store
+    sessions: SessionService
+    chat: ChatService
+    chat_max_length: int
+    quizzes: QuizService
+    engagement: EngagementService
+
+    def publish(self, event: dict) -> None: ...
+
+    def cache_sizes(self) -> dict[str, int]: ...
+
+    async def ws_action(self, client: Client, data: dict) -> dict | None: ...
+
+
 class RealtimeHub:
-    def __init__(self, classroom: Classroom) -> None:
+    def __init__(self, classroom: HubClassroom) -> None:
         self.c = classroom
         self.rooms: dict[str, Room] = {}
         self.node_id = classroom.node.config.node_id
@@ -275,7 +295,13 @@ class RealtimeHub:
                 del self.sockets[claims.user_id]
 
     async def _serve(
-        self, request: web.Request, c: Classroom, session: dict, role: str, user_id: str, name: str
+        self,
+        request: web.Request,
+        c: HubClassroom,
+        session: dict,
+        role: str,
+        user_id: str,
+        name: str,
     ) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME)
         await ws.prepare(request)
@@ -322,7 +348,7 @@ class RealtimeHub:
         if self._departures:
             await asyncio.wait(set(self._departures), timeout=timeout)
 
-    async def _depart(self, c: Classroom, room: Room, client: Client) -> None:
+    async def _depart(self, c: HubClassroom, room: Room, client: Client) -> None:
         """A socket closed: store its last presence, then mark the student offline if
         this was the student's last socket in the room."""
         with contextlib.suppress(Exception):
