@@ -28,7 +28,7 @@ from aiohttp import web
 
 from .auth import STREAM_NAME, Claims, require, token_from_request
 from .config import Config
-from .errors import json_error
+from .errors import ApiError
 from .node import Node, node_of
 from .store import StoreError
 
@@ -39,13 +39,11 @@ CACHE_SECONDS = 2.0
 _MISSING: dict = {}
 
 
-class AccessDenied(Exception):
+class AccessDenied(ApiError):
     """The caller may not do this (HTTP `status`: 401 revoked token, 403 not yours)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(status, message)
 
 
 class StreamAccess:
@@ -132,8 +130,10 @@ class StreamAccess:
             return False
         if claims.role == "teacher":  # teacher tokens come only from verified credentials
             return await self.owner(name) in (None, claims.user_id)
-        return claims.role in ("student", "monitor") and claims.session_id != "" and (
-            claims.stream == name
+        return (
+            claims.role in ("student", "monitor")
+            and claims.session_id != ""
+            and (claims.stream == name)
         )
 
     async def visible(self, names: list[str], claims: Claims | None) -> set[str]:
@@ -169,8 +169,7 @@ class StreamAccess:
         if not await self.may_view(name, claims):
             raise AccessDenied(
                 403,
-                f"stream {name} is private: join its class session, or its teacher marks "
-                "it public",
+                f"stream {name} is private: join its class session, or its teacher marks it public",
             )
 
     async def check_publish(self, name: str, claims: Claims) -> None:
@@ -188,9 +187,10 @@ class StreamAccess:
         if claims.role == "admin":  # still an admin, password unchanged since the token
             account = await self.store.get_teacher(claims.user_id)
             valid_after = float((account or {}).get("tokens_valid_after") or 0)
-            if not (account or {}).get("admin") or claims.issued_at < math.floor(
-                valid_after * 1000
-            ) / 1000:
+            if (
+                not (account or {}).get("admin")
+                or claims.issued_at < math.floor(valid_after * 1000) / 1000
+            ):
                 raise AccessDenied(401, "admin token revoked; sign in again")
             return
         if claims.role != "teacher" or claims.action not in ("publish", "admin"):
@@ -284,12 +284,10 @@ async def authorize(request: web.Request, name: str, need: Need = "watch") -> Cl
     claims = require(request, node.tokens, roles=NEED_ROLES[need])
     name = name.partition("~")[0]  # a rendition (NAME~RUNG) has its source's rule
     if not STREAM_NAME.match(name):
-        raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
+        raise ApiError(400, "stream must be 1-64 letters, digits, '_' or '-'")
     grant = Grant(name, claims, token_from_request(request))
     try:
-        await decide(node, grant, need)
-    except AccessDenied as exc:
-        raise json_error(exc.status, exc.message) from exc
+        await decide(node, grant, need)  # AccessDenied: 401, 403
     except StoreError as exc:
-        raise json_error(503, f"store: {exc}") from exc
+        raise ApiError(503, f"store: {exc}") from exc
     return claims

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import jwt
 from aiohttp import web
 
-from .errors import json_error
+from .errors import ApiError
 
 ROLES = ("teacher", "student", "monitor", "node", "admin")
 ACTIONS = ("read", "publish", "admin")
@@ -147,11 +147,11 @@ def require(
     try:
         claims = tokens.verify(token_from_request(request))
     except TokenError as exc:
-        raise json_error(401, str(exc)) from exc
+        raise ApiError(401, str(exc)) from exc
     if claims.role not in roles:
-        raise json_error(403, f"role {claims.role} may not do this")
+        raise ApiError(403, f"role {claims.role} may not do this")
     if action is not None and claims.action != action and claims.action != "admin":
-        raise json_error(403, f"token is for action {claims.action}, not {action}")
+        raise ApiError(403, f"token is for action {claims.action}, not {action}")
     if stream is not None and not claims.allows_stream(stream):
-        raise json_error(403, f"token is not valid for stream {stream}")
+        raise ApiError(403, f"token is not valid for stream {stream}")
     return claims

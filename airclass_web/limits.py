@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterable
 
 from aiohttp import web
 
-from .errors import json_error
+from .errors import ApiError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -81,12 +81,10 @@ class TokenBuckets:
         self._buckets[key] = (min(self.burst, self._level(key, now) + 1.0), now)
 
 
-def too_many(message: str, retry_after: float) -> web.HTTPException:
+def too_many(message: str, retry_after: float) -> ApiError:
     """A JSON 429 with Retry-After (whole seconds, at least 1)."""
     seconds = max(1, math.ceil(retry_after))
-    error = json_error(429, message, retry_after=seconds)
-    error.headers["Retry-After"] = str(seconds)
-    return error
+    return ApiError(429, message, retry_after=seconds, headers={"Retry-After": str(seconds)})
 
 
 def network_of(address: str) -> str:

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .errors import json_error
+from .errors import ApiError
 from .node import NODE, Node
 
 
@@ -55,9 +55,9 @@ def check_metrics_access(request: web.Request) -> None:
     if config.metrics_token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), config.metrics_token.encode()):
-            raise json_error(401, "metrics need Authorization: Bearer AIRCLASS_METRICS_TOKEN")
+            raise ApiError(401, "metrics need Authorization: Bearer AIRCLASS_METRICS_TOKEN")
     elif not config.dev:
-        raise json_error(403, "metrics are off: set AIRCLASS_METRICS_TOKEN to scrape them")
+        raise ApiError(403, "metrics are off: set AIRCLASS_METRICS_TOKEN to scrape them")
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -9,8 +9,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from .auth import STREAM_NAME
+from .http import visible_streams
 from .node import node_of
-from .token_routes import visible_streams
 
 #: Where sign-in goes when `next` is missing or not a path of this node.
 DEFAULT_NEXT = "/teacher"

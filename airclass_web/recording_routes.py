@@ -16,13 +16,12 @@ from recorder import metadata
 from recorder.manager import RecordingError, RecordingManager
 from recorder.settings import RecorderSettings
 
-from .access import AccessDenied
 from .auth import STREAM_NAME, Claims
 from .classroom.sessions import class_title
-from .errors import json_error
+from .errors import ApiError
+from .http import STREAM_RULE, request_params, signed_in_teacher
 from .node import NODE, Node, node_of
 from .store import StoreError
-from .token_routes import denied, request_params, signed_in_teacher
 
 RECORDER = web.AppKey("recorder", RecordingManager)
 ERROR_STATUS = {"not_found": 404, "conflict": 409, "not_live": 409, "disk_low": 507}
@@ -40,7 +39,7 @@ async def teacher(request: web.Request, stream: str | None = None) -> Claims:
     claims = await signed_in_teacher(request)
     if stream is not None:
         if not claims.allows_stream(stream):
-            raise json_error(403, f"token is not valid for stream {stream}")
+            raise ApiError(403, f"token is not valid for stream {stream}")
         await require_owner(request, stream, claims)
     return claims
 
@@ -48,10 +47,7 @@ async def teacher(request: web.Request, stream: str | None = None) -> Claims:
 async def require_owner(request: web.Request, stream: str, claims: Claims) -> None:
     """403 unless these claims' teacher owns the stream (recordings belong to the owner
     of their stream)."""
-    try:
-        await node_of(request).access.require_owner(stream, claims.user_id)
-    except AccessDenied as exc:
-        raise denied(exc) from exc
+    await node_of(request).access.require_owner(stream, claims.user_id)
 
 
 async def require_own_session(
@@ -62,13 +58,13 @@ async def require_own_session(
     try:
         session = await node_of(request).store.get("sessions", session_id)
     except StoreError as exc:
-        raise json_error(503, f"store: {exc}") from exc
+        raise ApiError(503, f"store: {exc}") from exc
     if session is None:
-        raise json_error(404, f"unknown class session {session_id}")
+        raise ApiError(404, f"unknown class session {session_id}")
     if session.get("teacher") != claims.user_id:
-        raise json_error(403, "this class session belongs to another teacher")
+        raise ApiError(403, "this class session belongs to another teacher")
     if session.get("stream") != stream:
-        raise json_error(400, f"class session {session_id} is on stream {session.get('stream')}")
+        raise ApiError(400, f"class session {session_id} is on stream {session.get('stream')}")
 
 
 async def owned(request: web.Request, claims: Claims, docs: list[dict]) -> list[dict]:
@@ -82,8 +78,8 @@ async def owned(request: web.Request, claims: Claims, docs: list[dict]) -> list[
     return mine
 
 
-def failed(exc: RecordingError) -> web.HTTPException:
-    return json_error(ERROR_STATUS.get(exc.code, 400), exc.message, code=exc.code, **exc.extra)
+def failed(exc: RecordingError) -> ApiError:
+    return ApiError(ERROR_STATUS.get(exc.code, 400), exc.message, code=exc.code, **exc.extra)
 
 
 # -- signed links -------------------------------------------------------------------------
@@ -103,13 +99,13 @@ def check_signature(request: web.Request, recording_id: str) -> None:
     try:
         expires = int(request.query.get("exp", ""))
     except ValueError:
-        raise json_error(401, "missing or bad link signature") from None
+        raise ApiError(401, "missing or bad link signature") from None
     given = request.query.get("sig", "")
     expected = _signature(node_of(request), recording_id, expires)
     if not hmac.compare_digest(given, expected):
-        raise json_error(401, "missing or bad link signature")
+        raise ApiError(401, "missing or bad link signature")
     if expires < time.time():
-        raise json_error(401, "link expired")
+        raise ApiError(401, "link expired")
 
 
 def with_urls(node: Node, doc: dict, ttl: float) -> dict:
@@ -133,7 +129,7 @@ async def start(request: web.Request) -> web.Response:
     params = await request_params(request)
     stream = str(params.get("stream", ""))
     if not STREAM_NAME.match(stream):
-        raise json_error(400, "stream must be 1-64 letters, digits, '_' or '-'")
+        raise ApiError(400, STREAM_RULE)
     claims = await teacher(request, stream)
     session_id = str(params.get("session_id") or claims.session_id or "")[:128]
     if session_id:
@@ -151,12 +147,12 @@ async def stop(request: web.Request) -> web.Response:
     stream = str(params.get("stream") or "") or None
     recording_id = str(params.get("recording_id") or "") or None
     if stream is None and recording_id is None:
-        raise json_error(400, "give stream or recording_id")
+        raise ApiError(400, "give stream or recording_id")
     manager = manager_of(request)
     if stream is None:
         doc = await manager.get(recording_id)
         if doc is None:
-            raise json_error(404, f"unknown recording {recording_id}")
+            raise ApiError(404, f"unknown recording {recording_id}")
         stream = doc["stream"]
     await teacher(request, stream)
     try:
@@ -204,9 +200,9 @@ async def _teacher_doc(request: web.Request) -> dict:
     claims = await teacher(request)
     doc = await manager_of(request).get(request.match_info["id"])
     if doc is None:
-        raise json_error(404, "unknown recording")
+        raise ApiError(404, "unknown recording")
     if not claims.allows_stream(doc.get("stream", "")):
-        raise json_error(403, f"token is not valid for stream {doc.get('stream')}")
+        raise ApiError(403, f"token is not valid for stream {doc.get('stream')}")
     await require_owner(request, doc.get("stream", ""), claims)
     return doc
 
@@ -223,7 +219,7 @@ async def share(request: web.Request) -> web.Response:
     try:
         hours = float(request.query.get("hours", 24))
     except ValueError:
-        raise json_error(400, "hours must be a number") from None
+        raise ApiError(400, "hours must be a number") from None
     hours = min(max(hours, 0.1), MAX_SHARE_HOURS)
     node = node_of(request)
     query = signed_query(node, doc["id"], hours * 3600)
@@ -252,7 +248,7 @@ async def vod_page(request: web.Request) -> dict:
     """The player page: only for a signed link (teachers' list links are signed too)."""
     rid = request.match_info["id"]
     if not metadata.RECORDING_ID.match(rid):
-        raise json_error(404, "unknown recording")
+        raise ApiError(404, "unknown recording")
     check_signature(request, rid)
     return {"recording_id": rid}
 
@@ -263,7 +259,7 @@ async def vod_info(request: web.Request) -> web.Response:
     check_signature(request, rid)
     doc = await manager_of(request).get(rid)
     if doc is None:
-        raise json_error(404, "unknown recording")
+        raise ApiError(404, "unknown recording")
     expires = int(request.query["exp"])
     node = node_of(request)
     return web.json_response(
@@ -277,7 +273,7 @@ def _file(request: web.Request, name: str) -> web.FileResponse:
     directory = manager_of(request).directory(rid)
     path = directory / name if directory is not None else None
     if path is None or not path.is_file():
-        raise json_error(404, "no such file")
+        raise ApiError(404, "no such file")
     return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -288,14 +284,14 @@ async def vod_mp4(request: web.Request) -> web.FileResponse:
 async def vod_segment(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     if not metadata.SEGMENT_FILE.match(name):
-        raise json_error(404, "no such segment")
+        raise ApiError(404, "no such segment")
     return _file(request, name)
 
 
 async def vod_shot(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     if not metadata.SHOT_FILE.match(name):
-        raise json_error(404, "no such screenshot")
+        raise ApiError(404, "no such screenshot")
     return _file(request, f"shots/{name}")
 
 

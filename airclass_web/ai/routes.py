@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..classroom.errors import ClassroomError
-from ..classroom.routes import EVERY_ROLE, api, claims_of, classroom_of, teacher_claims
-from ..token_routes import request_params
+from ..classroom.routes import classroom_of
+from ..http import EVERY_ROLE, claims_of, request_params, signed_in_teacher
 from .service import AIService
 
 AI = web.AppKey("ai", AIService)
@@ -16,48 +16,42 @@ def ai_of(request: web.Request) -> AIService:
     return request.app[AI]
 
 
-@api
 async def set_key(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     params = await request_params(request)
     status = await ai_of(request).set_key(claims.user_id, request.match_info["provider"], params)
     return web.json_response(status, status=201)
 
 
-@api
 async def key_status(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     return web.json_response(
         await ai_of(request).key_status(claims.user_id, request.match_info["provider"])
     )
 
 
-@api
 async def delete_key(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     deleted = await ai_of(request).delete_key(claims.user_id, request.match_info["provider"])
     return web.json_response({"deleted": deleted})
 
 
-@api
 async def analyze_slide(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     if request.content_type != "image/jpeg":
         raise ClassroomError(415, "Content-Type must be image/jpeg")
     image = await request.read()
     return web.json_response(await ai_of(request).analyze_slide(claims.user_id, image))
 
 
-@api
 async def analyze_chat(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     params = await request_params(request)
     return web.json_response(
         await ai_of(request).analyze_chat(claims.user_id, params.get("messages"))
     )
 
 
-@api
 async def session_report(request: web.Request) -> web.Response:
     session, _ = await classroom_of(request).session_for(
         await claims_of(request), request.match_info["session_id"], ("teacher", "monitor")
@@ -66,7 +60,6 @@ async def session_report(request: web.Request) -> web.Response:
     return web.json_response(await ai_of(request).session_report(session, fresh=fresh))
 
 
-@api
 async def session_privacy(request: web.Request) -> web.Response:
     """Whether this class's data goes to an external provider (shown on the student page)."""
     session, _ = await classroom_of(request).session_for(

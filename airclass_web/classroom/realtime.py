@@ -23,9 +23,8 @@ from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
-from ..access import AccessDenied
 from ..auth import TokenError, token_from_request
-from ..errors import json_error
+from ..errors import ApiError
 from ..identifiers import USER_ID_RULE, valid_user_id
 from ..node import Node
 from ..store import Store
@@ -268,24 +267,21 @@ class RealtimeHub:
         try:
             claims = c.node.tokens.verify(token_from_request(request))
         except TokenError as exc:
-            raise json_error(401, str(exc)) from exc
+            raise ApiError(401, str(exc)) from exc
         if not valid_user_id(claims.user_id):
-            raise json_error(400, USER_ID_RULE)
+            raise ApiError(400, USER_ID_RULE)
         try:
             session = await c.sessions.get(request.match_info["session_id"])
             role = role_in_session(claims, session)
             name = claims.user_id
             if role == "student":
                 name = await c.sessions.student_name(session["id"], claims.user_id)
-        except ClassroomError as exc:
-            raise json_error(exc.status, exc.message) from exc
-        try:
-            await c.node.access.check_teacher_token(claims)  # revoked by a password change
-        except AccessDenied as exc:
-            raise json_error(exc.status, exc.message) from exc
+        except ClassroomError as exc:  # the handshake's refusal carries no "code"
+            raise ApiError(exc.status, exc.message) from exc
+        await c.node.access.check_teacher_token(claims)  # revoked by a password change
         if self.sockets[claims.user_id] >= MAX_SOCKETS_PER_USER:
             self.refused_sockets += 1
-            raise json_error(429, f"at most {MAX_SOCKETS_PER_USER} connections per user")
+            raise ApiError(429, f"at most {MAX_SOCKETS_PER_USER} connections per user")
         self.sockets[claims.user_id] += 1
         try:
             return await self._serve(request, c, session, role, claims.user_id, name)
@@ -421,9 +417,9 @@ class RealtimeHub:
                     url, headers=headers, heartbeat=30, max_msg_size=MAX_FRAME
                 )
             except aiohttp.WSServerHandshakeError as exc:
-                raise json_error(exc.status, f"main node: {exc.message}") from None
+                raise ApiError(exc.status, f"main node: {exc.message}") from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise json_error(502, f"main node not reachable ({exc})") from None
+                raise ApiError(502, f"main node not reachable ({exc})") from None
             ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME)
             await ws.prepare(request)
             self.proxied_sockets += 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -10,20 +9,22 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from ..access import AccessDenied
-from ..auth import STREAM_NAME, Claims, TokenError, require, token_from_request
+from ..auth import STREAM_NAME, TokenError, token_from_request
 from ..delivery.ice_servers import ice_servers_json
-from ..errors import json_error
-from ..limits import too_many
-from ..node import node_of
-from ..token_routes import (
+from ..errors import ApiError
+from ..http import (
+    EVERY_ROLE,
     check_teacher_password,
-    denied,
+    claims_of,
     guards_of,
     public_base_url,
     request_params,
+    rtmp_base,
     signed_in_teacher,
     viewer_whep_url,
 )
+from ..limits import too_many
+from ..node import node_of
 from .errors import ClassroomError
 from .go_live import publish_details, qr_svg, valid_join_code
 from .quiz import staff_view
@@ -33,39 +34,10 @@ from .sessions import is_teacher_claims, public_session
 log = logging.getLogger(__name__)
 
 CLASSROOM = web.AppKey("classroom", Classroom)
-EVERY_ROLE = ("teacher", "student", "monitor")
 
 
 def classroom_of(request: web.Request) -> Classroom:
     return request.app[CLASSROOM]
-
-
-def api(handler):
-    """ClassroomError -> JSON error response."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request):
-        try:
-            return await handler(request)
-        except ClassroomError as exc:
-            raise json_error(exc.status, exc.message, code=exc.code) from exc
-
-    return wrapped
-
-
-async def claims_of(request: web.Request, *roles: str) -> Claims:
-    """The token's claims; a teacher token revoked by a password change gets 401."""
-    claims = require(
-        request, node_of(request).tokens, roles=roles or ("teacher", "student", "monitor")
-    )
-    try:
-        await node_of(request).access.check_teacher_token(claims)
-    except AccessDenied as exc:
-        raise denied(exc) from exc
-    return claims
-
-
-teacher_claims = signed_in_teacher
 
 
 async def teacher_auth(node, request: web.Request, params: dict) -> str | None:
@@ -99,7 +71,6 @@ async def teacher_auth(node, request: web.Request, params: dict) -> str | None:
 
 
 # -- auth -------------------------------------------------------------------------------
-@api
 async def login(request: web.Request) -> web.Response:
     c = classroom_of(request)
     params = await request_params(request)
@@ -119,26 +90,21 @@ async def login(request: web.Request) -> web.Response:
     )
 
 
-@api
 async def me(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     c = classroom_of(request)
     teacher = await c.store.get_teacher(claims.user_id)
     return web.json_response({"username": claims.user_id, "account": teacher is not None})
 
 
 # -- sessions ---------------------------------------------------------------------------
-@api
 async def create_session(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     c = classroom_of(request)
     params = await request_params(request)
     stream = params.get("stream")
     if isinstance(stream, str) and STREAM_NAME.match(stream):
-        try:
-            await c.node.access.claim(stream, claims.user_id)  # 403: another's stream
-        except AccessDenied as exc:
-            raise denied(exc) from exc
+        await c.node.access.claim(stream, claims.user_id)  # 403: another's stream
     session = await c.sessions.create(claims.user_id, params.get("title"), stream)
     c.node.hub.stream(session["stream"])  # announce: students may wait for it
     return web.json_response(
@@ -151,15 +117,13 @@ async def create_session(request: web.Request) -> web.Response:
     )
 
 
-@api
 async def list_sessions(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     return web.json_response(
         {"sessions": await classroom_of(request).sessions.list_for_teacher(claims.user_id)}
     )
 
 
-@api
 async def get_session(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, role = await c.session_for(
@@ -171,7 +135,6 @@ async def get_session(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-@api
 async def join_session(request: web.Request) -> web.Response:
     c = classroom_of(request)
     node = c.node
@@ -216,19 +179,17 @@ async def join_session(request: web.Request) -> web.Response:
     )
 
 
-@api
 async def end_session(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
-        await teacher_claims(request), request.match_info["session_id"], ("teacher",)
+        await signed_in_teacher(request), request.match_info["session_id"], ("teacher",)
     )
     return web.json_response(public_session(await c.end_session(session)))
 
 
-@api
 async def monitor_token(request: web.Request) -> web.Response:
     c = classroom_of(request)
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     session, _ = await c.session_for(claims, request.match_info["session_id"], ("teacher",))
     token, expires_at = c.node.tokens.issue(
         role="monitor",
@@ -247,7 +208,6 @@ async def monitor_token(request: web.Request) -> web.Response:
     )
 
 
-@api
 async def chat_history(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
@@ -260,7 +220,6 @@ async def chat_history(request: web.Request) -> web.Response:
     return web.json_response({"messages": await c.chat.history(session["id"], limit)})
 
 
-@api
 async def post_chat(request: web.Request) -> web.Response:
     c = classroom_of(request)
     claims = await claims_of(request)
@@ -276,7 +235,6 @@ async def post_chat(request: web.Request) -> web.Response:
 
 
 # -- quizzes ----------------------------------------------------------------------------
-@api
 async def quiz_create(request: web.Request) -> web.Response:
     c = classroom_of(request)
     claims = await claims_of(request)
@@ -286,7 +244,6 @@ async def quiz_create(request: web.Request) -> web.Response:
     return web.json_response({"quiz_id": quiz["id"], "quiz": quiz}, status=201)
 
 
-@api
 async def quiz_publish(request: web.Request) -> web.Response:
     c = classroom_of(request)
     params = await request_params(request)
@@ -295,7 +252,6 @@ async def quiz_publish(request: web.Request) -> web.Response:
     return web.json_response({"quiz": staff_view(quiz)})
 
 
-@api
 async def quiz_close(request: web.Request) -> web.Response:
     c = classroom_of(request)
     params = await request_params(request)
@@ -304,7 +260,6 @@ async def quiz_close(request: web.Request) -> web.Response:
     return web.json_response({"quiz": staff_view(quiz), "stats": await c.quizzes.statistics(quiz)})
 
 
-@api
 async def quiz_response(request: web.Request) -> web.Response:
     c = classroom_of(request)
     claims = await claims_of(request)
@@ -322,7 +277,6 @@ async def quiz_response(request: web.Request) -> web.Response:
     )
 
 
-@api
 async def quiz_statistics(request: web.Request) -> web.Response:
     c = classroom_of(request)
     quiz, _, _ = await c.quiz_for(
@@ -331,7 +285,6 @@ async def quiz_statistics(request: web.Request) -> web.Response:
     return web.json_response(await c.quizzes.statistics(quiz))
 
 
-@api
 async def quiz_list(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
@@ -342,7 +295,6 @@ async def quiz_list(request: web.Request) -> web.Response:
 
 
 # -- engagement -------------------------------------------------------------------------
-@api
 async def engagement_session(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
@@ -351,7 +303,6 @@ async def engagement_session(request: web.Request) -> web.Response:
     return web.json_response(await c.engagement.session_report(session))
 
 
-@api
 async def engagement_student(request: web.Request) -> web.Response:
     c = classroom_of(request)
     session, _ = await c.session_for(
@@ -393,20 +344,13 @@ async def teacher_page(request: web.Request) -> dict:
 
 
 # -- going live: stream key, encoder settings, QR codes -----------------------------------
-def _rtmp_base(request: web.Request) -> str:
-    node = node_of(request)
-    host = request.host.rsplit(":", 1)[0] if not node.config.public_url else None
-    return node.config.rtmp_base(host or node.config.advertised_host)
-
-
-@api
 async def go_live(request: web.Request) -> web.Response:
     """GET /api/sessions/ID/go-live (its teacher): what OBS, a phone app or WHIP needs."""
     c = classroom_of(request)
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     session, _ = await c.session_for(claims, request.match_info["session_id"], ("teacher",))
     key = await c.stream_keys.current(claims.user_id)
-    body = publish_details(_rtmp_base(request), session["stream"], key["key"])
+    body = publish_details(rtmp_base(c.node, request), session["stream"], key["key"])
     whip_token, expires_at = c.node.tokens.issue(
         role="teacher", user_id=claims.user_id, action="publish", stream=session["stream"]
     )
@@ -420,27 +364,25 @@ async def go_live(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-@api
 async def rotate_stream_key(request: web.Request) -> web.Response:
     """POST /api/stream-key/rotate (teacher): a new key; the old one is refused at once."""
     c = classroom_of(request)
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     key = await c.stream_keys.rotate(claims.user_id)
     log.info("teacher %s rotated the stream key", claims.user_id)
     return web.json_response({"rotated": True, "key_created_at": key["created_at"]})
 
 
-@api
 async def go_live_qr(request: web.Request) -> web.Response:
     """GET /api/sessions/ID/go-live/qr?app=larix|rtmp (its teacher): the QR as SVG."""
     c = classroom_of(request)
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     session, _ = await c.session_for(claims, request.match_info["session_id"], ("teacher",))
     key = await c.stream_keys.current(claims.user_id)
-    details = publish_details(_rtmp_base(request), session["stream"], key["key"])
+    details = publish_details(rtmp_base(c.node, request), session["stream"], key["key"])
     what = request.query.get("app", "larix")
     if what not in ("larix", "rtmp"):
-        raise json_error(400, "app must be larix or rtmp")
+        raise ApiError(400, "app must be larix or rtmp")
     text = details["larix_url" if what == "larix" else "rtmp_url"]
     if text is None:
         raise ClassroomError(409, "rotate the stream key to see it", code="key_hidden")
@@ -453,7 +395,7 @@ async def join_qr(request: web.Request) -> web.Response:
     """GET /join/CODE/qr.svg: the join link of a code as a QR code (for the projector)."""
     code = request.match_info["code"].upper()
     if not valid_join_code(code):
-        raise json_error(400, "not a join code")
+        raise ApiError(400, "not a join code")
     url = f"{public_base_url(node_of(request), request)}/join?code={code}"
     return web.Response(body=qr_svg(url), content_type="image/svg+xml")
 

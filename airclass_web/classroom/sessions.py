@@ -10,7 +10,7 @@ from ..store import DuplicateError, Store
 from .errors import ClassroomError
 
 #: Join codes: 8 characters without look-alikes (0/O, 1/I/L): 31^8 ~ 8.5e11 codes, so
-#: guessing one at the limited rate of wrong codes (token_routes.JOIN_FAIL_*) is hopeless.
+#: guessing one at the limited rate of wrong codes (http.JOIN_FAIL_*) is hopeless.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
 MAX_TITLE = 200

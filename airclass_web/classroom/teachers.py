@@ -144,4 +144,3 @@ class TeacherService:
             raise ClassroomError(
                 500, "API key cannot be decrypted (AIRCLASS_DATA_KEY changed?)"
             ) from exc
-

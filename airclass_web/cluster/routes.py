@@ -12,9 +12,9 @@ from airclass_media.ladder import is_rendition
 from relay.server import DEFAULT_KINDS, on_downstream_message
 
 from ..auth import STREAM_NAME
-from ..errors import json_error
+from ..errors import ApiError
+from ..http import visible_streams
 from ..node import node_of
-from ..token_routes import visible_streams
 from .registry import RegistryError
 from .service import Cluster
 from .signing import SignatureError
@@ -33,7 +33,7 @@ def verify_node(request: web.Request) -> str:
         log.warning(
             "cluster: refused %s %s from %s: %s", request.method, request.path, request.remote, exc
         )
-        raise json_error(401, f"cluster signature required: {exc}") from exc
+        raise ApiError(401, f"cluster signature required: {exc}") from exc
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -41,7 +41,7 @@ async def list_nodes(request: web.Request) -> web.Response:
     try:
         nodes = await cluster.nodes()
     except RegistryError as exc:
-        raise json_error(503, f"registry unreachable: {exc}") from exc
+        raise ApiError(503, f"registry unreachable: {exc}") from exc
     nodes.sort(key=lambda n: (n.role != "main", n.role, n.url))
     records = [n.public() for n in nodes]
     visible = await visible_streams(request, sorted({s for r in records for s in r["streams"]}))
@@ -54,7 +54,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 def _stream_name(request: web.Request) -> str:
     name = request.match_info["stream"]
     if not STREAM_NAME.match(name) and not is_rendition(name):  # class1 or class1~540p
-        raise json_error(400, "bad stream name")
+        raise ApiError(400, "bad stream name")
     return name
 
 
@@ -63,11 +63,11 @@ async def relay_stream(request: web.Request) -> web.StreamResponse:
     cluster = request.app[CLUSTER]
     sub_id = verify_node(request)
     if cluster.relay_server is None:
-        raise json_error(404, "only a main node relays streams")
+        raise ApiError(404, "only a main node relays streams")
     name = _stream_name(request)
     stream = node_of(request).hub.get(name)
     if stream is None:
-        raise json_error(404, f"unknown stream {name}")
+        raise ApiError(404, f"unknown stream {name}")
     kinds = [k for k in request.query.get("kinds", ",".join(DEFAULT_KINDS)).split(",") if k]
     ws = web.WebSocketResponse(heartbeat=5.0, compress=False, max_msg_size=64 * 1024)
     await ws.prepare(request)
@@ -110,7 +110,7 @@ async def reset_relay(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     verify_node(request)
     if cluster.relay_server is None:
-        raise json_error(404, "only a main node relays streams")
+        raise ApiError(404, "only a main node relays streams")
     closed = cluster.relay_server.reset(_stream_name(request))
     return web.json_response({"closed": closed})
 

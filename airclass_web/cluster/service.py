@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from relay.manager import RelayManager
 from relay.server import SUB_KINDS, RelayServer
 
-from ..errors import json_error
+from ..errors import ApiError
 from ..node import Node
 from .assign import Assigner, NoCapacity
 from .origins import OriginDirectory, OriginError
@@ -226,9 +226,9 @@ class Cluster:
         except NoCapacity as exc:
             retry_after = RETRY_AFTER_FULL if exc.full else RETRY_AFTER_NONE
             log.warning("cluster: no sub for %s on %s: %s", user_id, stream, exc)
-            error = json_error(503, str(exc), retry_after=int(retry_after))
-            error.headers["Retry-After"] = retry_after
-            raise error from exc
+            raise ApiError(
+                503, str(exc), retry_after=int(retry_after), headers={"Retry-After": retry_after}
+            ) from exc
         return node.url
 
     # -- metrics ---------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..classroom.routes import api, claims_of, classroom_of, teacher_claims
+from ..classroom.routes import classroom_of
+from ..http import claims_of, signed_in_teacher
 from .service import DashboardService
 
 DASHBOARD = web.AppKey("dashboard", DashboardService)
@@ -23,27 +24,22 @@ def _svc(request: web.Request) -> DashboardService:
     return request.app[DASHBOARD]
 
 
-@api
 async def overview(request: web.Request) -> web.Response:
     return web.json_response(await _svc(request).overview(await _session(request)))
 
 
-@api
 async def students(request: web.Request) -> web.Response:
     return web.json_response(await _svc(request).students(await _session(request)))
 
 
-@api
 async def alerts(request: web.Request) -> web.Response:
     return web.json_response(await _svc(request).alerts(await _session(request)))
 
 
-@api
 async def slides(request: web.Request) -> web.Response:
     return web.json_response(await _svc(request).slides(await _session(request)))
 
 
-@api
 async def export_csv(request: web.Request) -> web.Response:
     session = await _session(request)
     body = await _svc(request).export_csv(session)
@@ -55,9 +51,8 @@ async def export_csv(request: web.Request) -> web.Response:
     )
 
 
-@api
 async def sessions(request: web.Request) -> web.Response:
-    claims = await teacher_claims(request)
+    claims = await signed_in_teacher(request)
     return web.json_response({"sessions": await _svc(request).sessions(claims.user_id)})
 
 

@@ -15,9 +15,9 @@ from airclass_media.hls import HlsOrigin, HlsSegmenter, multivariant_playlist
 from airclass_media.hub import Stream
 
 from ..access import authorize
-from ..errors import json_error
+from ..errors import ApiError
+from ..http import guards_of
 from ..node import NODE, node_of
-from ..token_routes import guards_of
 
 HLS = web.AppKey("hls", HlsOrigin)
 #: How long a first request waits for the stream's first part (a keyframe away).
@@ -38,7 +38,7 @@ async def _stream(request: web.Request, name: str) -> Stream:
     if stream is None and node.stream_resolver is not None:
         stream = await node.stream_resolver(name)  # a sub node pulls it from the main
     if stream is None:
-        raise json_error(404, f"unknown stream {name}")
+        raise ApiError(404, f"unknown stream {name}")
     return stream
 
 
@@ -47,7 +47,7 @@ def _int_param(request: web.Request, key: str) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or len(raw) > 9:
-        raise json_error(400, f"{key} must be a non-negative integer")
+        raise ApiError(400, f"{key} must be a non-negative integer")
     return int(raw)
 
 
@@ -61,13 +61,11 @@ async def playlist(request: web.Request) -> web.Response:
     origin.seen(name, f"{claims.user_id}@{guards_of(request).ip(request)}")
     msn, part = _int_param(request, "_HLS_msn"), _int_param(request, "_HLS_part")
     if not segmenter.ready and not await segmenter.wait(lambda: segmenter.ready, FIRST_PART_WAIT):
-        error = json_error(503, f"stream {name} is not live")
-        error.headers["Retry-After"] = "2"
-        raise error
+        raise ApiError(503, f"stream {name} is not live", headers={"Retry-After": "2"})
     if msn is not None:  # RFC 8216bis 6.2.5.2: 400 too far ahead, 503 not in time
         status = await segmenter.reload_status(msn, part)
         if status != 200:
-            raise json_error(status, f"_HLS_msn={msn} _HLS_part={part}: not in the playlist")
+            raise ApiError(status, f"_HLS_msn={msn} _HLS_part={part}: not in the playlist")
     token = request.query.get("token") or request.query.get("jwt")
     query = f"?token={quote(token, safe='')}" if token else ""
     return web.Response(
@@ -85,9 +83,7 @@ async def multivariant(request: web.Request) -> web.Response:
     query = f"?token={quote(token, safe='')}" if token else ""
     text = multivariant_playlist(stream, lambda n: s.info if (s := hub.get(n)) else None, query)
     if text is None:
-        error = json_error(503, f"stream {name} is not live")
-        error.headers["Retry-After"] = "2"
-        raise error
+        raise ApiError(503, f"stream {name} is not live", headers={"Retry-After": "2"})
     return web.Response(text=text, content_type=PLAYLIST, charset="utf-8", headers=NO_CACHE)
 
 
@@ -96,7 +92,7 @@ async def _segmenter(request: web.Request) -> HlsSegmenter:
     await authorize(request, name, "watch")
     segmenter = request.app[HLS].get(name)
     if segmenter is None:
-        raise json_error(404, "no HLS for this stream now: ask for its playlist")
+        raise ApiError(404, "no HLS for this stream now: ask for its playlist")
     return segmenter
 
 
@@ -104,7 +100,7 @@ async def init_segment(request: web.Request) -> web.Response:
     segmenter = await _segmenter(request)
     data = segmenter.inits.get(int(request.match_info["init"]))
     if data is None:
-        raise json_error(404, "unknown init segment")
+        raise ApiError(404, "unknown init segment")
     return web.Response(body=data, content_type="video/mp4")
 
 
@@ -112,7 +108,7 @@ async def media_segment(request: web.Request) -> web.Response:
     segmenter = await _segmenter(request)
     data = segmenter.segment(int(request.match_info["msn"]))
     if data is None:
-        raise json_error(404, "segment gone or not complete")
+        raise ApiError(404, "segment gone or not complete")
     return web.Response(body=data, content_type="video/iso.segment")
 
 
@@ -127,7 +123,7 @@ async def media_part(request: web.Request) -> web.Response:
         await segmenter.wait(lambda: segmenter.part(msn, index) is not None, timeout)
         data = segmenter.part(msn, index)
     if data is None:
-        raise json_error(404, "part gone or not cut yet")
+        raise ApiError(404, "part gone or not cut yet")
     return web.Response(body=data, content_type="video/iso.segment", headers=NO_CACHE)
 
 

@@ -10,10 +10,10 @@ from airclass_media.webrtc import BadOffer, Overloaded
 
 from ..access import Grant, authorize
 from ..auth import token_from_request
-from ..errors import json_error
+from ..errors import ApiError
+from ..http import viewer_whep_url, visible_streams
 from ..limits import client_ip
 from ..node import NODE, node_of
-from ..token_routes import viewer_whep_url, visible_streams
 from .hls_routes import hls_viewer_count
 from .ice_servers import ice_servers_json, link_header, viewer_ice_servers
 from .media import MediaServices
@@ -61,23 +61,22 @@ async def whep_offer(request: web.Request) -> web.Response:
     name = request.match_info["stream"]
     claims = await authorize(request, name, "watch")
     if request.content_type != "application/sdp":
-        raise json_error(415, "WHEP offers must be Content-Type: application/sdp")
+        raise ApiError(415, "WHEP offers must be Content-Type: application/sdp")
     offer = await request.text()
     stream = node.hub.get(name)
     if stream is None and node.stream_resolver is not None:
         stream = await node.stream_resolver(name)
     if stream is None:
-        raise json_error(404, f"unknown stream {name}")
+        raise ApiError(404, f"unknown stream {name}")
     try:
         ip = client_ip(request, media.trusted_proxies)
         session = await media.open_viewer(stream, offer, claims.user_id, ip)
     except BadOffer as exc:
-        raise json_error(400, f"malformed SDP offer: {exc}") from exc
+        raise ApiError(400, f"malformed SDP offer: {exc}") from exc
     except (Overloaded, AdmissionRefused) as exc:
         status = exc.status if isinstance(exc, AdmissionRefused) else 503
-        error = json_error(status, f"node is full: {exc}" if status == 503 else str(exc))
-        error.headers["Retry-After"] = "5"
-        raise error from exc
+        message = f"node is full: {exc}" if status == 503 else str(exc)
+        raise ApiError(status, message, headers={"Retry-After": "5"}) from exc
     if media.viewers.active(session.id, name):  # asked again while it lasts
         media.grants.add(session.id, Grant(name, claims, token_from_request(request)))
     location = f"/live/{name}/whep/{media.urls.resource_id('whep', name, session.id)}"
@@ -100,8 +99,8 @@ def whep_session(request: web.Request) -> str:
     if proven:
         return session_id
     if media.viewers.active(session_id, name) or media.viewers.ended.has(session_id, name):
-        raise json_error(403, "use the session's own URL (its Location) to change or end it")
-    raise json_error(404, "unknown WHEP session")
+        raise ApiError(403, "use the session's own URL (its Location) to change or end it")
+    raise ApiError(404, "unknown WHEP session")
 
 
 async def whep_delete(request: web.Request) -> web.Response:
@@ -109,7 +108,7 @@ async def whep_delete(request: web.Request) -> web.Response:
     closes its peer connection before it sends DELETE)."""
     session_id = whep_session(request)
     if not await request.app[MEDIA].viewers.close(session_id, request.match_info["stream"]):
-        raise json_error(404, "unknown WHEP session")
+        raise ApiError(404, "unknown WHEP session")
     return web.Response(status=200)
 
 
@@ -119,16 +118,16 @@ async def trickle(
     """PATCH trickle for WHEP and WHIP alike: 204, 415 (not an sdpfrag), 404 (session
     gone: `add` raised KeyError or SessionNotFound), 422 (ICE restart), 400 (bad line)."""
     if request.content_type != "application/trickle-ice-sdpfrag":
-        raise json_error(415, "PATCH takes application/trickle-ice-sdpfrag")
+        raise ApiError(415, "PATCH takes application/trickle-ice-sdpfrag")
     fragment = await request.text()
     try:
         await add(fragment)
     except (KeyError, SessionNotFound) as exc:
-        raise json_error(404, unknown) from exc
+        raise ApiError(404, unknown) from exc
     except IceRestart as exc:
-        raise json_error(422, str(exc)) from exc
+        raise ApiError(422, str(exc)) from exc
     except BadCandidate as exc:
-        raise json_error(400, f"bad candidate: {exc}") from exc
+        raise ApiError(400, f"bad candidate: {exc}") from exc
     return web.Response(status=204)
 
 
@@ -136,7 +135,7 @@ async def whep_patch(request: web.Request) -> web.Response:
     media = request.app[MEDIA]
     session_id, name = whep_session(request), request.match_info["stream"]
     if not media.viewers.active(session_id, name):
-        raise json_error(404, "unknown WHEP session")
+        raise ApiError(404, "unknown WHEP session")
     return await trickle(
         request,
         lambda fragment: media.viewers.add_candidates(session_id, name, fragment),
@@ -163,7 +162,7 @@ async def stream_status(request: web.Request) -> web.Response:
     node = node_of(request)
     stream = node.hub.get(request.match_info["stream"])
     if stream is None or not await visible_streams(request, [stream.name]):
-        raise json_error(404, "unknown stream")
+        raise ApiError(404, "unknown stream")
     status = stream.status()
     status["viewers"] = request.app[MEDIA].viewers.viewers_of(stream.name)
     status["viewers"] += hls_viewer_count(request.app, stream.name)  # HLS fallback
@@ -194,7 +193,7 @@ async def stream_viewers(request: web.Request) -> web.Response:
     name = request.match_info["stream"]
     await authorize(request, name, "manage")
     if node.hub.get(name) is None:
-        raise json_error(404, "unknown stream")
+        raise ApiError(404, "unknown stream")
     sessions = await request.app[MEDIA].viewers.statuses(name)
     return web.json_response({"stream": name, "viewers": sessions})
 
@@ -204,7 +203,7 @@ async def stream_access(request: web.Request) -> web.Response:
     allowed, else 401/403 (the error says why). Sub nodes without a shared store ask it."""
     need = request.query.get("need", "watch")
     if need not in ("watch", "manage"):
-        raise json_error(400, "need must be watch or manage")
+        raise ApiError(400, "need must be watch or manage")
     await authorize(request, request.match_info["stream"], need)
     return web.Response(status=204)
 

@@ -17,7 +17,7 @@ from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
 from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIngest
 
 from ..access import authorize
-from ..errors import json_error
+from ..errors import ApiError
 from ..node import NODE, Node, node_of
 from .media_routes import MEDIA, ice_link_headers, trickle
 
@@ -40,22 +40,22 @@ async def whip_offer(request: web.Request) -> web.Response:
     node = node_of(request)
     name = request.match_info["stream"]
     if node.config.role == "sub":
-        raise json_error(403, "publish to the main node; sub nodes relay its streams")
+        raise ApiError(403, "publish to the main node; sub nodes relay its streams")
     # A revoked token, or another teacher's stream: refused (as for RTMP publish).
     claims = await authorize(request, name, "publish")
     if request.content_type != "application/sdp":
-        raise json_error(415, "WHIP offers must be Content-Type: application/sdp")
+        raise ApiError(415, "WHIP offers must be Content-Type: application/sdp")
     offer = await request.text()
     if node.claim_origin is not None:  # a cluster: one origin per stream
         holder = await node.claim_origin(name)
         if holder is not None:
-            raise json_error(409, f"stream {name} is live on {holder}")
+            raise ApiError(409, f"stream {name} is live on {holder}")
     try:
         session = await request.app[WHIP].open(node.hub.stream(name), offer, claims.user_id)
     except BadOffer as exc:
-        raise json_error(400, f"malformed SDP offer: {exc}") from exc
+        raise ApiError(400, f"malformed SDP offer: {exc}") from exc
     except StreamBusy as exc:
-        raise json_error(409, f"stream {name} already has a publisher") from exc
+        raise ApiError(409, f"stream {name} already has a publisher") from exc
     resource = request.app[MEDIA].urls.resource_id("whip", name, session.id)
     headers = [
         ("Location", f"/live/{name}/whip/{resource}"),
@@ -73,9 +73,9 @@ def _session(request: web.Request):
     session_id, proven = request.app[MEDIA].urls.check("whip", name, request.match_info["session"])
     session = request.app[WHIP].get(session_id, name)
     if session is None:
-        raise json_error(404, "unknown WHIP session")
+        raise ApiError(404, "unknown WHIP session")
     if not proven:
-        raise json_error(403, "use the session's own URL (its Location) to change or end it")
+        raise ApiError(403, "use the session's own URL (its Location) to change or end it")
     return session
 
 

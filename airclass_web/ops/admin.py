@@ -15,10 +15,10 @@ from aiohttp import web
 from ..auth import Claims, require
 from ..cluster import CLUSTER
 from ..cluster.registry import RegistryError
-from ..errors import json_error
+from ..errors import ApiError
+from ..http import guards_of, request_params
 from ..node import node_of
 from ..recording_routes import RECORDER
-from ..token_routes import guards_of, request_params
 from .health import READINESS
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ async def admin_claims(request: web.Request) -> Claims:
     """The claims of a valid admin token (401/403 otherwise)."""
     claims = require(request, node_of(request).tokens, roles=("admin",))
     if not await request.app[ADMIN].still_admin(claims):
-        raise json_error(401, "admin token revoked; sign in again")
+        raise ApiError(401, "admin token revoked; sign in again")
     return claims
 
 
@@ -158,7 +158,7 @@ async def login(request: web.Request) -> web.Response:
     keys = guards.passwords.attempt(guards.ip(request), username)  # counts before checking
     account = await request.app[ADMIN].authenticate(username, str(params.get("password", "")))
     if account is None:
-        raise json_error(401, "wrong username or password, or not an admin account")
+        raise ApiError(401, "wrong username or password, or not an admin account")
     guards.passwords.succeeded(keys)
     token, expires_at = node_of(request).tokens.issue(
         role="admin", user_id=account["username"], action="read", ttl=ADMIN_TOKEN_TTL

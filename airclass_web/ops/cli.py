@@ -102,4 +102,3 @@ def add_ops_commands(commands, add_store_options: Callable) -> None:
 
     add_monitor_command(commands)
     add_backup_commands(commands, add_store_options)
-
