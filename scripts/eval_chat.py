@@ -1,11 +1,13 @@
 """Evaluate the chat analyser (issue 21) on the labelled corpus.
 
 Prints precision, recall and F1 of question and confusion per language, the 2x2 tables,
-sentiment accuracy and its 3x3 table, and the time per message, on the frozen test split
-and the dev split (or --split). The test file must have the frozen SHA-256.
+sentiment accuracy and its 3x3 table, and the time per message, on the frozen test split,
+the frozen outside set and the dev split (or --split; --file adds any labelled file in the
+corpus format). The frozen files must have their SHA-256.
 
     .venv/bin/python scripts/eval_chat.py
     .venv/bin/python scripts/eval_chat.py --split dev --errors   # list dev mistakes
+    .venv/bin/python scripts/eval_chat.py --file their_labels.tsv  # a set of your own
     GEMINI_API_KEY=... .venv/bin/python scripts/eval_chat.py --provider gemini
 
 --provider sends the same split to Gemini or an OpenAI-compatible API through
@@ -20,9 +22,10 @@ import asyncio
 import os
 import sys
 import time
+from pathlib import Path
 
 from airclass_web.ai import chat_corpus, nlp
-from airclass_web.ai.chat_corpus import TEST_SHA256, Example, figures
+from airclass_web.ai.chat_corpus import FROZEN, Example, figures
 
 SENTIMENT = {"negative": -1, "neutral": 0, "positive": 1}
 KEY_VARS = {"gemini": "GEMINI_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -116,23 +119,34 @@ async def provider_predictions(name: str, model: str, examples: list[Example]) -
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=chat_corpus.SPLITS, action="append")
-    ap.add_argument("--errors", action="store_true", help="list the mistakes (not on test)")
+    ap.add_argument(
+        "--errors", action="store_true", help="list the mistakes (not on the frozen sets)"
+    )
+    ap.add_argument(
+        "--file",
+        type=Path,
+        action="append",
+        default=[],
+        help="also a labelled file in the corpus format (a set written apart from the corpus)",
+    )
     ap.add_argument("--provider", choices=sorted(KEY_VARS))
     ap.add_argument("--model", default="", help="provider model (default: the node's default)")
     args = ap.parse_args()
-    splits = args.split or ["test", "dev"]
-    if "test" in splits and chat_corpus.sha256("test") != TEST_SHA256:
-        print("the test split is not the frozen one (SHA-256 differs)", file=sys.stderr)
-        return 2
+    splits = args.split or ([] if args.file else ["test", "outside", "dev"])
+    for split in set(splits) & set(FROZEN):
+        if chat_corpus.sha256(split) != FROZEN[split]:
+            print(f"the {split} set is not the frozen one (SHA-256 differs)", file=sys.stderr)
+            return 2
     if args.provider and not os.environ.get(KEY_VARS[args.provider]):
         print(f"--provider {args.provider}: skipped, {KEY_VARS[args.provider]} is not set")
         args.provider = None
-    for split in splits:
-        examples = chat_corpus.load(split)
+    sets = [(split, chat_corpus.load(split)) for split in splits]
+    sets += [(str(file), chat_corpus.load_file(file)) for file in args.file]
+    for split, examples in sets:
         preds, ms = local_predictions(examples)
         report(f"{split}, local analyser (nlp.py)", examples, preds)
         print(f"time: {ms:.3f} ms per message (analyse_message, one core, warm)")
-        if args.errors and split != "test":
+        if args.errors and split not in FROZEN:
             errors(examples, preds)
         if args.provider:
             remote = asyncio.run(provider_predictions(args.provider, args.model, examples))

@@ -6,7 +6,8 @@ airclass_web/ai/corpus/batches/batchN.tsv and split here the same way (a fresh
 random.Random(21) per batch, round(15 %) to dev), then appended after a marker line at the
 end of chat_train.tsv and chat_dev.tsv. Everything from the marker on is rewritten, so the
 script is idempotent and the lines above it (batches 1-12) are never touched. The test
-split is never read or written.
+split and the outside set are only read for their texts: a batch line with the same text as
+one of theirs is left out (only the count is printed).
 
     .venv/bin/python scripts/split_chat_batches.py
 """
@@ -22,6 +23,8 @@ CORPUS = Path(__file__).resolve().parent.parent / "airclass_web" / "ai" / "corpu
 MARKER = "# == batches 13+: appended by scripts/split_chat_batches.py from corpus/batches/ =="
 DEV_SHARE = 0.15
 SEED = 21
+#: Evaluation sets no training line may repeat.
+HELD_OUT = ("chat_test.tsv", "chat_outside.tsv")
 COUNT = re.compile(r"^(# AIRClass chat analysis: \w+ split \()\d+( lines\)\.)$")
 
 
@@ -37,6 +40,17 @@ def rows(path: Path) -> list[str]:
             raise SystemExit(f"{path.name}:{n}: bad row {line!r}")
         out.append(line)
     return out
+
+
+def held_out_texts() -> set[str]:
+    """Texts of the frozen test split and the outside set: a batch line with the same text
+    is left out (compared by a script that prints only the count; never looked at)."""
+    texts = set()
+    for name in HELD_OUT:
+        for line in (CORPUS / name).read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                texts.add(line.split("\t", 4)[4])
+    return texts
 
 
 def split(lines: list[str]) -> tuple[list[str], list[str]]:
@@ -65,8 +79,14 @@ def main() -> int:
         (CORPUS / "batches").glob("batch*.tsv"), key=lambda p: int(re.sub(r"\D", "", p.stem))
     )
     train_sections, dev_sections = [], []
+    held_out = held_out_texts()
     for path in batches:
-        train, dev = split(rows(path))
+        lines = rows(path)
+        kept = [line for line in lines if line.split("\t", 4)[4] not in held_out]
+        if len(kept) < len(lines):
+            left_out = len(lines) - len(kept)
+            print(f"{path.name}: {left_out} lines left out (same text as a held-out line)")
+        train, dev = split(kept)
         train_sections.append((f"{path.stem} (batches/{path.name})", train))
         dev_sections.append((f"{path.stem} (batches/{path.name})", dev))
         print(f"{path.name}: {len(train)} train, {len(dev)} dev")

@@ -1,9 +1,9 @@
 """Train the chat classifier (issue 21) and export it to airclass_web/ai/chat_model.npz.
 
 Reproducible: the same corpus and scikit-learn version give the same file. Trains on the
-train split only; the regularisation C and each binary head's threshold are chosen by
-5-fold cross-validation on the train split; the dev split is only reported; the test split
-is never read here. Needs the "train" extra (scikit-learn):
+train split only; the regularisation C is chosen by 5-fold cross-validation on the train
+split, each binary head's threshold on the dev split (see `dev_threshold`);
+the test split is never read here. Needs the "train" extra (scikit-learn):
 
     .venv/bin/pip install -e '.[train]'
     .venv/bin/python scripts/train_chat_model.py
@@ -24,7 +24,7 @@ import numpy as np
 import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, precision_score, recall_score
 from sklearn.model_selection import StratifiedKFold
 
 from airclass_web.ai import chat_corpus, chat_model
@@ -56,6 +56,25 @@ def choose(texts: list[str], y: np.ndarray) -> tuple[float, float]:
     return best[1], best[2]
 
 
+def dev_threshold(p: np.ndarray, y: np.ndarray, langs: list[str]) -> float:
+    """The threshold whose lowest of precision and recall, in Korean and in English, on
+    the dev split is highest (the goal asks each of the four to be high); ties: nearer 0.5.
+    Chosen on dev, not by cross-validation on train: train's batches hold near-variants of
+    one another, so out-of-fold scores are too sure of the positive class (on lines written
+    apart from the corpus that cost precision: 0.79-0.83 on confusion)."""
+    masks = [np.array([lang == code for lang in langs]) for code in ("ko", "en")]
+    best = (-1.0, 0.5)
+    for t in sorted(THRESHOLDS, key=lambda t: abs(t - 0.5)):
+        worst = min(
+            score(y[m], p[m] >= t, zero_division=0)
+            for m in masks
+            for score in (precision_score, recall_score)
+        )
+        if worst > best[0] + 1e-9:
+            best = (worst, t)
+    return best[1]
+
+
 def vectorizer() -> TfidfVectorizer:
     """TF-IDF over chat_model.features (sublinear tf, l2 norm, features seen twice+)."""
     return TfidfVectorizer(analyzer=chat_model.features, sublinear_tf=True, min_df=2)
@@ -74,13 +93,18 @@ def main() -> int:
     for head in chat_model.BINARY_HEADS:
         y_train = np.array([getattr(e, head) for e in train], dtype=int)
         y_dev = np.array([getattr(e, head) for e in dev], dtype=int)
-        c, t = choose(texts, y_train)
+        c, cv_threshold = choose(texts, y_train)
         model = fit_head(x_train, y_train, c)
         coefs.append(model.coef_[0])
         intercepts.append(model.intercept_[0])
+        p_dev = model.predict_proba(x_dev)[:, 1]
+        t = dev_threshold(p_dev, y_dev, [e.lang for e in dev])
         thresholds.append(t)
-        dev_f1 = f1_score(y_dev, model.predict_proba(x_dev)[:, 1] >= t)
-        print(f"{head}: C={c} threshold={t} dev F1 (model alone)={dev_f1:.3f}")
+        dev_f1 = f1_score(y_dev, p_dev >= t)
+        print(
+            f"{head}: C={c} threshold={t} (cross-validated on train: {cv_threshold}) "
+            f"dev F1 (model alone)={dev_f1:.3f}"
+        )
     y_sent = np.array([e.sentiment for e in train])
     sent = LogisticRegression(C=2.0, class_weight="balanced", max_iter=5000).fit(x_train, y_sent)
     assert tuple(sent.classes_) == chat_model.SENTIMENT_CLASSES

@@ -1,7 +1,9 @@
 """The labelled classroom-chat corpus shipped in airclass_web/ai/corpus/ (issue 21).
 
-Three splits, tab-separated, '#' lines are the header: lang, question (0/1), confusion
-(0/1), sentiment (-1/0/1), text. The test split is frozen: its SHA-256 is below.
+Three splits and an outside set, tab-separated, '#' lines are the header: lang, question
+(0/1), confusion (0/1), sentiment (-1/0/1), text. The test split and the outside set (lines
+written by an annotator who never saw the analyser or the corpus) are frozen: their SHA-256
+are below.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "test", "outside")
 #: The frozen test split (written before the model; never trained or tuned on).
 TEST_SHA256 = "e0b6d401bf53df3c10a2cacc45eba93f0fbeec85ec88728cf2d241acb8211984"
+#: The frozen outside set (written apart from the project; never trained or tuned on).
+OUTSIDE_SHA256 = "bd51b871e5d839e6426bd526d0c9a16edf55865aec489e5e2be6db49660458c8"
+#: The frozen sets and their SHA-256.
+FROZEN = {"test": TEST_SHA256, "outside": OUTSIDE_SHA256}
 
 
 @dataclass(frozen=True)
@@ -41,13 +47,18 @@ def sha256(split: str) -> str:
 
 def load(split: str) -> list[Example]:
     """All examples of one split, in file order."""
+    return load_file(path(split))
+
+
+def load_file(file: Path) -> list[Example]:
+    """All examples of a labelled file in the corpus format, in file order."""
     rows = []
-    for n, line in enumerate(path(split).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split("\t")
         if len(parts) != 5 or parts[0] not in ("ko", "en"):
-            raise ValueError(f"{path(split).name}:{n}: bad row {line!r}")
+            raise ValueError(f"{file.name}:{n}: bad row {line!r}")
         lang, q, c, s, text = parts
         rows.append(Example(lang, q == "1", c == "1", int(s), text))
     return rows
