@@ -479,6 +479,16 @@ class RtpTarget:
         else:
             self.fanout.pace(self)
 
+    def drop_pending(self) -> None:
+        """Forget what waits for the pacer (a keyframe comes instead). The next packets
+        take the sequence numbers those had: a gap would be counted lost by the viewer,
+        NACKed, and read by the adaptation as a link that cannot carry the stream."""
+        if self.pending:
+            _, sent, seq, _, _ = self.pending[0]
+            self.next_seq = (seq + sent) & 0xFFFF
+        self.pending.clear()
+        self.pending_packets = 0
+
     def pace_rate(self) -> float:
         """The rate (bit/s) this viewer's packets are paced at."""
         return self.estimate.bps * PACE_FACTOR
@@ -561,8 +571,7 @@ class RtpTarget:
         if fanout is None:
             return
         if self.backlog is None:
-            history = fanout.history[self.kind]
-            self._next_seq = (history.next_index + self.seq_offset) & 0xFFFF
+            self._next_seq = self.next_seq
         self.backlog = deque(frames)
         self._catch_up_sent = {}
         if self._drain is None or self._drain.done():
@@ -624,8 +633,7 @@ class RtpTarget:
             return False
         self._last_replay = now
         self.keyframe_replays += 1
-        self.pending.clear()  # the replay supersedes what still waits for the pacer
-        self.pending_packets = 0
+        self.drop_pending()  # the replay supersedes what still waits for the pacer
         self.start_catch_up(squeeze(gop, self.last_pts))
         return True
 
@@ -846,8 +854,7 @@ class StreamFanout:
             if target._drain is not None:
                 target._drain.cancel()
             target.backlog = None
-            target.pending.clear()
-            target.pending_packets = 0
+            target.drop_pending()
             target._catch_up_sent = {}
             target.joining = None
             target.paused = target.holding = target.hold_next_key = False
@@ -1047,8 +1054,7 @@ class Fanout:
         if target.joining is not None:
             target.joining.cancel_join(target)
         target.paused = True
-        target.pending.clear()
-        target.pending_packets = 0
+        target.drop_pending()
         if target._drain is not None:
             target._drain.cancel()
         target.backlog = None

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import time
 
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
+from airclass_media.estimate import BandwidthEstimate
 from airclass_media.fanout import (
     FANOUT_QUEUE_PACKETS,
     KEYFRAME_REPLAY_INTERVAL,
     RTX_SHARE,
+    Fanout,
     RtpBinding,
     RtpTarget,
     StreamFanout,
@@ -268,3 +271,56 @@ async def test_low_remb_moves_the_viewer_down_the_ladder_then_to_audio_only(
 
 async def _equals(coro, value) -> bool:
     return (await coro) == value
+
+
+async def test_sequence_numbers_stay_contiguous_when_paced_video_is_dropped():
+    """A paced viewer goes audio only, then back to video at a keyframe: the packets that
+    waited for the pacer are dropped, and the ones that follow take their sequence
+    numbers. A gap would be counted lost by the browser and NACKed, and the adaptation
+    would read it as a link that cannot carry video (it did: probes failed at 81 %)."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind((TEST_HOST, 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    receiver.setblocking(False)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind((TEST_HOST, 0))
+    sender.setblocking(False)
+    hub = StreamHub()
+    stream = hub.stream("gapless")
+    stream.attach_publisher("test")
+    stream.publish(_video(0, True))
+    fanout = Fanout()
+    binding = RtpBinding(
+        kind="video",
+        payload_type=102,
+        header_tail=(1234).to_bytes(4, "big"),
+        first_byte=0x80,
+        protect=lambda data: data,
+        path=UdpPath(sender, receiver.getsockname()),
+    )
+    target = RtpTarget(binding, estimate=BandwidthEstimate(start_bps=100_000))
+    fanout.add(stream, target)
+    big = b"\x00\x00\x00\x01\x41" + bytes(12_000)  # 10 packets: 8 now, 2 for the pacer
+    try:
+        await async_wait_for(lambda: target.backlog is None, 5, "the catch-up sent")
+        stream.publish(MediaPacket("video", big, 33_333, 33_333, False))
+        await async_wait_for(lambda: target.pending_packets > 0, 5, "packets at the pacer")
+        fanout.pause(target)  # audio only: what waits is dropped
+        fanout.switch(target, stream)  # video again at the next keyframe
+        stream.publish(_video(2, True))
+        await async_wait_for(lambda: target.switches >= 1, 5, "video again")
+        stream.publish(_video(3, False))
+        await async_wait_for(lambda: target.last_pts == 3 * 33_333, 5, "the next frame sent")
+        seqs = []
+        while True:
+            try:
+                seqs.append(struct.unpack("!H", receiver.recv(2048)[2:4])[0])
+            except BlockingIOError:
+                break
+    finally:
+        fanout.remove(target)
+        binding.path.close()
+        receiver.close()
+    assert len(seqs) >= 1 + 8 + 2, seqs  # the first keyframe, the burst, the next two
+    first = seqs[0]
+    assert [(s - first) & 0xFFFF for s in seqs] == list(range(len(seqs))), seqs
