@@ -10,25 +10,19 @@ from aiohttp import web
 
 from airclass_media.ladder import parse_ladder
 
-from . import (
-    ai,
-    classroom,
-    cluster,
-    dashboard,
-    metrics,
-    ops,
-    pages,
-    recording_routes,
-    security_headers,
-    token_routes,
-)
+from . import ai, classroom, cluster, dashboard, metrics, ops, pages, security_headers, token_routes
+from .ai import routes as ai_routes
 from .ai.egress import Allowlist
+from .classroom import routes as classroom_routes
+from .cluster import routes as cluster_routes
 from .config import Config, ConfigError
 from .crypto import DataKeyError, data_cipher
+from .dashboard import routes as dashboard_routes
 from .delivery import hls_routes, media_routes, whip_routes
 from .errors import json_errors_middleware
 from .limits import parse_networks
 from .node import NODE, Node
+from .recording import routes as recording_routes
 from .tls import TlsError, check_files
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -79,10 +73,14 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     whip_routes.setup(app)  # WHIP ingest, next to RTMP's
     token_routes.setup(app)
     cluster.setup(app)
+    cluster_routes.setup_routes(app)
     classroom.setup(app)
+    classroom_routes.setup_routes(app)
     recording_routes.setup(app)
     ai.setup(app)  # after classroom and recorder
+    ai_routes.setup_routes(app)
     dashboard.setup(app)
+    dashboard_routes.setup_routes(app)
     pages.setup(app)
     metrics.setup(app)
     ops.setup(app)  # after metrics: registers into its registry

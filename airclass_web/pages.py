@@ -69,3 +69,4 @@ async def student(request: web.Request) -> dict:
 def setup(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/student", student)
+    app.router.add_get("/login", login)

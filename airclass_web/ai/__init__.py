@@ -10,12 +10,11 @@ from aiohttp import web
 
 from ..classroom import CLASSROOM
 from ..node import NODE
-from .routes import AI, setup_routes
-from .service import AIService
+from .service import AI, AIService
 
 
 def setup(app: web.Application) -> None:
-    from ..recording_routes import RECORDER
+    from ..recording import RECORDER
 
     node = app[NODE]
     service = AIService(
@@ -27,7 +26,6 @@ def setup(app: web.Application) -> None:
     )
     app[AI] = service
     node.add_service("ai", service.start, service.stop)
-    setup_routes(app)
 
 
 __all__ = ["AI", "AIService", "setup"]

@@ -5,15 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..classroom.errors import ClassroomError
-from ..classroom.routes import classroom_of
+from ..classroom.service import classroom_of
 from ..http import EVERY_ROLE, claims_of, request_params, signed_in_teacher
-from .service import AIService
-
-AI = web.AppKey("ai", AIService)
-
-
-def ai_of(request: web.Request) -> AIService:
-    return request.app[AI]
+from .service import ai_of
 
 
 async def set_key(request: web.Request) -> web.Response:

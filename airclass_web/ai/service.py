@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from ..classroom.chat import RateLimiter
 from ..classroom.errors import ClassroomError
@@ -742,3 +743,11 @@ def _dumps(value) -> str:
     import json
 
     return json.dumps(value, ensure_ascii=False)
+
+
+AI = web.AppKey("ai", AIService)
+
+
+def ai_of(request: web.Request) -> AIService:
+    """The AI service of the node serving this request."""
+    return request.app[AI]

@@ -1,7 +1,7 @@
 """Classroom (issue 4): teachers, class sessions, realtime chat, quizzes, engagement.
 
-`setup(app)` creates the node's store and classroom, registers them as services and adds
-the routes; it also replaces the node's teacher check (`node.teacher_auth`).
+`setup(app)` creates the node's store and classroom and registers them as services; it
+also replaces the node's teacher check (`node.teacher_auth`). The routes are in .routes.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..node import NODE
-from .routes import CLASSROOM, setup_routes, teacher_auth
-from .service import Classroom
+from .service import CLASSROOM, Classroom
+from .teacher_auth import teacher_auth
 
 
 def setup(app: web.Application) -> None:
@@ -21,7 +21,6 @@ def setup(app: web.Application) -> None:
     app[CLASSROOM] = classroom
     node.add_service("classroom", classroom.start, classroom.stop)
     node.teacher_auth = teacher_auth
-    setup_routes(app)
 
 
 __all__ = ["CLASSROOM", "Classroom", "setup"]

@@ -8,13 +8,11 @@ import time
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..access import AccessDenied
-from ..auth import STREAM_NAME, TokenError, token_from_request
+from ..auth import STREAM_NAME
 from ..delivery.ice_servers import ice_servers_json
 from ..errors import ApiError
 from ..http import (
     EVERY_ROLE,
-    check_teacher_password,
     claims_of,
     guards_of,
     public_base_url,
@@ -28,46 +26,10 @@ from ..node import node_of
 from .errors import ClassroomError
 from .go_live import publish_details, qr_svg, valid_join_code
 from .quiz import staff_view
-from .service import Classroom
-from .sessions import is_teacher_claims, public_session
+from .service import classroom_of
+from .sessions import public_session
 
 log = logging.getLogger(__name__)
-
-CLASSROOM = web.AppKey("classroom", Classroom)
-
-
-def classroom_of(request: web.Request) -> Classroom:
-    return request.app[CLASSROOM]
-
-
-async def teacher_auth(node, request: web.Request, params: dict) -> str | None:
-    """Which teacher do this request's credentials prove? (node.teacher_auth)
-
-    A signed-in teacher's Bearer token proves its own subject; username + password prove
-    that account. AIRCLASS_TEACHER_PASSWORD is honoured only while no account exists.
-    None when nothing is proven.
-    """
-    classroom: Classroom = request.app[CLASSROOM]
-    token = token_from_request(request)
-    if token:
-        try:
-            claims = node.tokens.verify(token)
-            if is_teacher_claims(claims):
-                await node.access.check_teacher_token(claims)
-                return claims.user_id
-        except (TokenError, AccessDenied):
-            pass
-    username, password = str(params.get("username", "")), str(params.get("password", ""))
-    if username and password:
-        guards = guards_of(request)
-        keys = guards.passwords.attempt(guards.ip(request), username)  # counts first
-        teacher = await classroom.teachers.authenticate(username, password)
-        if teacher is not None:
-            guards.passwords.succeeded(keys)
-            return teacher["username"]
-    if await classroom.teachers.count() == 0:
-        return await check_teacher_password(node, request, params)
-    return None
 
 
 # -- auth -------------------------------------------------------------------------------
@@ -332,12 +294,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 # -- pages ------------------------------------------------------------------------------
-async def login_page(request: web.Request) -> web.StreamResponse:
-    from ..pages import login as page  # the sign-in page and its checked `next`
-
-    return await page(request)
-
-
 @aiohttp_jinja2.template("teacher.html")
 async def teacher_page(request: web.Request) -> dict:
     return {"rtmp_port": node_of(request).config.rtmp_port}
@@ -447,7 +403,6 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/engagement/student/{session_id}/{student_id}", engagement_student)
     r.add_get("/api/classroom/status", status)
     r.add_get("/ws/session/{session_id}", websocket)
-    r.add_get("/login", login_page)
     r.add_get("/teacher", teacher_page)
     r.add_get("/monitor", monitor_page)
     r.add_get("/join", join_page)

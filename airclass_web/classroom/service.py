@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
+
 from ..auth import Claims
 from ..node import Node
 from ..store import Store, make_store
@@ -251,3 +253,11 @@ WS_ACTIONS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[dict | None
     "quiz_publish": (("teacher",), Classroom._ws_quiz_publish),
     "quiz_close": (("teacher",), Classroom._ws_quiz_close),
 }
+
+
+CLASSROOM = web.AppKey("classroom", Classroom)
+
+
+def classroom_of(request: web.Request) -> Classroom:
+    """The classroom of the node serving this request."""
+    return request.app[CLASSROOM]

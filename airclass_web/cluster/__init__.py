@@ -9,8 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..node import NODE
-from .routes import CLUSTER, setup_routes
-from .service import Cluster
+from .service import CLUSTER, Cluster
 
 __all__ = ["CLUSTER", "Cluster", "setup"]
 
@@ -27,4 +26,3 @@ def setup(app: web.Application) -> None:
         node.stream_resolver = cluster.relays.resolve
     node.claim_origin = cluster.claim_origin
     node.release_origin = cluster.release_origin
-    setup_routes(app)

@@ -16,12 +16,10 @@ from ..errors import ApiError
 from ..http import visible_streams
 from ..node import node_of
 from .registry import RegistryError
-from .service import Cluster
+from .service import CLUSTER
 from .signing import SignatureError
 
 log = logging.getLogger(__name__)
-
-CLUSTER = web.AppKey("cluster", Cluster)
 
 
 def verify_node(request: web.Request) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from relay.manager import RelayManager
@@ -260,3 +261,6 @@ class Cluster:
                 connects.add_metric([name], client.connects)
             families += [hop, connects]
         return families
+
+
+CLUSTER = web.AppKey("cluster", Cluster)

@@ -7,21 +7,19 @@ from aiohttp import web
 from ..ai import AI
 from ..classroom import CLASSROOM
 from ..node import NODE
-from .routes import DASHBOARD, setup_routes
-from .service import DashboardService
+from .service import DASHBOARD, DashboardService
 
 #: Signed links in the dashboard live this long (seconds).
 LINK_TTL = 6 * 3600
 
 
 def setup(app: web.Application) -> None:
-    from ..recording_routes import with_urls
+    from ..recording import with_urls
 
     node = app[NODE]
     app[DASHBOARD] = DashboardService(
         app[CLASSROOM], app[AI], lambda doc: with_urls(node, doc, LINK_TTL)
     )
-    setup_routes(app)
 
 
 __all__ = ["DASHBOARD", "DashboardService", "setup"]

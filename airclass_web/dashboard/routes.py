@@ -5,11 +5,10 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..classroom.routes import classroom_of
+from ..classroom.service import classroom_of
 from ..http import claims_of, signed_in_teacher
-from .service import DashboardService
+from .service import DASHBOARD, DashboardService
 
-DASHBOARD = web.AppKey("dashboard", DashboardService)
 STAFF = ("teacher", "monitor")
 
 

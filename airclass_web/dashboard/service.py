@@ -13,6 +13,8 @@ import csv
 import io
 import time
 
+from aiohttp import web
+
 from ..ai import nlp
 from ..ai.feedback import unanswered_questions
 
@@ -99,7 +101,7 @@ def student_rows(session, events, chats, answers, analysis, now) -> list[dict]:
 
 class DashboardService:
     def __init__(self, classroom, ai, recorder_urls) -> None:
-        """recorder_urls(doc) -> the recording with signed URLs (recording_routes)."""
+        """recorder_urls(doc) -> the recording with signed URLs (recording.with_urls)."""
         self.c = classroom
         self.store = classroom.store
         self.ai = ai
@@ -313,3 +315,6 @@ class DashboardService:
 def _csv_safe(text: str) -> str:
     """No spreadsheet formula injection from a student's name."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+DASHBOARD = web.AppKey("dashboard", DashboardService)

@@ -18,18 +18,12 @@ from ..access import authorize
 from ..errors import ApiError
 from ..http import guards_of
 from ..node import NODE, node_of
+from .shared import HLS
 
-HLS = web.AppKey("hls", HlsOrigin)
 #: How long a first request waits for the stream's first part (a keyframe away).
 FIRST_PART_WAIT = 8.0
 PLAYLIST = "application/vnd.apple.mpegurl"
 NO_CACHE = {"Cache-Control": "no-cache, no-store"}
-
-
-def hls_viewer_count(app: web.Application, stream: str) -> int:
-    """Distinct clients that asked for the stream's playlist lately."""
-    origin = app.get(HLS)
-    return origin.viewers_of(stream) if origin is not None else 0
 
 
 async def _stream(request: web.Request, name: str) -> Stream:

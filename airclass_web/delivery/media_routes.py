@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 
 from airclass_media.webrtc import BadOffer, Overloaded
@@ -14,13 +12,11 @@ from ..errors import ApiError
 from ..http import viewer_whep_url, visible_streams
 from ..limits import client_ip
 from ..node import NODE, node_of
-from .hls_routes import hls_viewer_count
-from .ice_servers import ice_servers_json, link_header, viewer_ice_servers
+from .ice_servers import ice_servers_json
 from .media import MediaServices
+from .shared import MEDIA, hls_viewer_count, ice_link_headers, trickle
 from .workers.admission import AdmissionRefused
-from .workers.viewers import BadCandidate, IceRestart, SessionNotFound
 
-MEDIA = web.AppKey("media", MediaServices)
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
@@ -42,11 +38,6 @@ async def whep_cors(request: web.Request, handler):
         raise
     response.headers.update(CORS_HEADERS)
     return response
-
-
-def ice_link_headers(media: MediaServices, user_id: str | None = None) -> list[tuple[str, str]]:
-    """STUN/TURN servers; TURN credentials only for a viewer with a valid token."""
-    return [link_header(s) for s in viewer_ice_servers(media.node.config, user_id)]
 
 
 async def whep_options(request: web.Request) -> web.Response:
@@ -110,25 +101,6 @@ async def whep_delete(request: web.Request) -> web.Response:
     if not await request.app[MEDIA].viewers.close(session_id, request.match_info["stream"]):
         raise ApiError(404, "unknown WHEP session")
     return web.Response(status=200)
-
-
-async def trickle(
-    request: web.Request, add: Callable[[str], Awaitable[object]], unknown: str
-) -> web.Response:
-    """PATCH trickle for WHEP and WHIP alike: 204, 415 (not an sdpfrag), 404 (session
-    gone: `add` raised KeyError or SessionNotFound), 422 (ICE restart), 400 (bad line)."""
-    if request.content_type != "application/trickle-ice-sdpfrag":
-        raise ApiError(415, "PATCH takes application/trickle-ice-sdpfrag")
-    fragment = await request.text()
-    try:
-        await add(fragment)
-    except (KeyError, SessionNotFound) as exc:
-        raise ApiError(404, unknown) from exc
-    except IceRestart as exc:
-        raise ApiError(422, str(exc)) from exc
-    except BadCandidate as exc:
-        raise ApiError(400, f"bad candidate: {exc}") from exc
-    return web.Response(status=204)
 
 
 async def whep_patch(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIng
 from ..access import authorize
 from ..errors import ApiError
 from ..node import NODE, Node, node_of
-from .media_routes import MEDIA, ice_link_headers, trickle
+from .shared import MEDIA, ice_link_headers, trickle
 
 WHIP = web.AppKey("whip", WhipIngest)
 #: Seconds between the keyframes a WHIP publisher is asked for (browsers make none unasked).

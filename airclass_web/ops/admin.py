@@ -18,7 +18,7 @@ from ..cluster.registry import RegistryError
 from ..errors import ApiError
 from ..http import guards_of, request_params
 from ..node import node_of
-from ..recording_routes import RECORDER
+from ..recording import RECORDER
 from .health import READINESS
 
 log = logging.getLogger(__name__)

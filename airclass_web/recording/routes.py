@@ -1,29 +1,26 @@
 """Recording API (teacher) and VOD pages/files (teacher or signed link). Routes only: the
-work is done by recorder.RecordingManager."""
+work is done by recorder.RecordingManager; signed links and URLs are in .service."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import time
 
 import aiohttp_jinja2
 from aiohttp import web
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from recorder import metadata
 from recorder.manager import RecordingError, RecordingManager
-from recorder.settings import RecorderSettings
 
-from .auth import STREAM_NAME, Claims
-from .classroom.sessions import class_title
-from .errors import ApiError
-from .http import STREAM_RULE, request_params, signed_in_teacher
-from .node import NODE, Node, node_of
-from .store import StoreError
+from ..auth import STREAM_NAME, Claims
+from ..classroom.sessions import class_title
+from ..errors import ApiError
+from ..http import STREAM_RULE, request_params, signed_in_teacher
+from ..node import NODE, Node, node_of
+from ..store import StoreError
+from .service import RECORDER, metrics, settings_of, signature, signed_query, with_urls
 
-RECORDER = web.AppKey("recorder", RecordingManager)
 ERROR_STATUS = {"not_found": 404, "conflict": 409, "not_live": 409, "disk_low": 507}
 #: Longest validity of a shared VOD link.
 MAX_SHARE_HOURS = 24 * 30
@@ -82,18 +79,6 @@ def failed(exc: RecordingError) -> ApiError:
     return ApiError(ERROR_STATUS.get(exc.code, 400), exc.message, code=exc.code, **exc.extra)
 
 
-# -- signed links -------------------------------------------------------------------------
-def _signature(node: Node, recording_id: str, expires: int) -> str:
-    key = hashlib.sha256(b"airclass-vod:" + node.config.jwt_secret.encode()).digest()
-    message = f"{recording_id}:{expires}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
-
-
-def signed_query(node: Node, recording_id: str, ttl: float) -> str:
-    expires = int(time.time() + ttl)
-    return f"exp={expires}&sig={_signature(node, recording_id, expires)}"
-
-
 def check_signature(request: web.Request, recording_id: str) -> None:
     """401 unless the request carries a valid, unexpired signature for this recording."""
     try:
@@ -101,27 +86,11 @@ def check_signature(request: web.Request, recording_id: str) -> None:
     except ValueError:
         raise ApiError(401, "missing or bad link signature") from None
     given = request.query.get("sig", "")
-    expected = _signature(node_of(request), recording_id, expires)
+    expected = signature(node_of(request), recording_id, expires)
     if not hmac.compare_digest(given, expected):
         raise ApiError(401, "missing or bad link signature")
     if expires < time.time():
         raise ApiError(401, "link expired")
-
-
-def with_urls(node: Node, doc: dict, ttl: float) -> dict:
-    """The metadata with signed URLs of the MP4, segments and screenshots."""
-    rid = doc["id"]
-    q = signed_query(node, rid, ttl)
-    base = f"/vod/{rid}"
-    doc = dict(doc)
-    doc["mp4_url"] = f"{base}/file.mp4?{q}" if doc.get("mp4") else None
-    doc["page_url"] = f"{base}?{q}"
-    doc["segments"] = [
-        s if s.get("removed") else {**s, "url": f"{base}/segments/{s['file']}?{q}"}
-        for s in doc["segments"]
-    ]
-    doc["screenshots"] = [{**s, "url": f"{base}/shots/{s['file']}?{q}"} for s in doc["screenshots"]]
-    return doc
 
 
 # -- API ----------------------------------------------------------------------------------
@@ -293,47 +262,6 @@ async def vod_shot(request: web.Request) -> web.FileResponse:
     if not metadata.SHOT_FILE.match(name):
         raise ApiError(404, "no such screenshot")
     return _file(request, f"shots/{name}")
-
-
-def settings_of(node: Node) -> RecorderSettings:
-    c = node.config
-    return RecorderSettings(
-        root=c.data_dir / "recordings",
-        segment_seconds=c.record_segment_seconds,
-        screenshot_interval=c.screenshot_interval,
-        retention_days=c.retention_days,
-        min_free_disk_mb=c.min_free_disk_mb,
-        auto_record=tuple(c.auto_record),
-        offline_grace=c.record_offline_grace,
-    )
-
-
-def metrics(manager: RecordingManager) -> list:
-    stats = manager.stats()
-    gauges = (
-        ("airclass_recordings_active", "Recordings running", stats["active"]),
-        ("airclass_recordings_finishing", "Recordings writing their MP4", stats["finishing"]),
-        ("airclass_recording_disk_free_bytes", "Free disk", stats["disk_free_bytes"]),
-    )
-    counters = (
-        ("airclass_recordings_started", "Recordings started", stats["started_total"]),
-        ("airclass_recordings_failed", "Recordings that failed", stats["failed_total"]),
-        (
-            "airclass_recording_packets_dropped",
-            "Packets a recording writer was too slow for",
-            stats["dropped_packets_total"],
-        ),
-    )
-    families: list = []
-    for name, text, value in gauges:
-        family = GaugeMetricFamily(name, text)
-        family.add_metric([], value)
-        families.append(family)
-    for name, text, value in counters:
-        family = CounterMetricFamily(name, text)
-        family.add_metric([], value)
-        families.append(family)
-    return families
 
 
 def setup(app: web.Application) -> None:

@@ -1,0 +1,49 @@
+"""What the delivery routes share: the app keys of the media services and the HLS origin,
+the HLS viewer count the stream listing shows, the ICE Link headers and the trickle PATCH
+of WHEP and WHIP alike."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from airclass_media.hls import HlsOrigin
+
+from ..errors import ApiError
+from .ice_servers import link_header, viewer_ice_servers
+from .media import MediaServices
+from .workers.viewers import BadCandidate, IceRestart, SessionNotFound
+
+MEDIA = web.AppKey("media", MediaServices)
+HLS = web.AppKey("hls", HlsOrigin)
+
+
+def hls_viewer_count(app: web.Application, stream: str) -> int:
+    """Distinct clients that asked for the stream's playlist lately."""
+    origin = app.get(HLS)
+    return origin.viewers_of(stream) if origin is not None else 0
+
+
+def ice_link_headers(media: MediaServices, user_id: str | None = None) -> list[tuple[str, str]]:
+    """STUN/TURN servers; TURN credentials only for a viewer with a valid token."""
+    return [link_header(s) for s in viewer_ice_servers(media.node.config, user_id)]
+
+
+async def trickle(
+    request: web.Request, add: Callable[[str], Awaitable[object]], unknown: str
+) -> web.Response:
+    """PATCH trickle for WHEP and WHIP alike: 204, 415 (not an sdpfrag), 404 (session
+    gone: `add` raised KeyError or SessionNotFound), 422 (ICE restart), 400 (bad line)."""
+    if request.content_type != "application/trickle-ice-sdpfrag":
+        raise ApiError(415, "PATCH takes application/trickle-ice-sdpfrag")
+    fragment = await request.text()
+    try:
+        await add(fragment)
+    except (KeyError, SessionNotFound) as exc:
+        raise ApiError(404, unknown) from exc
+    except IceRestart as exc:
+        raise ApiError(422, str(exc)) from exc
+    except BadCandidate as exc:
+        raise ApiError(400, f"bad candidate: {exc}") from exc
+    return web.Response(status=204)
