@@ -84,4 +84,5 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     pages.setup(app)
     metrics.setup(app)
     ops.setup(app)  # after metrics: registers into its registry
+    node.install(app)  # start/stop of every service added above, through app.cleanup_ctx
     return node, app

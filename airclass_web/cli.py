@@ -117,7 +117,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(**{name: getattr(args, name) for name in OPTIONS})
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config) -> int:
+    """Run a node until SIGINT/SIGTERM: 0; 1 when it cannot start (a busy port, say),
+    after stopping what had started."""
     from .app import create_node
 
     if config.dev:
@@ -136,12 +138,17 @@ async def _serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     if node.tls is not None:
         loop.add_signal_handler(signal.SIGHUP, node.tls.reload)
-    await node.start(app)
+    try:
+        await node.start(app)
+    except OSError as exc:
+        print(f"airclass: could not start: {exc}", file=sys.stderr)
+        return 1
     try:
         await stop.wait()
     finally:
         logging.getLogger("airclass").info("shutting down")
         await node.stop()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"airclass: {exc}", file=sys.stderr)
             return 2
         secure_data_dir(config.data_dir)
-        asyncio.run(_serve(config))
-        return 0
+        return asyncio.run(_serve(config))
     handler = getattr(args, "handler", None)
     if handler is not None:
         return handler(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -23,8 +23,10 @@ Hook = Callable[[], Awaitable[None]]
 class Node:
     """Owns every long-lived service of a node and starts/stops them in order.
 
-    Features register themselves from their `setup(app)` with `add_service`; the node
-    starts services in registration order and stops them in reverse.
+    Features register themselves from their `setup(app)` with `add_service`; `install(app)`
+    hands them to the app's `cleanup_ctx`, so that the app runner starts them in
+    registration order and stops in reverse the ones that started, also when a later
+    start (a service, the HTTP listener) fails.
     """
 
     def __init__(self, config: Config) -> None:
@@ -83,6 +85,37 @@ class Node:
     def add_service(self, name: str, start: Hook, stop: Hook) -> None:
         self._services.append((name, start, stop))
 
+    def install(self, app: web.Application) -> None:
+        """Start and stop the services through `app.cleanup_ctx` (after every
+        `add_service`): the background tasks are cancelled last."""
+        app.cleanup_ctx.append(self._background_tasks)
+        for service in self._services:
+            app.cleanup_ctx.append(self._service_context(service))
+
+    def _service_context(self, service: tuple[str, Hook, Hook]):
+        name, start, stop = service
+
+        async def context(app: web.Application) -> AsyncIterator[None]:
+            log.debug("starting %s", name)
+            await start()
+            self._started.append(service)
+            yield
+            self._started.remove(service)
+            try:
+                await stop()
+            except Exception:
+                log.exception("stopping %s failed", name)
+
+        return context
+
+    async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
     def spawn(self, coro: Awaitable, name: str) -> asyncio.Task:
         """A background task that lives until the node stops; its crash is logged."""
         task = asyncio.ensure_future(coro)
@@ -98,21 +131,23 @@ class Node:
         return task
 
     async def start(self, app: web.Application) -> None:
-        for name, start, stop in self._services:
-            log.debug("starting %s", name)
-            await start()
-            self._started.append((name, start, stop))
+        """Start the services (the app's cleanup_ctx, see `install`), then listen. When a
+        step fails, what started is stopped again before the error is raised."""
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self.runner.setup()
-        site = web.TCPSite(
-            self.runner,
-            self.config.host,
-            self.config.http_port,
-            ssl_context=self.tls.context if self.tls else None,
-        )
-        await site.start()
-        if self.tls and self.config.http_redirect_port:
-            await self._start_https_redirect()
+        try:
+            await self.runner.setup()
+            site = web.TCPSite(
+                self.runner,
+                self.config.host,
+                self.config.http_port,
+                ssl_context=self.tls.context if self.tls else None,
+            )
+            await site.start()
+            if self.tls and self.config.http_redirect_port:
+                await self._start_https_redirect()
+        except BaseException:
+            await self.stop()
+            raise
         scheme = "https" if self.tls else "http"
         rtmp = f" rtmp://{self.config.host}:{self.config.rtmp_port}/live"
         if self.tls:
@@ -142,21 +177,13 @@ class Node:
         log.info("plain HTTP on port %d redirects to HTTPS", self.config.http_redirect_port)
 
     async def stop(self) -> None:
+        """Stop listening, then the services that started, in reverse (the app's cleanup)."""
         if self._redirect_runner is not None:
             await self._redirect_runner.cleanup()
+            self._redirect_runner = None
         if self.runner is not None:
-            await self.runner.cleanup()
-        for name, _start, stop in reversed(self._started):
-            try:
-                await stop()
-            except Exception:
-                log.exception("stopping %s failed", name)
-        self._started.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
 
 
 NODE = web.AppKey("node", Node)

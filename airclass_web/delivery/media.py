@@ -121,10 +121,14 @@ class MediaServices:
             restrict_host_addresses(config.ice_hosts)
             if config.udp_ports:
                 restrict_udp_ports(asyncio.get_running_loop(), *config.udp_ports)
-        await self.viewers.start()
-        if self.ladder is not None:
-            await self.ladder.start()
-        await self.rtmp.start()
+        await self.viewers.start()  # media workers, when there are
+        try:
+            if self.ladder is not None:
+                await self.ladder.start()
+            await self.rtmp.start()  # OSError: the RTMP port is busy
+        except BaseException:
+            await self.stop()  # no worker outlives a failed start
+            raise
         self.node.spawn(self._forget_idle_streams(), "forget-idle-streams")
         self.node.spawn(self.grants.run(), "viewer-grants")
         if config.demo:
