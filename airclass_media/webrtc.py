@@ -57,6 +57,9 @@ AUDIO_ONLY_PROBE_MAX_S = 20.0
 #: a REMB right after a drop undershoots, loss on the lowest rung does not lie.
 AUDIO_ONLY_LOSSY_S = 2.0
 LOSSY_NACK_SHARE = 0.05
+#: A viewer losing more than this share of its video gets none while it waits for the
+#: keyframe of the lower rung it goes to.
+HOPELESS_LOSS = 0.3
 #: A probe of video after a pause is judged from this long after its first keyframe.
 RESUME_SETTLE_S = 1.0
 #: A higher rung is taken once the estimate stayed above UP_MARGIN x its bitrate for
@@ -269,6 +272,11 @@ class FanoutTrack(MediaStreamTrack):
         raise MediaStreamError
 
 
+def _best_under(rungs: list[tuple[str, int]], bps: float) -> str:
+    """The highest rung (name, bit/s; highest first) at or under `bps`, else the lowest."""
+    return next((name for name, bitrate in rungs if bitrate <= bps), rungs[-1][0])
+
+
 @dataclass
 class ViewerSession:
     id: str
@@ -295,8 +303,13 @@ class ViewerSession:
     #: NACKs and packets sent at the previous choice, and since when video is lost.
     counted: tuple[int, int] = (0, 0)
     lossy_since: float | None = None
-    #: The running probe started from audio only (it goes back there if it fails).
-    probe_from_audio_only: bool = False
+    #: Video packets sent when the last receiver report was counted, and whether the next
+    #: one is skipped (the first after audio only: see `_video_loss`).
+    reported_packets: int = 0
+    skip_report: bool = False
+    #: The running probe is a trial of the lowest rung (it goes audio only if that does
+    #: not arrive): "resume" after audio only, "down" after a switch down to it.
+    trial: str | None = None
     probe_until: float = 0.0
     #: The probe's starting point: estimate, NACKs and packets sent.
     probe_from: tuple[int, int, int] = (0, 0, 0)
@@ -450,7 +463,7 @@ class WebRtcEgress:
                 functools.partial(self._keyframe_requested, session),
                 functools.partial(self._nack, session, kind),
                 on_remb=session.estimate.on_remb if kind == "video" else None,
-                on_loss=session.estimate.on_loss if kind == "video" else None,
+                on_loss=functools.partial(self._video_loss, session) if kind == "video" else None,
             )
         await apply_offer(pc, offer_sdp, audio_red=True)
         session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
@@ -465,6 +478,22 @@ class WebRtcEgress:
         finally:
             self.fanout.remove(target)
             binding.path.close()
+
+    @staticmethod
+    def _video_loss(session: ViewerSession, fraction: float) -> None:
+        """A receiver report's fraction lost of the viewer's video, counted only when video
+        was sent since the previous one: while audio only, a browser repeats the figure
+        of the last interval that had packets, which says nothing about the link now. The
+        first report after audio only is skipped too: its interval reaches back to before
+        the pause (what the link dropped then, reported late)."""
+        video = session.targets.get("video")
+        if video is None or video.packets == session.reported_packets:
+            return
+        session.reported_packets = video.packets
+        if session.skip_report:
+            session.skip_report = False
+            return
+        session.estimate.on_loss(fraction)
 
     def _keyframe_requested(self, session: ViewerSession) -> None:
         target = session.targets.get("video")
@@ -523,7 +552,8 @@ class WebRtcEgress:
     async def _adapt(self, session: ViewerSession) -> None:
         """Move the viewer to the best rung its estimate carries: down at once, up only
         after the estimate held UP_MARGIN above the rung's bitrate for UP_HOLD_S (or by a
-        probe); audio only below AUDIO_ONLY_BPS or when the lowest rung keeps losing."""
+        probe); audio only below AUDIO_ONLY_BPS on the lowest rung (not proven by a probe),
+        or when the lowest rung keeps losing."""
         video = session.targets.get("video")
         if video is None or video.fanout is None and not video.paused:
             return
@@ -534,14 +564,14 @@ class WebRtcEgress:
             return
         if session.probe_until and self._probing(session, video, now, estimate):
             return
-        if session.probe_from_audio_only:
-            session.probe_from_audio_only = False
-            if session.proven is None:  # video did not fit yet: audio only again
-                wait = session.resume_wait * 2
-                failed_at = 2 * session.probe_from[0]  # the estimate must double first
-                self._audio_only(
-                    session, video, now, "video did not fit", wait, resume_above=failed_at
-                )
+        if session.trial is not None:
+            trial, session.trial = session.trial, None
+            if session.proven is None:  # video did not fit: audio only (again)
+                if trial == "resume":  # tried later each time; the estimate must double
+                    wait, above = session.resume_wait * 2, 2 * session.probe_from[0]
+                else:
+                    wait, above = AUDIO_ONLY_PROBE_S, 0
+                self._audio_only(session, video, now, "video did not fit", wait, resume_above=above)
                 return
         rungs = await self._rungs_of(session)
         lowest_bps = rungs[-1][1]
@@ -552,13 +582,20 @@ class WebRtcEgress:
             if due or fits_again:
                 await self._resume_video(session, video, now, estimate, rungs[-1][0])
             return
-        if estimate < AUDIO_ONLY_BPS:
+        current = video.joining or video.fanout
+        current_name = current.stream.name if current is not None else None
+        if (
+            estimate < AUDIO_ONLY_BPS
+            and current_name == rungs[-1][0]
+            and video.joining is None
+            and (session.proven is None or estimate < session.proven[1] * DOWN_MARGIN)
+        ):
+            # Above the lowest rung the viewer goes down to it first (a trial): a REMB
+            # that fell under the floor after a burst climbs back slowly (~8 %/s).
             self._audio_only(session, video, now, "estimate under the floor", AUDIO_ONLY_PROBE_S)
             return
         fits = [r for r in rungs if r[1] <= estimate] or [rungs[-1]]
         roomy = [r for r in rungs if r[1] * UP_MARGIN <= estimate] or [rungs[-1]]
-        current = video.joining or video.fanout
-        current_name = current.stream.name if current is not None else None
         bitrates = dict(rungs)
         if current_name not in bitrates:
             want = fits[0][0]
@@ -569,6 +606,9 @@ class WebRtcEgress:
             if not lossy and now - session.down_since < DOWN_HOLD_S:
                 return
             want = fits[0][0]  # down, fast
+            if lossy:  # the link carried about (1 - loss) of this rung: below that too
+                carried = bitrates[current_name] * (1 - session.estimate.loss)
+                want = min(want, _best_under(rungs, carried), key=bitrates.__getitem__)
             if want == current_name and current_name == rungs[-1][0]:
                 if lossy_for >= AUDIO_ONLY_LOSSY_S:  # not even the lowest rung fits
                     self._audio_only(
@@ -605,6 +645,8 @@ class WebRtcEgress:
         stream = await self._find(session, want)
         if stream is None or "video" not in session.targets:
             return
+        if want == rungs[-1][0]:  # down to the lowest: audio only if it does not arrive
+            self._start_trial(session, video, now, estimate, "down")
         log.info(
             "viewer %s: estimate %d bit/s, loss %.1f %%, %s (%d bit/s) -> %s (%d bit/s)"
             " at its next keyframe",
@@ -617,6 +659,10 @@ class WebRtcEgress:
             bitrates.get(want, 0),
         )
         self.rung_switches += 1
+        if session.estimate.loss > HOPELESS_LOSS:
+            # Most of each frame is lost: what is sent until the rung's keyframe only
+            # fills the link that keyframe (and the audio) must cross. Nothing until then.
+            self.fanout.pause(video)
         self.fanout.switch(video, stream)
 
     async def _rungs_of(self, session: ViewerSession) -> list[tuple[str, int]]:
@@ -667,6 +713,8 @@ class WebRtcEgress:
             wait,
         )
         self.fanout.pause(video)
+        session.estimate.loss = 0.0  # of the video just stopped: see `_video_loss`
+        session.skip_report = True
         session.paused_at = now
         session.resume_wait = wait
         session.resume_above = resume_above
@@ -688,11 +736,18 @@ class WebRtcEgress:
             lowest,
         )
         session.proven = None
-        session.probe_from_audio_only = True
-        session.probe_until = now + PROBE_GRACE_S
-        session.probe_from = (estimate, video.nacks_live, video.packets)
+        self._start_trial(session, video, now, estimate, "resume")
         self.rung_switches += 1
         self.fanout.switch(video, stream)
+
+    @staticmethod
+    def _start_trial(
+        session: ViewerSession, video: RtpTarget, now: float, estimate: int, kind: str
+    ) -> None:
+        """The lowest rung on trial (see `_probing`): it stays if it arrives."""
+        session.trial = kind
+        session.probe_until = now + PROBE_GRACE_S
+        session.probe_from = (estimate, video.nacks_live, video.packets)
 
     def _held_too_long(self, session: ViewerSession, video: RtpTarget, now: float) -> bool:
         """A switch whose rung never brought the keyframe the viewer stopped for: the
@@ -719,26 +774,31 @@ class WebRtcEgress:
         """True while a probe runs (a higher rung, or the lowest after audio only); at its
         end (or when the viewer loses packets) decides whether the link carries it."""
         start_estimate, start_nacks, start_packets = session.probe_from
-        if session.probe_from_audio_only and (
+        if session.trial is not None and (
             video.joining is not None or now < session.probe_settle_until
         ):
-            # Video back after a pause: the viewer first NACKs and reports as lost what
-            # its link dropped before the pause; judge only what comes after.
+            # The lowest rung on trial: the viewer first NACKs and reports as lost what
+            # its link dropped before (a pause, the burst that made it go down); judge
+            # only what comes after its keyframe.
             if video.joining is not None:
                 session.probe_settle_until = now + RESUME_SETTLE_S
                 session.probe_until = now + PROBE_GRACE_S
+                session.estimate.loss = 0.0
+                session.skip_report = True
             session.probe_from = (start_estimate, video.nacks_live, video.packets)
             return True
         sent = video.packets - start_packets
         nacked = (video.nacks_live - start_nacks) / sent if sent > 0 else 0.0
-        lossy = session.estimate.loss > LOSS_BACK_OFF or nacked > PROBE_NACK_LIMIT
+        lossy = session.estimate.loss > LOSS_BACK_OFF
+        if session.trial != "down":  # after a switch down the viewer still NACKs the
+            lossy = lossy or nacked > PROBE_NACK_LIMIT  # loss that made it go down
         if video.joining is not None and not lossy:
             session.probe_until = now + PROBE_GRACE_S  # the probe starts at the rung's key
             return True
         if now < session.probe_until and not lossy:
             keyframe_at = session.probe_until - PROBE_GRACE_S
             grew = estimate >= start_estimate * PROBE_REMB_GROWTH
-            if now - keyframe_at < PROBE_MIN_S or not grew or session.probe_from_audio_only:
+            if now - keyframe_at < PROBE_MIN_S or not grew or session.trial is not None:
                 return True
             # else: the rung arrived without loss and the REMB grew already: it holds
         session.probe_until = 0.0
@@ -747,21 +807,24 @@ class WebRtcEgress:
             return False
         name = rung.stream.name
         if not lossy and (
-            session.probe_from_audio_only or estimate >= start_estimate * PROBE_REMB_GROWTH
-        ):  # the lowest rung after a pause only has to arrive
+            session.trial == "resume"  # after audio only the lowest rung has to arrive
+            or estimate >= start_estimate * PROBE_REMB_GROWTH
+            or (session.trial == "down" and estimate >= AUDIO_ONLY_BPS)
+        ):
             session.proven = (name, estimate)
-            session.climbed = None if session.probe_from_audio_only else name
+            session.climbed = None if session.trial is not None else name
             session.probe_again_at.pop(name, None)
         else:  # failed: the next probe of this rung waits twice as long as the last
             wait = min(2 * session.probe_again_at.get(name, (0.0, PROBE_BACKOFF_S / 2))[1], 60)
             session.probe_again_at[name] = (now + wait + session.hold_jitter, wait)
             log.info(
-                "viewer %s: probe of %s failed (estimate %d -> %d bit/s, loss %.1f %%,"
-                " %.1f %% NACKed); next in %.0f s",
+                "viewer %s: probe of %s failed (estimate %d -> %d bit/s, REMB %s, loss"
+                " %.1f %%, %.1f %% NACKed); next in %.0f s",
                 session.id,
                 name,
                 start_estimate,
                 estimate,
+                session.estimate.remb,
                 session.estimate.loss * 100,
                 nacked * 100,
                 wait,

@@ -21,6 +21,7 @@ Scenarios (`--scenario`, repeatable; default all):
   lipsync    a source that flashes white and beeps at the same instant every 2 s: beep
              onset (AnalyserNode) minus flash display (requestVideoFrameCallback) in
              Chromium, unshaped and at 1 Mbit/s
+  join1mbps  a viewer that joins on a 1 Mbit/s link (40 s), then unshaped (20 s)
 
 Run as root; it re-executes itself in a private network namespace (scripts/in-netns.sh):
 
@@ -47,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SCENARIOS = ("bframes", "1mbps", "400kbps", "loss", "joinstorm", "lipsync")
+SCENARIOS = ("bframes", "1mbps", "400kbps", "loss", "joinstorm", "lipsync", "join1mbps")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -295,6 +296,39 @@ async def scenario_loss(bench: Bench) -> str:
     return report_phases("loss", result)
 
 
+async def scenario_join_weak(bench: Bench, kbit: float = 1000) -> str:
+    """A student who joins on a weak link: the link is shaped before the page opens."""
+    from tests.netshape import Shape
+
+    stream = await bench.live_stream(bench.args.bframes, 70)
+    shape = Shape(rate_kbit=kbit)
+    bench.link.set(shape)
+    page = await bench.viewer_page(stream)
+    phases = [Phase(f"joined at {shape.describe()}", 40, shape)]
+    phases.append(Phase("link back to unshaped", 20, Shape()))
+    result = await bench.run_phases(page, phases)
+    if bench.args.verbose:
+        print_seconds(result)
+    await page.close()
+    bench.link.set(Shape())
+    return report_phases(f"join at {kbit:.0f} kbit/s", result)
+
+
+def print_seconds(phases: list[tuple[str, list]]) -> None:
+    """Each second of each phase: what Chromium received and decoded."""
+    from tests.chromium_viewer import window_figures
+
+    for label, samples in phases:
+        print(f"-- {label}: s, height, fps, video kbit/s, video loss %, NACK, PLI, concealed %")
+        for i, (a, b) in enumerate(zip(samples, samples[1:], strict=False)):
+            f = window_figures(a, b)
+            print(
+                f"{i:3d} {f['height']:5.0f} {f['fps']:5.1f} {f['video_kbps']:6.0f} "
+                f"{f['video_loss_pct']:5.1f} {f['nacks']:4.0f} {f['plis']:3.0f} "
+                f"{f['concealed_pct']:5.1f}"
+            )
+
+
 #: The join storm's one shared link (kbit/s), as a school access point's uplink.
 LINK_SHARE_KBIT = 50_000
 
@@ -412,6 +446,8 @@ async def run(args: argparse.Namespace, reports: list[dict]) -> None:
                     text = await scenario_loss(bench)
                 elif name == "lipsync":
                     text = await scenario_lipsync(bench)
+                elif name == "join1mbps":
+                    text = await scenario_join_weak(bench)
                 else:
                     text = await scenario_joinstorm(bench)
                 print(text, flush=True)
@@ -430,6 +466,7 @@ def main() -> None:
     parser.add_argument("--preset", default="ultrafast", help="publisher's x264 preset")
     parser.add_argument("--json", help="write the reports to this file")
     parser.add_argument("--node-log", help="copy the node's log (rung switches) to this file")
+    parser.add_argument("--verbose", action="store_true", help="print every second's figures")
     args = parser.parse_args()
     if os.environ.get("AIRCLASS_IN_NETNS") != "1":
         script = str(ROOT / "scripts/in-netns.sh")
