@@ -19,7 +19,6 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +29,7 @@ from .auth import STREAM_NAME, Claims, require, token_from_request
 from .config import Config
 from .errors import ApiError
 from .node import Node, node_of
-from .store import StoreError
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +46,9 @@ class AccessDenied(ApiError):
 
 
 class StreamAccess:
-    def __init__(self, store: Callable[[], object], dev: bool) -> None:
-        """store: returns the node's opened Store (set up after this service)."""
-        self._store = store
+    def __init__(self, store: Store, dev: bool) -> None:
+        """store: the node's Store (opened before the node serves requests)."""
+        self.store = store
         self.dev = dev
         self._streams: dict[str, tuple[float, dict]] = {}
         self._valid_after: dict[str, tuple[float, float]] = {}
@@ -63,13 +62,6 @@ class StreamAccess:
         if self._main is None:
             self._main = MainAccess(config.main_url)
         return self._main
-
-    @property
-    def store(self):
-        store = self._store()
-        if store is None:
-            raise AccessDenied(503, "the store is not available")
-        return store
 
     # -- streams ---------------------------------------------------------------------
     async def stream(self, name: str, *, fresh: bool = False) -> dict | None:

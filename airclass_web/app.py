@@ -11,18 +11,25 @@ from aiohttp import web
 from airclass_media.ladder import parse_ladder
 
 from . import ai, classroom, cluster, dashboard, metrics, ops, pages, security_headers, token_routes
+from .access import StreamAccess
 from .ai import routes as ai_routes
 from .ai.egress import Allowlist
+from .classroom import Classroom
 from .classroom import routes as classroom_routes
+from .classroom.stream_keys import StreamKeys
+from .classroom.teacher_auth import teacher_check
+from .classroom.teachers import TeacherService
 from .cluster import routes as cluster_routes
 from .config import Config, ConfigError
 from .crypto import DataKeyError, data_cipher
 from .dashboard import routes as dashboard_routes
 from .delivery import hls_routes, media_routes, whip_routes
 from .errors import json_errors_middleware
+from .http import GUARDS, Guards
 from .limits import parse_networks
 from .node import NODE, Node
 from .recording import routes as recording_routes
+from .store import make_store
 from .tls import TlsError, check_files
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -58,12 +65,24 @@ def node_config(config: Config) -> Config:
 
 def create_node(config: Config) -> tuple[Node, web.Application]:
     """The node and its application; `config` as `node_config` returns it."""
-    node = Node(config)
+    store = make_store(config)  # opened by the classroom's start
+    teachers = TeacherService(
+        store, config.data_keys, dev_key_dir=config.data_dir if config.dev else None
+    )
+    stream_keys = StreamKeys(store, teachers)
+    node = Node(
+        config,
+        store=store,
+        access=StreamAccess(store, config.dev),
+        stream_keys=stream_keys,
+        teacher_auth=teacher_check(teachers),
+    )
     app = web.Application(
         client_max_size=config.max_body,
         middlewares=[json_errors_middleware],
     )
     app[NODE] = node
+    app[GUARDS] = Guards.for_config(config)
     security_headers.setup(app)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
     app.router.add_static("/static", STATIC_DIR, name="static")
@@ -74,7 +93,7 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     token_routes.setup(app)
     cluster.setup(app)
     cluster_routes.setup_routes(app)
-    classroom.setup(app)
+    classroom.setup(app, Classroom(node, store, teachers, stream_keys))
     classroom_routes.setup_routes(app)
     recording_routes.setup(app)
     ai.setup(app)  # after classroom and recorder

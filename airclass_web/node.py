@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,23 +16,48 @@ from .auth import TokenService
 from .config import Config
 from .tls import TlsContext, https_redirect_app
 
+if TYPE_CHECKING:
+    from .access import StreamAccess
+    from .classroom.stream_keys import StreamKeys
+    from .store import Store
+
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+#: async (node, request, params) -> the teacher whose credentials the request carries, or None.
+TeacherAuth = Callable[["Node", web.Request, dict], Awaitable[str | None]]
 
 
 class Node:
     """Owns every long-lived service of a node and starts/stops them in order.
 
+    The composition root (airclass_web.app.create_node) builds the store, the stream
+    rules, the stream keys and the teacher check first and passes them in.
     Features register themselves from their `setup(app)` with `add_service`; `install(app)`
     hands them to the app's `cleanup_ctx`, so that the app runner starts them in
     registration order and stops in reverse the ones that started, also when a later
     start (a service, the HTTP listener) fails.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        access: StreamAccess,
+        stream_keys: StreamKeys,
+        teacher_auth: TeacherAuth,
+    ) -> None:
         #: Resolved (airclass_web.app.node_config): derived values are filled in.
         self.config = config
+        #: The persistent store (airclass_web.store.Store), opened by the classroom's start.
+        self.store = store
+        #: Stream ownership / viewing rules (airclass_web.access.StreamAccess).
+        self.access = access
+        #: Teachers' lasting RTMP stream keys (classroom.stream_keys.StreamKeys).
+        self.stream_keys = stream_keys
+        #: May this request publish as a teacher? (classroom.teacher_auth.teacher_check)
+        self.teacher_auth = teacher_auth
         self.tokens = TokenService(config.jwt_secret, config.token_ttl)
         self.hub = StreamHub()
         #: The server SSLContext under --tls-cert (HTTPS and RTMPS), reloaded on SIGHUP.
@@ -46,8 +72,6 @@ class Node:
         self._redirect_runner: web.AppRunner | None = None
         #: MediaServices (RTMP ingest, WebRTC egress), set by media_routes.setup.
         self.media = None
-        #: async (node, request, params) -> bool: may this request publish as a teacher?
-        self.teacher_auth: Callable[..., Awaitable[str | None]] | None = None
         #: async (user_id, stream) -> base URL of the node a viewer should watch from,
         #: None for this node. A cluster main sets it to send students to a sub node.
         self.viewer_router: Callable[[str, str], Awaitable[str | None]] | None = None
@@ -63,14 +87,6 @@ class Node:
         #: continues them (cluster.recordings.RecordingHandoff), set by the cluster at
         #: start when it has Redis.
         self.recording_handoff = None
-        #: The persistent store (airclass_web.store.Store), set by classroom.setup.
-        self.store = None
-        #: Teachers' lasting RTMP stream keys (classroom.stream_keys.StreamKeys), set by
-        #: classroom.setup.
-        self.stream_keys = None
-        #: Stream ownership / viewing rules (airclass_web.access.StreamAccess), set by
-        #: token_routes.setup.
-        self.access = None
 
     def add_metrics(self, source: Callable[[], list]) -> None:
         """source() returns Prometheus metric families; read at every scrape."""

@@ -8,16 +8,13 @@ import secrets
 
 from aiohttp import web
 
-from .access import AccessDenied, StreamAccess
+from .access import AccessDenied
 from .auth import STREAM_NAME
 from .delivery.ice_servers import ice_servers_json
 from .errors import ApiError
 from .http import (
-    GUARDS,
     STREAM_RULE,
-    Guards,
     access_of,
-    check_teacher_password,
     guards_of,
     public_base_url,
     request_params,
@@ -129,14 +126,6 @@ async def set_public(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    from .node import NODE
-
-    node = app[NODE]
-    config = node.config
-    node.access = StreamAccess(lambda: node.store, config.dev)
-    app[GUARDS] = Guards.for_config(config)
-    if node.teacher_auth is None:
-        node.teacher_auth = check_teacher_password
     app.router.add_post("/api/token", issue_token)
     app.router.add_post("/api/streams/{stream}/claim", claim_stream)
     app.router.add_put("/api/streams/{stream}/public", set_public)

@@ -58,14 +58,14 @@ class RecordingManager:
         settings: RecorderSettings,
         *,
         node_id: str = "",
-        store: Callable[[], Any] = lambda: None,
+        store: Any = None,
         handoff: Callable[[], Handoff | None] = lambda: None,
     ) -> None:
         self.hub = hub
         self.settings = settings
         self.root = settings.root
         self.node_id = node_id
-        #: Returns the node's store (airclass_web.store.Store) or None when there is none.
+        #: The node's store (airclass_web.store.Store) or None when there is none.
         self._store = store
         #: Returns where a stream's recording is announced in a cluster, so that the
         #: next origin continues it (airclass_web.cluster.recordings), or None.
@@ -488,7 +488,7 @@ class RecordingManager:
         )
         for rec_id in removed:
             await self._store_delete(rec_id)
-        store = self._store()
+        store = self._store
         if store is not None:
             # Store copies whose files are gone and which are past retention.
             with contextlib.suppress(Exception):
@@ -515,7 +515,7 @@ class RecordingManager:
 
     # -- store ------------------------------------------------------------------------------
     async def _active_session_of(self, stream: str) -> str:
-        store = self._store()
+        store = self._store
         if store is None:
             return ""
         try:
@@ -532,7 +532,7 @@ class RecordingManager:
         return str(found[0]["id"]) if found else ""
 
     async def _store_save(self, doc: dict) -> None:
-        store = self._store()
+        store = self._store
         if store is None:
             return
         try:
@@ -541,7 +541,7 @@ class RecordingManager:
             log.warning("recording %s: store update failed: %s", doc.get("id"), exc)
 
     async def _store_delete(self, recording_id: str) -> None:
-        store = self._store()
+        store = self._store
         if store is None:
             return
         try:

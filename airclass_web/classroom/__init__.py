@@ -1,7 +1,7 @@
 """Classroom (issue 4): teachers, class sessions, realtime chat, quizzes, engagement.
 
-`setup(app)` creates the node's store and classroom and registers them as services; it
-also replaces the node's teacher check (`node.teacher_auth`). The routes are in .routes.
+`setup(app, classroom)` registers the classroom (built by the composition root over the
+node's store, teacher accounts and stream keys) as a service. The routes are in .routes.
 """
 
 from __future__ import annotations
@@ -10,17 +10,11 @@ from aiohttp import web
 
 from ..node import NODE
 from .service import CLASSROOM, Classroom
-from .teacher_auth import teacher_auth
 
 
-def setup(app: web.Application) -> None:
-    node = app[NODE]
-    classroom = Classroom(node)
-    node.store = classroom.store
-    node.stream_keys = classroom.stream_keys
+def setup(app: web.Application, classroom: Classroom) -> None:
     app[CLASSROOM] = classroom
-    node.add_service("classroom", classroom.start, classroom.stop)
-    node.teacher_auth = teacher_auth
+    app[NODE].add_service("classroom", classroom.start, classroom.stop)
 
 
 __all__ = ["CLASSROOM", "Classroom", "setup"]

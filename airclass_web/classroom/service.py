@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..auth import Claims
 from ..node import Node
-from ..store import Store, make_store
+from ..store import Store
 from .chat import MAX_LENGTH, ChatService
 from .engagement import EngagementService
 from .errors import ClassroomError
@@ -29,21 +29,19 @@ log = logging.getLogger(__name__)
 class Classroom:
     chat_max_length = MAX_LENGTH
 
-    def __init__(self, node: Node, store: Store | None = None) -> None:
+    def __init__(
+        self, node: Node, store: Store, teachers: TeacherService, stream_keys: StreamKeys
+    ) -> None:
         self.node = node
-        self.store: Store = store or make_store(node.config)
+        self.store = store
         self.bus: EventBus = make_bus(
             node.config.node_id,
             self.on_event,
             node.config.redis_url,
             node.config.cluster_secret or node.config.jwt_secret,
         )
-        self.teachers = TeacherService(
-            self.store,
-            node.config.data_keys,
-            dev_key_dir=node.config.data_dir if node.config.dev else None,
-        )
-        self.stream_keys = StreamKeys(self.store, self.teachers)
+        self.teachers = teachers
+        self.stream_keys = stream_keys
         self.sessions = SessionService(self.store)
         self.chat = ChatService(self.store, self.publish)
         self.engagement = EngagementService(self.store, self.publish)

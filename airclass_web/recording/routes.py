@@ -152,11 +152,10 @@ async def list_recordings(request: web.Request) -> web.Response:
 async def titled(node: Node, doc: dict) -> dict:
     """The recording with its class's title (None when no class session is known)."""
     title = None
-    if node.store is not None:
-        with contextlib.suppress(StoreError):
-            title = await class_title(
-                node.store, doc.get("session_id") or "", doc["stream"], doc["started_at"] or 0
-            )
+    with contextlib.suppress(StoreError):
+        title = await class_title(
+            node.store, doc.get("session_id") or "", doc["stream"], doc["started_at"] or 0
+        )
     return {**doc, "title": title}
 
 
@@ -270,7 +269,7 @@ def setup(app: web.Application) -> None:
         node.hub,
         settings_of(node),
         node_id=node.config.node_id,
-        store=lambda: getattr(node, "store", None),
+        store=node.store,
         handoff=lambda: node.recording_handoff,
     )
     app[RECORDER] = manager
