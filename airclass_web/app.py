@@ -1,4 +1,6 @@
-"""Build a node and its aiohttp application: one `setup(app)` call per feature."""
+"""The composition root: build a node and its aiohttp application. What features share is
+built here first and passed in (store, stream rules, teacher check, the cluster's hooks,
+the media services); each feature's `setup` then adds its services and routes."""
 
 from __future__ import annotations
 
@@ -19,15 +21,17 @@ from .classroom import routes as classroom_routes
 from .classroom.stream_keys import StreamKeys
 from .classroom.teacher_auth import teacher_check
 from .classroom.teachers import TeacherService
+from .cluster import Cluster
 from .cluster import routes as cluster_routes
 from .config import Config, ConfigError
 from .crypto import DataKeyError, data_cipher
 from .dashboard import routes as dashboard_routes
 from .delivery import hls_routes, media_routes, whip_routes
+from .delivery.media import MediaServices
 from .errors import json_errors_middleware
 from .http import GUARDS, Guards
 from .limits import parse_networks
-from .node import NODE, Node
+from .node import CLUSTER_HOOKS, NODE, Node
 from .recording import routes as recording_routes
 from .store import make_store
 from .tls import TlsError, check_files
@@ -83,20 +87,28 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     )
     app[NODE] = node
     app[GUARDS] = Guards.for_config(config)
+    # The cluster lends its hooks (origin claims, relays, viewer routing, recording
+    # handoff) to the media services and routes built after it; it reports the media's
+    # viewers and drops a publisher whose stream moved (serve): the one cycle.
+    cluster_service = Cluster(node)
+    hooks = cluster_service.hooks()
+    app[CLUSTER_HOOKS] = hooks
+    media = MediaServices(node, hooks)
+    cluster_service.serve(media)
     security_headers.setup(app)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
     app.router.add_static("/static", STATIC_DIR, name="static")
-    # Order matters only for start-up: media first, then what uses it.
-    media_routes.setup(app)
-    hls_routes.setup(app)  # HLS fallback (after media: the same stream hub)
+    # Services start in the order they are added (media first) and stop in reverse.
+    media_routes.setup(app, media)
+    hls_routes.setup(app)  # HLS fallback (the same stream hub)
     whip_routes.setup(app)  # WHIP ingest, next to RTMP's
     token_routes.setup(app)
-    cluster.setup(app)
+    cluster.setup(app, cluster_service)
     cluster_routes.setup_routes(app)
     classroom.setup(app, Classroom(node, store, teachers, stream_keys))
     classroom_routes.setup_routes(app)
-    recording_routes.setup(app)
-    ai.setup(app)  # after classroom and recorder
+    recording_routes.setup(app, hooks.recording_handoff)
+    ai.setup(app)  # reads the classroom and recorder app keys
     ai_routes.setup_routes(app)
     dashboard.setup(app)
     dashboard_routes.setup_routes(app)

@@ -14,7 +14,7 @@ from .auth import STREAM_NAME, Claims, TokenError, require, token_from_request
 from .config import Config
 from .errors import ApiError
 from .limits import IpRateLimit, Network, PasswordLimiter, TokenBuckets, client_ip, parse_networks
-from .node import Node, node_of
+from .node import Node, cluster_hooks_of, node_of
 
 EVERY_ROLE = ("teacher", "student", "monitor")
 STREAM_RULE = "stream must be 1-64 letters, digits, '_' or '-'"
@@ -151,8 +151,9 @@ async def viewer_whep_url(node: Node, request: web.Request, user_id: str, stream
     """WHEP URL a viewer should use: a sub node chosen by the cluster router, else this one.
     The router may raise 503 (every node full) before any token is issued."""
     base = None
-    if node.viewer_router is not None:
-        base = await node.viewer_router(user_id, stream)
+    router = cluster_hooks_of(request).viewer_router
+    if router is not None:
+        base = await router(user_id, stream)
     return f"{base or public_base_url(node, request)}/live/{stream}/whep"
 
 

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,6 +27,29 @@ log = logging.getLogger(__name__)
 Hook = Callable[[], Awaitable[None]]
 #: async (node, request, params) -> the teacher whose credentials the request carries, or None.
 TeacherAuth = Callable[["Node", web.Request, dict], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterHooks:
+    """What the cluster (airclass_web.cluster.Cluster.hooks) lends the media services, the
+    delivery routes, the token routes and the recorder; None where it has nothing to say.
+    Built by the composition root before them, on the app as CLUSTER_HOOKS."""
+
+    #: async (user_id, stream) -> base URL of the node a viewer should watch from, None
+    #: for this node. A cluster main sends students to a sub node.
+    viewer_router: Callable[[str, str], Awaitable[str | None]] | None = None
+    #: async (stream name) -> Stream | None for streams this node does not have yet: a
+    #: sub (or any node with Redis) pulls the stream from its origin.
+    stream_resolver: Callable[[str], Awaitable[Stream | None]] | None = None
+    #: async (stream) -> None when this node may take the stream's publisher (it is now
+    #: its origin), else the URL of the node that has it.
+    claim_origin: Callable[[str], Awaitable[str | None]] | None = None
+    #: async (stream): the publisher here left.
+    release_origin: Callable[[str], Awaitable[None]] | None = None
+    #: () -> where this node announces its recordings so that a stream's next origin
+    #: continues them (cluster.recordings.RecordingHandoff, from the cluster's start
+    #: when it has Redis), or None.
+    recording_handoff: Callable[[], Any] = lambda: None
 
 
 class Node:
@@ -70,23 +94,6 @@ class Node:
         self._metric_sources: list[Callable[[], list]] = []
         self.runner: web.AppRunner | None = None
         self._redirect_runner: web.AppRunner | None = None
-        #: MediaServices (RTMP ingest, WebRTC egress), set by media_routes.setup.
-        self.media = None
-        #: async (user_id, stream) -> base URL of the node a viewer should watch from,
-        #: None for this node. A cluster main sets it to send students to a sub node.
-        self.viewer_router: Callable[[str, str], Awaitable[str | None]] | None = None
-        #: async (stream) -> None when this node may take the stream's publisher (it is
-        #: now its origin), else the URL of the node that has it (cluster.claim_origin).
-        self.claim_origin: Callable[[str], Awaitable[str | None]] | None = None
-        #: async (stream): the publisher here left (cluster.release_origin).
-        self.release_origin: Callable[[str], Awaitable[None]] | None = None
-        #: async (stream name) -> Stream | None for streams this node does not have yet.
-        #: A cluster sub sets it to start pulling the stream from the main node.
-        self.stream_resolver: Callable[[str], Awaitable[Stream | None]] | None = None
-        #: Where this node announces its recordings so that a stream's next origin
-        #: continues them (cluster.recordings.RecordingHandoff), set by the cluster at
-        #: start when it has Redis.
-        self.recording_handoff = None
 
     def add_metrics(self, source: Callable[[], list]) -> None:
         """source() returns Prometheus metric families; read at every scrape."""
@@ -203,8 +210,13 @@ class Node:
 
 
 NODE = web.AppKey("node", Node)
+CLUSTER_HOOKS = web.AppKey("cluster_hooks", ClusterHooks)
 
 
 def node_of(request: web.Request) -> Node:
     """The node serving this request."""
     return request.app[NODE]
+
+
+def cluster_hooks_of(request: web.Request) -> ClusterHooks:
+    return request.app[CLUSTER_HOOKS]

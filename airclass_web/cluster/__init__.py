@@ -1,7 +1,8 @@
 """Cluster: node registry (Redis or in-process), viewer assignment, main -> sub relay.
 
-`setup(app)` wires it into a node of any role; a standalone node only keeps an
-in-process registry of itself.
+Built by the composition root for a node of any role (a standalone node only keeps an
+in-process registry of itself); its `hooks()` go to the media services and routes, and
+`setup(app, cluster)` registers it as a service.
 """
 
 from __future__ import annotations
@@ -14,15 +15,8 @@ from .service import CLUSTER, Cluster
 __all__ = ["CLUSTER", "Cluster", "setup"]
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, cluster: Cluster) -> None:
     node = app[NODE]
-    cluster = Cluster(node)
     app[CLUSTER] = cluster
     node.add_service("cluster", cluster.start, cluster.stop)
     node.add_metrics(cluster.metrics)
-    if cluster.role == "main":
-        node.viewer_router = cluster.route_viewer
-    if cluster.relays is not None:
-        node.stream_resolver = cluster.relays.resolve
-    node.claim_origin = cluster.claim_origin
-    node.release_origin = cluster.release_origin

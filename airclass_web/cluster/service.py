@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -14,7 +15,7 @@ from relay.manager import RelayManager
 from relay.server import SUB_KINDS, RelayServer
 
 from ..errors import ApiError
-from ..node import Node
+from ..node import ClusterHooks, Node
 from .assign import Assigner, NoCapacity
 from .origins import OriginDirectory, OriginError
 from .recordings import RecordingHandoff
@@ -34,6 +35,14 @@ log = logging.getLogger(__name__)
 ROUTING_CACHE_SECONDS = 1.0
 RETRY_AFTER_FULL = "10"
 RETRY_AFTER_NONE = "5"
+
+
+class NodeMedia(Protocol):
+    """What the cluster asks of the node's media services (delivery.media.MediaServices)."""
+
+    viewers: object  # viewer_count, user_ids(): this node's load in the registry
+
+    def drop_publisher(self, stream_name: str) -> None: ...
 
 
 class Cluster:
@@ -66,6 +75,29 @@ class Cluster:
         self._routing: list[NodeRecord] = []
         self._routing_at = 0.0
         self._registry_ok = True
+        #: The node's media services (`serve`): built after the cluster, from its hooks.
+        self._media: NodeMedia | None = None
+
+    def hooks(self) -> ClusterHooks:
+        """What the media services, delivery and token routes and the recorder take from
+        the cluster (node.ClusterHooks)."""
+        return ClusterHooks(
+            viewer_router=self.route_viewer if self.role == "main" else None,
+            stream_resolver=self.relays.resolve if self.relays is not None else None,
+            claim_origin=self.claim_origin,
+            release_origin=self.release_origin,
+            recording_handoff=self.recording_handoff,
+        )
+
+    def serve(self, media: NodeMedia) -> None:
+        """The node's media services, built from `hooks()`: the cluster reports their
+        viewers and drops their publisher of a stream another node took over. The one
+        cycle of the composition root (airclass_web.app.create_node), closed here."""
+        self._media = media
+
+    def recording_handoff(self) -> RecordingHandoff | None:
+        """Where recordings are announced for the next origin: from start, with Redis."""
+        return self.recordings
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -78,7 +110,6 @@ class Cluster:
             self.recordings = RecordingHandoff(
                 self.registry.redis, self.signer, config.node_id, config.record_offline_grace
             )
-            self.node.recording_handoff = self.recordings
         await self._beat()
         if self.relays is not None:
             await self.relays.start()
@@ -111,7 +142,7 @@ class Cluster:
     # -- registry --------------------------------------------------------------------
     def record(self) -> NodeRecord:
         config = self.node.config
-        viewers = self.node.media.viewers if self.node.media is not None else None
+        viewers = self._media.viewers if self._media is not None else None
         return NodeRecord(
             node_id=config.node_id,
             role=config.role,
@@ -195,8 +226,8 @@ class Cluster:
             return
         for stream in lost:  # another node took it over: never serve a stale origin
             log.warning("cluster: %s moved to another origin; dropping its publisher here", stream)
-            if self.node.media is not None:
-                self.node.media.drop_publisher(stream)
+            if self._media is not None:
+                self._media.drop_publisher(stream)
 
     # -- main: viewer routing ----------------------------------------------------------
     async def _routing_nodes(self) -> list[NodeRecord]:

@@ -17,7 +17,7 @@ from airclass_media.hub import Stream
 from ..access import authorize
 from ..errors import ApiError
 from ..http import guards_of
-from ..node import NODE, node_of
+from ..node import NODE, cluster_hooks_of, node_of
 from .shared import HLS
 
 #: How long a first request waits for the stream's first part (a keyframe away).
@@ -27,10 +27,10 @@ NO_CACHE = {"Cache-Control": "no-cache, no-store"}
 
 
 async def _stream(request: web.Request, name: str) -> Stream:
-    node = node_of(request)
-    stream = node.hub.get(name)
-    if stream is None and node.stream_resolver is not None:
-        stream = await node.stream_resolver(name)  # a sub node pulls it from the main
+    stream = node_of(request).hub.get(name)
+    resolve = cluster_hooks_of(request).stream_resolver
+    if stream is None and resolve is not None:
+        stream = await resolve(name)  # a sub node pulls it from the main
     if stream is None:
         raise ApiError(404, f"unknown stream {name}")
     return stream

@@ -26,7 +26,7 @@ from airclass_media.webrtc import WebRtcEgress
 from ..access import AccessDenied
 from ..auth import STREAM_KEY_PREFIX, STREAM_NAME, Claims, TokenError, split_stream_key
 from ..limits import parse_networks
-from ..node import Node
+from ..node import ClusterHooks, Node
 from ..session_urls import SessionUrls
 from ..store import StoreError
 from ..viewer_grants import ViewerGrants
@@ -60,8 +60,10 @@ def _query_token(url: str) -> str:
 class MediaServices:
     """RTMP ingest + WebRTC egress of one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, cluster: ClusterHooks) -> None:
         self.node = node
+        #: Origin claims and the pulling of other nodes' streams (cluster.Cluster.hooks).
+        self.cluster = cluster
         config = node.config
         self.admission = Admission(
             config.capacity,
@@ -179,8 +181,8 @@ class MediaServices:
 
     async def _find_stream(self, name: str) -> Stream | None:
         stream = self.node.hub.get(name)
-        if stream is None and self.node.stream_resolver is not None:
-            stream = await self.node.stream_resolver(name)
+        if stream is None and self.cluster.stream_resolver is not None:
+            stream = await self.cluster.stream_resolver(name)
         return stream
 
     async def _forget_idle_streams(self) -> None:
@@ -216,8 +218,8 @@ class MediaServices:
             raise PublishRejected("NetStream.Publish.Rejected", exc.message) from exc
         except StoreError as exc:
             raise PublishRejected("NetStream.Publish.Failed", f"store: {exc}") from exc
-        if self.node.claim_origin is not None:  # a cluster: one origin per stream
-            holder = await self.node.claim_origin(stream_name)
+        if self.cluster.claim_origin is not None:  # a cluster: one origin per stream
+            holder = await self.cluster.claim_origin(stream_name)
             if holder is not None:
                 raise PublishRejected(
                     "NetStream.Publish.BadName", f"stream {stream_name} is live on {holder}"
@@ -367,7 +369,7 @@ class MediaServices:
 
     def _publisher_closed(self, session: PublishSession) -> None:
         self.publishers.pop(session.publisher_id, None)
-        if self.node.release_origin is not None and not session.stream.live:
+        if self.cluster.release_origin is not None and not session.stream.live:
             self.node.spawn(
-                self.node.release_origin(session.stream.name), f"release-{session.stream.name}"
+                self.cluster.release_origin(session.stream.name), f"release-{session.stream.name}"
             )

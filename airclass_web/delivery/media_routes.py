@@ -55,8 +55,8 @@ async def whep_offer(request: web.Request) -> web.Response:
         raise ApiError(415, "WHEP offers must be Content-Type: application/sdp")
     offer = await request.text()
     stream = node.hub.get(name)
-    if stream is None and node.stream_resolver is not None:
-        stream = await node.stream_resolver(name)
+    if stream is None and media.cluster.stream_resolver is not None:
+        stream = await media.cluster.stream_resolver(name)
     if stream is None:
         raise ApiError(404, f"unknown stream {name}")
     try:
@@ -180,11 +180,9 @@ async def stream_access(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, media: MediaServices) -> None:
     node = app[NODE]
-    media = MediaServices(node)
     app[MEDIA] = media
-    node.media = media
     node.add_service("media", media.start, media.stop)
     node.add_metrics(media.metrics)
     app.middlewares.insert(0, whep_cors)  # outermost: also covers JSON errors

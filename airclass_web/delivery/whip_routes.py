@@ -18,7 +18,7 @@ from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIng
 
 from ..access import authorize
 from ..errors import ApiError
-from ..node import NODE, Node, node_of
+from ..node import NODE, cluster_hooks_of, node_of
 from .shared import MEDIA, ice_link_headers, trickle
 
 WHIP = web.AppKey("whip", WhipIngest)
@@ -27,13 +27,13 @@ KEYFRAME_INTERVAL_ENV = "AIRCLASS_WHIP_KEYFRAME_INTERVAL"
 
 
 async def whip_options(request: web.Request) -> web.Response:
-    node = node_of(request)
     headers = [("Accept-Post", "application/sdp")]
-    return web.Response(status=204, headers=headers + _links(node))
+    return web.Response(status=204, headers=headers + _links(request))
 
 
-def _links(node: Node) -> list[tuple[str, str]]:
-    return ice_link_headers(node.media) if node.media is not None else []
+def _links(request: web.Request) -> list[tuple[str, str]]:
+    media = request.app.get(MEDIA)
+    return ice_link_headers(media) if media is not None else []
 
 
 async def whip_offer(request: web.Request) -> web.Response:
@@ -46,8 +46,9 @@ async def whip_offer(request: web.Request) -> web.Response:
     if request.content_type != "application/sdp":
         raise ApiError(415, "WHIP offers must be Content-Type: application/sdp")
     offer = await request.text()
-    if node.claim_origin is not None:  # a cluster: one origin per stream
-        holder = await node.claim_origin(name)
+    claim_origin = cluster_hooks_of(request).claim_origin
+    if claim_origin is not None:  # a cluster: one origin per stream
+        holder = await claim_origin(name)
         if holder is not None:
             raise ApiError(409, f"stream {name} is live on {holder}")
     try:
@@ -62,7 +63,7 @@ async def whip_offer(request: web.Request) -> web.Response:
         ("Content-Type", "application/sdp"),
         ("Accept-Patch", "application/trickle-ice-sdpfrag"),
         ("ETag", f'"{session.id}"'),
-        *_links(node),
+        *_links(request),
     ]
     return web.Response(status=201, body=session.answer_sdp.encode(), headers=headers)
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from ..auth import Claims, require
 from ..cluster import CLUSTER
 from ..cluster.registry import RegistryError
+from ..delivery.shared import MEDIA
 from ..errors import ApiError
 from ..http import guards_of, request_params
 from ..node import node_of
@@ -62,6 +63,7 @@ class AdminService:
 
         ops = self.app[OPS_METRICS]
         cluster = self.app[CLUSTER]
+        media = self.app.get(MEDIA)
         registry_ok = True
         try:
             records = await cluster.nodes()
@@ -90,7 +92,7 @@ class AdminService:
             {
                 "name": s.name,
                 "live": s.live,
-                "viewers": node.media.viewers.viewers_of(s.name) if node.media else 0,
+                "viewers": media.viewers.viewers_of(s.name) if media else 0,
                 "subscribers": s.subscriber_count,
             }
             for s in sorted(node.hub.streams(), key=lambda s: s.name)

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..delivery.shared import MEDIA
 from ..node import Node
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class OpsCollector:
 
     def connections(self) -> dict[str, int]:
         counts = dict.fromkeys(CONNECTION_ROLES, 0)
-        media = self.node.media
+        media = self.app.get(MEDIA)
         if media is not None:
             for sid, role in list(self.viewer_roles.items()):
                 if media.viewers.active(sid):

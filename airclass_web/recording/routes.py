@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import hmac
 import time
+from collections.abc import Callable
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from recorder import metadata
-from recorder.manager import RecordingError, RecordingManager
+from recorder.manager import Handoff, RecordingError, RecordingManager
 
 from ..auth import STREAM_NAME, Claims
 from ..classroom.sessions import class_title
@@ -263,14 +264,15 @@ async def vod_shot(request: web.Request) -> web.FileResponse:
     return _file(request, f"shots/{name}")
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, handoff: Callable[[], Handoff | None]) -> None:
+    """handoff: the cluster's recording handoff (node.ClusterHooks.recording_handoff)."""
     node = app[NODE]
     manager = RecordingManager(
         node.hub,
         settings_of(node),
         node_id=node.config.node_id,
         store=node.store,
-        handoff=lambda: node.recording_handoff,
+        handoff=handoff,
     )
     app[RECORDER] = manager
     node.add_service("recorder", manager.start, manager.stop)
