@@ -394,8 +394,9 @@ class RtpTarget:
     packets: int = 0
     octets: int = 0
     nacks: int = 0
-    #: NACKs of packets sent on the viewer's current stream (not of what its link
-    #: dropped before a pause or a switch): what rung choices judge loss by.
+    #: Packets of the viewer's current stream NACKed (not what its link dropped before
+    #: a pause or a switch; each once, however often the browser asks again for one it
+    #: did not get): what rung choices judge loss by.
     nacks_live: int = 0
     retransmits: int = 0
     rtx_octets: int = 0
@@ -422,8 +423,9 @@ class RtpTarget:
     _rtx_seq: int = 0
     _rtx_window_at: float = 0.0
     _rtx_window_bytes: int = 0
-    #: Sequence number -> when it was last retransmitted.
+    #: Sequence number -> when it was last retransmitted; and when first NACKed.
     _resent: dict = field(default_factory=dict)
+    _nacked: dict = field(default_factory=dict)
     _reported_ntp: int = 0
     _reported_packets: int = 0
     _reported_octets: int = 0
@@ -656,7 +658,11 @@ class RtpTarget:
             entry = history.get(index) if index >= self.live_from else None
         if entry is None:
             return False
-        self.nacks_live += 1
+        if now - self._nacked.get(seq, -RTX_WINDOW_S) >= RTX_WINDOW_S:  # not a repeat
+            self.nacks_live += 1
+            if len(self._nacked) > 2 * HISTORY_SIZE:
+                self._nacked = {k: t for k, t in self._nacked.items() if now - t < RTX_WINDOW_S}
+            self._nacked[seq] = now
         last, times = self._resent.get(seq, (None, 0))
         if times >= RTX_MAX_PER_PACKET or (
             last is not None

@@ -154,8 +154,22 @@ async def test_at_400kbps_audio_only_then_video_again(link, link_node, viewer_br
     def audio_only(figures: dict[str, float]) -> bool:
         return figures["video_kbps"] < 20 and figures["audio_samples"] > 0
 
+    # The node first goes down to the lowest rung (its keyframe awaited with no video,
+    # then a trial of it), and holds the video once that does not arrive either.
+    teacher = (await link_node.atoken("adapt400", user_type="teacher", action="publish"))["token"]
+
+    async def node_holds_video() -> bool:
+        status, body, _ = await async_http_json(
+            "GET",
+            f"{link_node.url}/api/streams/adapt400/viewers",
+            headers={"Authorization": f"Bearer {teacher}"},
+        )
+        return status == 200 and [v.get("rung") for v in body["viewers"]] == ["audio-only"]
+
+    await async_wait_for(node_holds_video, 30, "the node holds the video", interval=0.3)
+    previous[0] = await one(page)
     await async_wait_for(
-        lambda: seen_for_a_second(audio_only), 30, "audio only at 400 kbit/s", interval=0.3
+        lambda: seen_for_a_second(audio_only), 10, "audio only at 400 kbit/s", interval=0.3
     )
     starved = await measure(page, 6)  # before the first try of video again (10 s)
     print("400 kbit/s:", _report(starved))
