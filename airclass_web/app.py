@@ -105,15 +105,16 @@ def create_node(config: Config) -> tuple[Node, web.Application]:
     token_routes.setup(app)
     cluster.setup(app, cluster_service)
     cluster_routes.setup_routes(app)
-    classroom.setup(app, Classroom(node, store, teachers, stream_keys))
+    classroom_service = Classroom(node, store, teachers, stream_keys)
+    classroom.setup(app, classroom_service)
     classroom_routes.setup_routes(app)
-    recording_routes.setup(app, hooks.recording_handoff)
-    ai.setup(app)  # reads the classroom and recorder app keys
+    recorder = recording_routes.recording_manager(node, hooks.recording_handoff)
+    recording_routes.setup(app, recorder)
+    ai_service = ai.setup(app, classroom_service, recorder)
     ai_routes.setup_routes(app)
-    dashboard.setup(app)
+    dashboard.setup(app, classroom_service, ai_service)
     dashboard_routes.setup_routes(app)
     pages.setup(app)
-    metrics.setup(app)
-    ops.setup(app)  # after metrics: registers into its registry
+    ops.setup(app, metrics.setup(app))  # ops adds its collectors to the /metrics registry
     node.install(app)  # start/stop of every service added above, through app.cleanup_ctx
     return node, app

@@ -101,9 +101,11 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application) -> CollectorRegistry:
+    """/metrics and /api/health; the registry other features add their collectors to."""
     registry = CollectorRegistry()
     registry.register(NodeCollector(app[NODE]))
     app[REGISTRY] = registry
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/health", health)
+    return registry

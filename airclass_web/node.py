@@ -57,7 +57,7 @@ class Node:
 
     The composition root (airclass_web.app.create_node) builds the store, the stream
     rules, the stream keys and the teacher check first and passes them in.
-    Features register themselves from their `setup(app)` with `add_service`; `install(app)`
+    Features register their services from their `setup` with `add_service`; `install(app)`
     hands them to the app's `cleanup_ctx`, so that the app runner starts them in
     registration order and stops in reverse the ones that started, also when a later
     start (a service, the HTTP listener) fails.

@@ -20,6 +20,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from recorder.manager import RecordingManager
+
 from ..classroom.chat import RateLimiter
 from ..classroom.errors import ClassroomError
 from . import egress, feedback, nlp, vision
@@ -163,7 +165,7 @@ class AIService:
     def __init__(
         self,
         classroom,
-        recorder: Callable[[], object | None],
+        recorder: RecordingManager | None,
         gemini_base_url: str,
         calls_per_minute: float,
         allowed_base_urls: list[str] | None = None,
@@ -419,7 +421,7 @@ class AIService:
     async def session_slides(self, session: dict) -> list[dict]:
         """Slides of the session's recordings: a new slide whenever the screenshot's
         perceptual hash changed; each analysed (cached) with the teacher's provider."""
-        manager = self.recorder()
+        manager = self.recorder
         if manager is None:
             return []
         docs = await self.store.list_recordings(session_id=session["id"])

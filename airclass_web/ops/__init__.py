@@ -1,7 +1,8 @@
 """Operating a node (issue 12): operator metrics, /health and /ready, the /admin page,
 Prometheus service discovery; the `monitor`, `backup`, `restore` commands live here too.
 
-`setup(app)` runs after `metrics.setup` (it registers into the node's /metrics registry).
+`setup(app, registry)` registers its collectors into the node's /metrics registry
+(`metrics.setup` returns it).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import time
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from ..auth import TokenError, token_from_request
 from ..cluster import CLUSTER
 from ..cluster.registry import HEARTBEAT_SECONDS, RegistryError
-from ..metrics import REGISTRY, check_metrics_access
+from ..metrics import check_metrics_access
 from ..node import NODE, Node
 from . import admin, health
 from .instruments import OpsMetrics
@@ -108,9 +110,10 @@ async def prometheus_targets(request: web.Request) -> web.Response:
     return web.json_response(groups)
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, registry: CollectorRegistry) -> None:
+    """registry: the node's /metrics registry (metrics.setup)."""
     node = app[NODE]
-    ops = OpsMetrics(node, app, app[REGISTRY])
+    ops = OpsMetrics(node, app, registry)
     app[OPS_METRICS] = ops
     app.middlewares.insert(0, _middleware(ops, node))  # outermost: sees every answer
     for name in COUNTED_LOGGERS:

@@ -264,16 +264,19 @@ async def vod_shot(request: web.Request) -> web.FileResponse:
     return _file(request, f"shots/{name}")
 
 
-def setup(app: web.Application, handoff: Callable[[], Handoff | None]) -> None:
-    """handoff: the cluster's recording handoff (node.ClusterHooks.recording_handoff)."""
-    node = app[NODE]
-    manager = RecordingManager(
+def recording_manager(node: Node, handoff: Callable[[], Handoff | None]) -> RecordingManager:
+    """The node's recorder; handoff: the cluster's (node.ClusterHooks.recording_handoff)."""
+    return RecordingManager(
         node.hub,
         settings_of(node),
         node_id=node.config.node_id,
         store=node.store,
         handoff=handoff,
     )
+
+
+def setup(app: web.Application, manager: RecordingManager) -> None:
+    node = app[NODE]
     app[RECORDER] = manager
     node.add_service("recorder", manager.start, manager.stop)
     node.hub.add_listener(manager.on_stream_event)
