@@ -170,6 +170,22 @@ def payload_kinds(sdp: str) -> dict[int, str]:
     return kinds
 
 
+def offer_red(sdp: str) -> str:
+    """The offer with RED of Opus in its audio section, as Chromium offers it (the node
+    then sends each Opus packet with the previous one inside)."""
+    opus = re.search(r"a=rtpmap:(\d+) opus/48000", sdp, re.IGNORECASE)
+    if opus is None:
+        return sdp
+    pt, red = opus.group(1), "63"
+    lines = sdp.split("\r\n")
+    for i, line in enumerate(lines):
+        if line.startswith("m=audio "):
+            lines[i] = f"{line} {red}"
+        elif line.startswith(f"a=rtpmap:{pt} "):
+            lines.insert(i + 1, f"a=rtpmap:{red} red/48000/2\r\na=fmtp:{red} {pt}/{pt}")
+    return "\r\n".join(lines)
+
+
 async def get_grant(http: aiohttp.ClientSession, node: str, stream: str, user: str) -> dict:
     url = f"{node}/api/token?stream={quote(stream)}&user_id={quote(user)}"
     async with http.post(url) as resp:
@@ -206,8 +222,11 @@ async def connect(
         ice = transceiver.receiver.transport.transport
         _VIEWERS_BY_CONNECTION[ice._connection] = viewer
     await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp
+    if args.link_kbps:  # realistic mode: a browser's offer, RED for Opus included
+        offer = offer_red(offer)
     headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
-    async with http.post(whep_url, data=pc.localDescription.sdp, headers=headers) as resp:
+    async with http.post(whep_url, data=offer, headers=headers) as resp:
         answer = await resp.text()
         if resp.status != 201:
             raise RuntimeError(f"WHEP POST {resp.status}: {answer[:200]}")
@@ -425,7 +444,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nice", type=int, default=0, help="lower the generator's priority")
     parser.add_argument("--brief", action="store_true", help="leave out the per-viewer rows")
     parser.add_argument(
-        "--link-kbps", type=float, default=0, help="simulated link: REMB, RR and NACKs (kbit/s)"
+        "--link-kbps",
+        type=float,
+        default=0,
+        help="simulated link: REMB, RR and NACKs (kbit/s); the offer has RED, as a browser's",
     )
     parser.add_argument("--link-loss", type=float, default=0, help="simulated link loss (%%)")
     return parser.parse_args(argv)
