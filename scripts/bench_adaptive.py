@@ -236,8 +236,6 @@ def report_phases(title: str, phases: list[tuple[str, list]], settle: float = 10
     lines.append(
         f"- back to 720p at >= 25 fps after the link recovered ({last_label}): {back_text}"
     )
-    codecs = sorted({s.audio_codec for _, samples in phases for s in samples if s.audio_codec})
-    lines.append(f"- audio codec (Chromium's getStats): {', '.join(codecs) or 'unknown'}")
     lines.append("- (Chromium counts a freeze, and its seconds, when it ends)")
     lines.append(f"- ({time.monotonic() - start:.0f} s measured)")
     return "\n".join(lines) + "\n"

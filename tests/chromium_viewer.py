@@ -67,13 +67,10 @@ READ_STATS = """async ({video, audio}) => {
   const out = [];
   for (const viewer of window.viewers || []) {
     const row = {video: {}, audio: {}, firstFrameMs: viewer.firstFrameMs,
-                 state: viewer.pc.connectionState, audioCodec: ""};
-    const stats = await viewer.pc.getStats();
-    for (const s of stats.values()) {
+                 state: viewer.pc.connectionState};
+    for (const s of (await viewer.pc.getStats()).values()) {
       if (s.type !== "inbound-rtp" || !(s.kind in row)) continue;
       for (const key of (s.kind === "video" ? video : audio)) row[s.kind][key] = s[key] || 0;
-      const codec = stats.get(s.codecId);
-      if (s.kind === "audio" && codec) row.audioCodec = codec.mimeType;
     }
     out.push(row);
   }
@@ -148,8 +145,6 @@ class Sample:
     audio: dict[str, float] = field(default_factory=dict)
     first_frame_ms: float | None = None
     state: str = ""
-    #: The audio codec of the last packet received ("audio/red" when RED is in use).
-    audio_codec: str = ""
 
 
 async def open_viewer(page, whep_url: str, token: str) -> int:
@@ -162,15 +157,7 @@ async def read_stats(page) -> list[Sample]:
     rows = await page.evaluate(READ_STATS, {"video": VIDEO_FIELDS, "audio": AUDIO_FIELDS})
     now = time.monotonic()
     return [
-        Sample(
-            now,
-            r["video"],
-            r["audio"],
-            r.get("firstFrameMs"),
-            r.get("state", ""),
-            r.get("audioCodec", ""),
-        )
-        for r in rows
+        Sample(now, r["video"], r["audio"], r.get("firstFrameMs"), r.get("state", "")) for r in rows
     ]
 
 
