@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
-from aiohttp import web
 
-from .auth import STREAM_NAME, Claims, require, token_from_request
+from .auth import Claims
 from .config import Config
 from .errors import ApiError
-from .node import Node, node_of
-from .store import Store, StoreError
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +60,19 @@ class StreamAccess:
         if self._main is None:
             self._main = MainAccess(config.main_url)
         return self._main
+
+    async def decide(self, config: Config, grant: Grant, need: Need = "watch") -> None:
+        """The one access rule of every media request, for a verified token: AccessDenied
+        (401 revoked, 403 not allowed now, 503 store or main unreachable) or StoreError."""
+        main = self.main_for(config) if need != "publish" else None
+        if main is not None:
+            await main.check(grant.stream, need, grant.token)
+        elif need == "watch":
+            await self.check_watch(grant.stream, grant.claims)
+        elif need == "publish":
+            await self.check_publish(grant.stream, grant.claims)
+        else:
+            await self.check_manage(grant.stream, grant.claims)
 
     # -- streams ---------------------------------------------------------------------
     async def stream(self, name: str, *, fresh: bool = False) -> dict | None:
@@ -252,34 +263,3 @@ class Grant:
     stream: str
     claims: Claims
     token: str
-
-
-async def decide(node: Node, grant: Grant, need: Need = "watch") -> None:
-    """The one access rule of every media request, for a verified token: AccessDenied
-    (401 revoked, 403 not allowed now, 503 store or main unreachable) or StoreError."""
-    access: StreamAccess = node.access
-    main = access.main_for(node.config) if need != "publish" else None
-    if main is not None:
-        await main.check(grant.stream, need, grant.token)
-    elif need == "watch":
-        await access.check_watch(grant.stream, grant.claims)
-    elif need == "publish":
-        await access.check_publish(grant.stream, grant.claims)
-    else:
-        await access.check_manage(grant.stream, grant.claims)
-
-
-async def authorize(request: web.Request, name: str, need: Need = "watch") -> Claims:
-    """The access check of every media route: the request's token claims, or a JSON 401
-    (no, bad, expired or revoked token), 403 (not allowed now) or 503 (store down)."""
-    node = node_of(request)
-    claims = require(request, node.tokens, roles=NEED_ROLES[need])
-    name = name.partition("~")[0]  # a rendition (NAME~RUNG) has its source's rule
-    if not STREAM_NAME.match(name):
-        raise ApiError(400, "stream must be 1-64 letters, digits, '_' or '-'")
-    grant = Grant(name, claims, token_from_request(request))
-    try:
-        await decide(node, grant, need)  # AccessDenied: 401, 403
-    except StoreError as exc:
-        raise ApiError(503, f"store: {exc}") from exc
-    return claims

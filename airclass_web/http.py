@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .access import StreamAccess
+from .access import NEED_ROLES, Grant, Need, StreamAccess
 from .auth import STREAM_NAME, Claims, TokenError, require, token_from_request
 from .config import Config
 from .errors import ApiError
 from .limits import IpRateLimit, Network, PasswordLimiter, TokenBuckets, client_ip, parse_networks
 from .node import Node, cluster_hooks_of, node_of
+from .store import StoreError
 
 EVERY_ROLE = ("teacher", "student", "monitor")
 STREAM_RULE = "stream must be 1-64 letters, digits, '_' or '-'"
@@ -161,3 +162,19 @@ def rtmp_base(node: Node, request: web.Request) -> str:
     """rtmp(s)://HOST:PORT/live for publishers: the host they called, unless --public-url."""
     host = request.host.rsplit(":", 1)[0] if not node.config.public_url else None
     return node.config.rtmp_base(host or node.config.advertised_host)
+
+
+async def authorize(request: web.Request, name: str, need: Need = "watch") -> Claims:
+    """The access check of every media route: the request's token claims, or a JSON 401
+    (no, bad, expired or revoked token), 403 (not allowed now) or 503 (store down)."""
+    node = node_of(request)
+    claims = require(request, node.tokens, roles=NEED_ROLES[need])
+    name = name.partition("~")[0]  # a rendition (NAME~RUNG) has its source's rule
+    if not STREAM_NAME.match(name):
+        raise ApiError(400, "stream must be 1-64 letters, digits, '_' or '-'")
+    grant = Grant(name, claims, token_from_request(request))
+    try:
+        await node.access.decide(node.config, grant, need)  # AccessDenied: 401, 403
+    except StoreError as exc:
+        raise ApiError(503, f"store: {exc}") from exc
+    return claims

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -19,12 +19,18 @@ from .tls import TlsContext, https_redirect_app
 
 if TYPE_CHECKING:
     from .access import StreamAccess
-    from .classroom.stream_keys import StreamKeys
     from .store import Store
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+
+
+class StreamKeyLookup(Protocol):
+    """What the node's users need of teachers' lasting RTMP stream keys (the classroom's
+    StreamKeys): whose key this is."""
+
+    async def teacher_of(self, key: str) -> str | None: ...
 #: async (node, request, params) -> the teacher whose credentials the request carries, or None.
 TeacherAuth = Callable[["Node", web.Request, dict], Awaitable[str | None]]
 
@@ -69,7 +75,7 @@ class Node:
         *,
         store: Store,
         access: StreamAccess,
-        stream_keys: StreamKeys,
+        stream_keys: StreamKeyLookup,
         teacher_auth: TeacherAuth,
     ) -> None:
         #: Resolved (airclass_web.app.node_config): derived values are filled in.

@@ -1,8 +1,8 @@
 """Open viewer sessions are asked the media access rule again while they last.
 
-A WHEP session is allowed once, at its offer (`access.authorize`). The stream may turn
+A WHEP session is allowed once, at its offer (`http.authorize`). The stream may turn
 private afterwards, or the teacher whose token opened it may change his password: every
-RECHECK_SECONDS each session's grant goes through `access.decide` again, and a session
+RECHECK_SECONDS each session's grant goes through `StreamAccess.decide` again, and a session
 refused (401/403) is ended, as if its viewer had sent DELETE. A store or main node that
 cannot answer (503) ends nothing.
 """
@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .access import AccessDenied, Grant, decide
+from .access import AccessDenied, Grant
 from .node import Node
 from .store import StoreError
 
@@ -61,7 +61,7 @@ class ViewerGrants:
         """End every session whose grant the access rule now refuses."""
         for session_id, grant in list(self._grants.items()):
             try:
-                await decide(self.node, grant, "watch")
+                await self.node.access.decide(self.node.config, grant, "watch")
             except AccessDenied as exc:
                 if exc.status not in (401, 403):
                     continue

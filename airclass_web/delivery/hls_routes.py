@@ -1,7 +1,7 @@
 """HLS fallback endpoints: `GET /live/NAME/index.m3u8` and its init segments, segments and
 parts (airclass_media.hls); `multivariant.m3u8` lists the ladder's renditions
 (`/live/NAME~RUNG/index.m3u8`). Token in the query (`?token=` / `?jwt=`) or as Bearer,
-the same rules as WHEP (`access.authorize` at every request, segments and parts included); a query
+the same rules as WHEP (`http.authorize` at every request, segments and parts included); a query
 token is repeated in every URI of the playlist."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from airclass_media.hls import HlsOrigin, HlsSegmenter, multivariant_playlist
 from airclass_media.hub import Stream
 
-from ..access import authorize
 from ..errors import ApiError
-from ..http import guards_of
+from ..http import authorize, guards_of
 from ..node import NODE, cluster_hooks_of, node_of
 from .shared import HLS
 

@@ -6,10 +6,10 @@ from aiohttp import web
 
 from airclass_media.webrtc import BadOffer, Overloaded
 
-from ..access import Grant, authorize
+from ..access import Grant
 from ..auth import token_from_request
 from ..errors import ApiError
-from ..http import viewer_whep_url, visible_streams
+from ..http import authorize, viewer_whep_url, visible_streams
 from ..limits import client_ip
 from ..node import NODE, node_of
 from .ice_servers import ice_servers_json

@@ -16,8 +16,8 @@ from aiohttp import web
 from airclass_media.ice import restrict_host_addresses, restrict_udp_ports
 from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIngest
 
-from ..access import authorize
 from ..errors import ApiError
+from ..http import authorize
 from ..node import NODE, cluster_hooks_of, node_of
 from .shared import MEDIA, ice_link_headers, trickle
 
