@@ -577,6 +577,8 @@ class WebRtcEgress:
         lowest_bps = rungs[-1][1]
         lossy_for = self._lossy_for(session, video, now)
         if video.paused:
+            if video.joining is not None:
+                return  # held for a rung's keyframe (HOPELESS_LOSS): video comes with it
             due = now - session.paused_at >= session.resume_wait
             fits_again = estimate >= max(lowest_bps * UP_MARGIN, session.resume_above)
             if due or fits_again:
