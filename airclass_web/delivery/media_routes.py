@@ -14,7 +14,7 @@ from ..limits import client_ip
 from ..node import NODE, node_of
 from .ice_servers import ice_servers_json
 from .media import MediaServices
-from .shared import MEDIA, hls_viewer_count, ice_link_headers, trickle
+from .shared import MEDIA, add_session_routes, hls_viewer_count, ice_link_headers, trickle
 from .workers.admission import AdmissionRefused
 
 CORS_HEADERS = {
@@ -187,11 +187,14 @@ def setup(app: web.Application, media: MediaServices) -> None:
     node.add_metrics(media.metrics)
     app.middlewares.insert(0, whep_cors)  # outermost: also covers JSON errors
     whep = "/live/{stream:[A-Za-z0-9_-]{1,64}}/whep"
-    app.router.add_route("OPTIONS", whep, whep_options)
-    app.router.add_post(whep, whep_offer)
-    app.router.add_route("OPTIONS", whep + "/{session}", whep_options)
-    app.router.add_delete(whep + "/{session}", whep_delete)
-    app.router.add_patch(whep + "/{session}", whep_patch)
+    add_session_routes(
+        app,
+        whep,
+        offer=whep_offer,
+        options=whep_options,
+        delete=whep_delete,
+        patch=whep_patch,
+    )
     app.router.add_get("/api/streams", list_streams)
     app.router.add_get("/api/streams/{stream}", stream_status)
     app.router.add_get("/api/streams/{stream}/viewers", stream_viewers)

@@ -47,3 +47,13 @@ async def trickle(
     except BadCandidate as exc:
         raise ApiError(400, f"bad candidate: {exc}") from exc
     return web.Response(status=204)
+
+
+def add_session_routes(app: web.Application, path: str, *, offer, options, delete, patch) -> None:
+    """The routes of a WHEP or WHIP endpoint `path` and its sessions (`path/ID`): POST an
+    offer, OPTIONS (CORS pre-flight) on both, DELETE and PATCH (trickle) on a session."""
+    app.router.add_route("OPTIONS", path, options)
+    app.router.add_post(path, offer)
+    app.router.add_route("OPTIONS", path + "/{session}", options)
+    app.router.add_delete(path + "/{session}", delete)
+    app.router.add_patch(path + "/{session}", patch)

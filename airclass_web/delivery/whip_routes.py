@@ -19,7 +19,7 @@ from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIng
 from ..errors import ApiError
 from ..http import authorize
 from ..node import NODE, cluster_hooks_of, node_of
-from .shared import MEDIA, ice_link_headers, trickle
+from .shared import MEDIA, add_session_routes, ice_link_headers, trickle
 
 WHIP = web.AppKey("whip", WhipIngest)
 #: Seconds between the keyframes a WHIP publisher is asked for (browsers make none unasked).
@@ -120,9 +120,12 @@ def setup(app: web.Application) -> None:
 
     node.add_service("whip", start, ingest.close_all)
     whip = "/live/{stream:[A-Za-z0-9_-]{1,64}}/whip"
-    app.router.add_route("OPTIONS", whip, whip_options)
-    app.router.add_post(whip, whip_offer)
-    app.router.add_route("OPTIONS", whip + "/{session}", whip_options)
-    app.router.add_delete(whip + "/{session}", whip_delete)
-    app.router.add_patch(whip + "/{session}", whip_patch)
+    add_session_routes(
+        app,
+        whip,
+        offer=whip_offer,
+        options=whip_options,
+        delete=whip_delete,
+        patch=whip_patch,
+    )
     app.router.add_get(whip + "/{session}", whip_status)
