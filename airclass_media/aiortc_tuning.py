@@ -134,11 +134,11 @@ def answer_audio_red(pc: RTCPeerConnection, offer: sdp.SessionDescription) -> No
         media = next((m for m in offer.media if m.rtp.muxId == transceiver.mid), None)
         if opus is None or media is None or any(c.mimeType.lower() == "audio/red" for c in codecs):
             continue
-        for codec in media.rtp.codecs:
-            if _red_of(codec, opus.payloadType):
-                codecs.insert(codecs.index(opus) + 1, copy.deepcopy(codec))
-                codecs[codecs.index(opus) + 1].rtcpFeedback = []
-                break
+        red = next((c for c in media.rtp.codecs if _red_of(c, opus.payloadType)), None)
+        if red is not None:
+            red = copy.deepcopy(red)
+            red.rtcpFeedback = []
+            codecs.insert(codecs.index(opus) + 1, red)
 
 
 def take_over_rtp(

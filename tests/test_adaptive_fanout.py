@@ -128,9 +128,8 @@ def _audio(index: int) -> MediaPacket:
     )
 
 
-async def test_audio_keeps_flowing_when_the_video_queue_overflows():
-    """A burst of video the fan-out cannot keep up with overflows its video queue (which
-    then waits for a keyframe); the audio that came with it still reaches the viewer."""
+def _udp_pair() -> tuple[socket.socket, socket.socket]:
+    """(sender, receiver): non-blocking UDP sockets on the test address."""
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind((TEST_HOST, 0))
     receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -138,6 +137,13 @@ async def test_audio_keeps_flowing_when_the_video_queue_overflows():
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind((TEST_HOST, 0))
     sender.setblocking(False)
+    return sender, receiver
+
+
+async def test_audio_keeps_flowing_when_the_video_queue_overflows():
+    """A burst of video the fan-out cannot keep up with overflows its video queue (which
+    then waits for a keyframe); the audio that came with it still reaches the viewer."""
+    sender, receiver = _udp_pair()
     hub = StreamHub()
     stream = hub.stream("overflow")
     stream.attach_publisher("test")
@@ -278,13 +284,7 @@ async def test_sequence_numbers_stay_contiguous_when_paced_video_is_dropped():
     waited for the pacer are dropped, and the ones that follow take their sequence
     numbers. A gap would be counted lost by the browser and NACKed, and the adaptation
     would read it as a link that cannot carry video (it did: probes failed at 81 %)."""
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.bind((TEST_HOST, 0))
-    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    receiver.setblocking(False)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.bind((TEST_HOST, 0))
-    sender.setblocking(False)
+    sender, receiver = _udp_pair()
     hub = StreamHub()
     stream = hub.stream("gapless")
     stream.attach_publisher("test")
