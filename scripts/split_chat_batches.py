@@ -19,12 +19,12 @@ import re
 import sys
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parent.parent / "airclass_web" / "ai" / "corpus"
+from airclass_web.ai import chat_corpus
+
+CORPUS = chat_corpus.CORPUS_DIR
 MARKER = "# == batches 13+: appended by scripts/split_chat_batches.py from corpus/batches/ =="
 DEV_SHARE = 0.15
 SEED = 21
-#: Evaluation sets no training line may repeat.
-HELD_OUT = ("chat_test.tsv", "chat_outside.tsv")
 COUNT = re.compile(r"^(# AIRClass chat analysis: \w+ split \()\d+( lines\)\.)$")
 
 
@@ -45,12 +45,7 @@ def rows(path: Path) -> list[str]:
 def held_out_texts() -> set[str]:
     """Texts of the frozen test split and the outside set: a batch line with the same text
     is left out (compared by a script that prints only the count; never looked at)."""
-    texts = set()
-    for name in HELD_OUT:
-        for line in (CORPUS / name).read_text(encoding="utf-8").splitlines():
-            if line.strip() and not line.startswith("#"):
-                texts.add(line.split("\t", 4)[4])
-    return texts
+    return {e.text for name in chat_corpus.FROZEN for e in chat_corpus.load(name)}
 
 
 def split(lines: list[str]) -> tuple[list[str], list[str]]:
