@@ -31,6 +31,8 @@ class StreamKeyLookup(Protocol):
     StreamKeys): whose key this is."""
 
     async def teacher_of(self, key: str) -> str | None: ...
+
+
 #: async (node, request, params) -> the teacher whose credentials the request carries, or None.
 TeacherAuth = Callable[["Node", web.Request, dict], Awaitable[str | None]]
 

@@ -50,7 +50,7 @@ async def follow(url: str, token: str, seconds: float, sends, part: float) -> li
                 break
             await asyncio.sleep(0.3)
         parts = re.findall(r'URI="part(\d+)\.(\d+)\.m4s', text)
-        init_id = re.findall(r'init(\d+)\.mp4', text)[-1]
+        init_id = re.findall(r"init(\d+)\.mp4", text)[-1]
         async with http.get(f"{url}/init{init_id}.mp4{q}") as resp:
             init = await resp.read()
         # Start at the newest independent part, as a player joining the live edge does.

@@ -52,9 +52,7 @@ class Client:
         token = self.token if token is None else token
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        async with self.http.request(
-            method, self.base + path, json=body, headers=headers
-        ) as resp:
+        async with self.http.request(method, self.base + path, json=body, headers=headers) as resp:
             text = await resp.text()
             try:
                 data = json.loads(text)
@@ -112,9 +110,7 @@ async def test_only_the_owner_publishes_records_shares_and_deletes(prod_node, ht
     assert (await lee.call("POST", q, {"username": "lee", "password": PASSWORD}, token=""))[
         0
     ] == 403
-    assert (await lee.call("POST", "/api/sessions", {"title": "x", "stream": "kim-live"}))[
-        0
-    ] == 403
+    assert (await lee.call("POST", "/api/sessions", {"title": "x", "stream": "kim-live"}))[0] == 403
     assert (await lee.call("POST", "/api/streams/kim-live/claim"))[0] == 403
     assert (await lee.call("GET", f"/api/sessions/{session['session_id']}"))[0] == 403
     assert (await lee.ok("POST", "/api/streams/lee-own/claim"))["owner"] == "lee"
@@ -211,9 +207,7 @@ async def test_one_password_limiter_counts_before_checking(prod_node, http):
     # Concurrent wrong guesses: each counts before its password is checked, so no more
     # than the burst (10) get as far as a check.
     wrong = {"username": "park", "password": "wrong password!"}
-    results = await asyncio.gather(
-        *(c.call("POST", "/api/auth/login", wrong) for _ in range(25))
-    )
+    results = await asyncio.gather(*(c.call("POST", "/api/auth/login", wrong) for _ in range(25)))
     statuses = [r[0] for r in results]
     assert statuses.count(401) <= 10 and statuses.count(429) >= 15, statuses
     limited = next(r for r in results if r[0] == 429)
