@@ -342,18 +342,26 @@ class ViewerSession:
             "dropped": sum(t.binding.path.dropped for t in self.targets.values()),
             **self.estimate.as_dict(),
             "rung": self.rung,
+            "video_again_in_s": self.video_again_in(),
             "media": media,
         }
 
+    def video_again_in(self) -> float | None:
+        """While audio only: seconds until video is tried again at the latest."""
+        if self.rung != "audio-only":
+            return None
+        return round(max(0.0, self.paused_at + self.resume_wait - time.monotonic()), 1)
+
     @property
     def rung(self) -> str | None:
-        """The stream the viewer's video comes from ("audio-only" while held)."""
+        """The stream the viewer's video comes from ("audio-only" while held; the rung it
+        switches to while paused for that rung's keyframe)."""
         video = self.targets.get("video")
         if video is None:
             return None
-        if video.paused:
+        if video.paused and video.joining is None:
             return "audio-only"
-        fanout = video.fanout
+        fanout = video.joining or video.fanout  # paused for a rung's keyframe: that rung
         return fanout.stream.name if fanout is not None else None
 
 

@@ -155,23 +155,40 @@ async def test_at_400kbps_audio_only_then_video_again(link, link_node, viewer_br
         return figures["video_kbps"] < 20 and figures["audio_samples"] > 0
 
     # The node first goes down to the lowest rung (its keyframe awaited with no video,
-    # then a trial of it), and holds the video once that does not arrive either.
+    # then a trial of it), and holds the video once that does not arrive either; it
+    # tries video again after a while (10 s, then 20 s). The window measured lies inside
+    # one hold: what Chromium got then is what "audio only" gives a student.
     teacher = (await link_node.atoken("adapt400", user_type="teacher", action="publish"))["token"]
 
-    async def node_holds_video() -> bool:
+    async def viewer() -> dict:
         status, body, _ = await async_http_json(
             "GET",
             f"{link_node.url}/api/streams/adapt400/viewers",
             headers={"Authorization": f"Bearer {teacher}"},
         )
-        return status == 200 and [v.get("rung") for v in body["viewers"]] == ["audio-only"]
+        assert status == 200 and len(body["viewers"]) == 1, body
+        return body["viewers"][0]
 
-    await async_wait_for(node_holds_video, 30, "the node holds the video", interval=0.3)
-    previous[0] = await one(page)
-    await async_wait_for(
-        lambda: seen_for_a_second(audio_only), 10, "audio only at 400 kbit/s", interval=0.3
-    )
-    starved = await measure(page, 6)  # before the first try of video again (10 s)
+    async def node_holds_video() -> bool:
+        return (await viewer())["rung"] == "audio-only"
+
+    starved = None
+    for _ in range(3):
+        await async_wait_for(node_holds_video, 45, "the node holds the video", interval=0.3)
+        previous[0] = await one(page)
+        await async_wait_for(
+            lambda: seen_for_a_second(audio_only), 10, "audio only at 400 kbit/s", interval=0.3
+        )
+        before = await viewer()
+        if before["rung"] != "audio-only" or before["video_again_in_s"] < 7:
+            continue  # video is tried again within the window: measure the next hold
+        window = await measure(page, 6)
+        after = await viewer()
+        held = after["rung"] == "audio-only"
+        if held and after["video_again_in_s"] <= before["video_again_in_s"] - 5:
+            starved = window  # held throughout
+            break
+    assert starved is not None, "no 6 s window with the video held in three holds"
     print("400 kbit/s:", _report(starved))
     assert starved["video_kbps"] < 20 and starved["fps"] < 1, _report(starved)
     assert starved["concealed_pct"] <= 5, _report(starved)
