@@ -45,6 +45,7 @@ from .hub import (
     Stream,
     Subscription,
     SubscriptionClosed,
+    rung_keyframe_due,
 )
 from .packets import MediaPacket
 
@@ -387,7 +388,8 @@ class RtpTarget:
     #: The fan-out this viewer moves to at its next keyframe (a rung switch, a resume).
     joining: StreamFanout | None = None
     #: The target rung's keyframe came with a pts already sent (it lags the stream the
-    #: viewer watches): stop at the current stream's next keyframe (`holding`) and join
+    #: viewer watches): stop at the current stream's next keyframe, or where a rung's
+    #: next one is due when moving to a rung (`holding`), and join
     #: the target's keyframe of that same pts, so time never goes back for the viewer.
     hold_next_key: bool = False
     holding: bool = False
@@ -645,8 +647,8 @@ class RtpTarget:
         viewer's estimated rate per RTX_WINDOW_S; packets past the history are ignored."""
         self.nacks += 1
         fanout = self.fanout
-        if fanout is None:
-            return False
+        if fanout is None or self.paused:
+            return False  # held: a keyframe comes with the video again
         now = time.monotonic()
         if self._catch_up_sent and now > self._catch_up_nacks_until:
             self._catch_up_sent = {}  # long live again: its sequence numbers will wrap
@@ -777,6 +779,11 @@ class StreamFanout:
         self.targets: dict[str, list[RtpTarget]] = {"video": [], "audio": []}
         self.history = {"video": History(), "audio": History()}
         self.gop: list[MediaPacket] = stream.gop_snapshot()
+        #: A ladder rung: keyframes also where `rung_keyframe_due` says (not only the
+        #: source's), so a viewer moving here holds at that frame of its own stream.
+        self.is_rung = RENDITION_SEPARATOR in stream.name
+        #: The pts of the stream's last keyframe (where the rungs' next ones are due).
+        self.key_pts: int | None = self.gop[0].pts if self.gop else None
         #: Video viewers (of other fan-outs, or paused) that move here at the next keyframe.
         self.joining: list[RtpTarget] = []
         #: Viewers with packets waiting for the pacer, and its one timer.
@@ -945,6 +952,8 @@ class StreamFanout:
                 self._send_audio([held, packet], started)
             return
         if kind == "video":
+            if packet.keyframe:
+                self.key_pts = packet.pts
             self._keep_gop(packet)
             self._measure(len(packet.data), started)
         ready = rtp_ready(packet)
@@ -954,7 +963,15 @@ class StreamFanout:
             self._take_joining(first, packet.pts)
         ntp, pts = ntp_now(), packet.pts
         for target in targets:
-            if target.hold_next_key and packet.keyframe and target.joining is not None:
+            if (
+                target.hold_next_key
+                and target.joining is not None
+                and (
+                    packet.keyframe
+                    or target.joining.is_rung
+                    and rung_keyframe_due(self.key_pts, target.last_pts, pts)
+                )
+            ):
                 target.holding = True  # its next stream starts at this same pts
             if target.paused or target.holding:
                 continue

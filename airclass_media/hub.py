@@ -33,6 +33,20 @@ StreamListener = Callable[[str, "Stream"], None]
 #: listed by `streams()` / `live_streams()` nor announced to listeners (no recording,
 #: no registry entry); `get(name)` finds them like any other.
 RENDITION_SEPARATOR = "~"
+#: A ladder rung makes a keyframe where its source has one and, between those, at the
+#: first frame of each RUNG_KEY_INTERVAL_US after the source's last keyframe (a
+#: publisher's GOP may be 8 s or more): a viewer moving to a rung waits at most that
+#: long, and a fan-out knows where the rung's next keyframe falls without asking.
+RUNG_KEY_INTERVAL_US = 2_000_000
+
+
+def rung_keyframe_due(key_pts: int | None, previous_pts: int | None, pts: int) -> bool:
+    """Is the frame at `pts`, after the frame at `previous_pts`, a keyframe in every rung
+    though not in the source, whose last keyframe was at `key_pts`?"""
+    if key_pts is None or previous_pts is None:
+        return False
+    interval = RUNG_KEY_INTERVAL_US
+    return (previous_pts - key_pts) // interval != (pts - key_pts) // interval
 
 
 class StreamBusy(Exception):

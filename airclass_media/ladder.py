@@ -5,10 +5,12 @@ Per live source stream S, each rung is its own hub stream named ``f"{S}~{rung}"`
 can publish or spoof one. A rung stream is a complete stream: H.264 made here (Annex-B,
 SPS/PPS before every IDR, no B-frames, tune zerolatency) plus the source's own Opus and
 AAC packets copied unchanged. Every rung shares the source's timeline: a rung frame has
-the pts of the source frame it was made from, and a rung keyframe falls exactly where
-the source has one (forced IDR, no other keyframes), so all rungs switch at the same
-instants. The cost grows with the ladder, never with viewers: one decoder per source,
-one encoder per rung.
+the pts of the source frame it was made from, and a rung keyframe (forced IDR, no
+other keyframes) falls exactly where the source has one and, in a longer source GOP,
+every 2 s after the source's keyframe (`hub.rung_keyframe_due`), so all rungs switch at
+the same instants and a viewer of the source (whose GOP may be 8 s) can move to a rung
+within 2 s. The cost
+grows with the ladder, never with viewers: one decoder per source, one encoder per rung.
 
 Fields of the SOURCE stream's StreamInfo (stable: the fan-out and HLS read them):
 
@@ -25,7 +27,7 @@ Fields of the SOURCE stream's StreamInfo (stable: the fan-out and HLS read them)
 
 A rung is encoded only while its hub stream has a subscriber (a viewer, a media worker's
 or sub node's relay, an HLS segmenter), and for `grace` seconds after the last one left;
-a rung that starts waits for the source's next keyframe. The decoder runs while any rung
+a rung that starts waits for its next keyframe. The decoder runs while any rung
 does. Decoding and encoding run in one thread per source (PyAV releases the GIL in the
 codecs), never on the event loop; the loop only moves packets.
 """
@@ -47,7 +49,7 @@ import av
 from av.video.frame import PictureType
 
 from .h264 import NAL_PPS, NAL_SPS, H264Error, parse_sps, split_annexb
-from .hub import RENDITION_SEPARATOR, Stream, StreamHub
+from .hub import RENDITION_SEPARATOR, Stream, StreamHub, rung_keyframe_due
 from .packets import TIME_BASE, MediaPacket
 
 log = logging.getLogger(__name__)
@@ -202,7 +204,7 @@ class RungEncoder:
             return []  # x264 needs strictly rising pts; a glitch in the source's is skipped
         if not self.started:
             if not keyframe:
-                return []  # start on the source's next keyframe
+                return []  # start on the rung's next keyframe
             self.started = True
         self._last_pts = frame.pts
         r = self.rendition
@@ -225,10 +227,11 @@ class LadderCodec:
         self.encoders: dict[str, RungEncoder] = {}
         self.fps = 30.0
         self._last_pts: int | None = None
+        self._key_pts: int | None = None  # of the source's last keyframe
         self.frames_decoded = 0
 
     def set_renditions(self, renditions: Iterable[Rendition]) -> None:
-        """Encode exactly these from the next source keyframe on (running ones go on)."""
+        """Encode exactly these from their next keyframe on (running ones go on)."""
         wanted = {r.name: r for r in renditions}
         for name in list(self.encoders):
             if name not in wanted or self.encoders[name].rendition != wanted[name]:
@@ -237,8 +240,9 @@ class LadderCodec:
             if name not in self.encoders:
                 self.encoders[name] = RungEncoder(r, self.fps)
 
-    def feed(self, packet: MediaPacket) -> list[tuple[str, bytes, int, bool]]:
-        """(rendition name, access unit, pts, keyframe) for one source video packet."""
+    def feed(self, packet: MediaPacket, encode: bool = True) -> list[tuple[str, bytes, int, bool]]:
+        """(rendition name, access unit, pts, keyframe) for one source video packet;
+        with `encode` False it is only decoded (catching up to the live edge)."""
         pkt = av.Packet(packet.data)
         pkt.pts, pkt.dts, pkt.time_base = packet.pts, packet.dts, TIME_BASE
         out = []
@@ -250,10 +254,16 @@ class LadderCodec:
             self.frames_decoded += 1
             if frame.pts is None:
                 continue
+            keyframe = bool(frame.key_frame)
+            if keyframe:
+                self._key_pts = frame.pts
+            elif rung_keyframe_due(self._key_pts, self._last_pts, frame.pts):
+                keyframe = True  # a long source GOP: the rungs' own keyframe
             if self._last_pts is not None and 0 < frame.pts - self._last_pts < 200_000:
                 self.fps = 0.9 * self.fps + 0.1 * (1e6 / (frame.pts - self._last_pts))
             self._last_pts = frame.pts
-            keyframe = bool(frame.key_frame)
+            if not encode:
+                continue
             for name, encoder in self.encoders.items():
                 for data, pts, key in encoder.encode(frame, keyframe):
                     out.append((name, data, pts, key))
@@ -262,6 +272,14 @@ class LadderCodec:
 
 # -- the live side ------------------------------------------------------------------------
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _CatchUp:
+    """The source's cached GOP, decoded (not encoded) before the live packets: the rungs
+    start at their next keyframe instead of the source's next one (a GOP of 8 s or more)."""
+
+    packets: list[MediaPacket]
 
 
 class _EncoderThread:
@@ -288,12 +306,18 @@ class _EncoderThread:
                 renditions = item
                 codec.set_renditions(renditions)
                 continue
-            received[item.pts] = item.received_at
-            if len(received) > 256:
-                for pts in sorted(received)[:128]:
-                    del received[pts]
+            if not isinstance(item, _CatchUp):
+                received[item.pts] = item.received_at
+                if len(received) > 256:
+                    for pts in sorted(received)[:128]:
+                        del received[pts]
             try:
-                made = codec.feed(item)
+                if isinstance(item, _CatchUp):
+                    for packet in item.packets:
+                        codec.feed(packet, encode=False)
+                    made = []
+                else:
+                    made = codec.feed(item)
             except Exception:  # noqa: BLE001 - a codec failure must not end the stream
                 log.exception("ladder: encoding failed; resetting")
                 codec = LadderCodec()
@@ -411,9 +435,9 @@ class SourceLadder:
 
     async def _feed(self) -> None:
         """Source packets to the encoder thread (video) and to every rung (audio)."""
-        sub = self.source.subscribe(
-            ("video", "audio", "aac"), with_gop=False, label=f"ladder-{self.source.name}"
-        )
+        sub = self.source.subscribe(("video", "audio", "aac"), label=f"ladder-{self.source.name}")
+        if self.thread is not None:  # the cached GOP, decoded only, before live packets
+            self.thread.put(_CatchUp(sub.backlog))
         skip_to_keyframe = False
         try:
             while True:

@@ -396,15 +396,16 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
 
 async def scenario_lipsync(bench: Bench, seconds: float = 30) -> str:
     """Flash and beep at the same instant at the source: beep onset minus flash display
-    time in Chromium, unshaped and at 1 Mbit/s."""
-    from tests.chromium_viewer import lipsync_offsets, start_lipsync
+    time in Chromium, unshaped and at 1 Mbit/s; how long video and audio waited in
+    Chromium's jitter buffers meanwhile (its A/V sync delays the earlier of the two)."""
+    from tests.chromium_viewer import lipsync_offsets, read_stats, start_lipsync, window_figures
     from tests.netshape import Shape
 
     lines = [
         "### lipsync (audio minus video, ms; positive: audio late)",
         "",
-        "| link | pairs | median | min | max |",
-        "|---|---|---|---|---|",
+        "| link | pairs | median | min | max | height | fps | video buffer ms | audio buffer ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     stream = await bench.live_stream(bench.args.bframes, 2 * seconds + 30, flash=True)
     for shape in (Shape(), Shape(rate_kbit=1000)):
@@ -412,16 +413,22 @@ async def scenario_lipsync(bench: Bench, seconds: float = 30) -> str:
         page = await bench.viewer_page(stream)
         await bench.first_frame(page)
         state = await start_lipsync(page)
+        first = (await read_stats(page))[0]
         await asyncio.sleep(seconds)  # the measurement window
+        figures = window_figures(first, (await read_stats(page))[0])
         offsets = sorted(await lipsync_offsets(page))
+        buffers = (
+            f"{figures['height']:.0f} | {figures['fps']:.1f} | {figures['video_buffer_ms']:.0f}"
+            f" | {figures['audio_buffer_ms']:.0f}"
+        )
         if offsets:
             median = offsets[len(offsets) // 2]
             lines.append(
                 f"| {shape.describe()} | {len(offsets)} | {median:.0f} | {offsets[0]:.0f} "
-                f"| {offsets[-1]:.0f} |"
+                f"| {offsets[-1]:.0f} | {buffers} |"
             )
         else:
-            lines.append(f"| {shape.describe()} | 0 (AudioContext {state}) | | | |")
+            lines.append(f"| {shape.describe()} | 0 (AudioContext {state}) | | | | {buffers} |")
         await page.close()
     bench.link.set(Shape())
     return "\n".join(lines) + "\n"

@@ -56,11 +56,11 @@ VIDEO_FIELDS = (
     "framesDecoded", "framesDropped", "freezeCount", "totalFreezesDuration",
     "totalInterFrameDelay", "totalSquaredInterFrameDelay", "frameHeight", "nackCount",
     "pliCount", "bytesReceived", "retransmittedBytesReceived", "packetsLost",
-    "packetsReceived",
+    "packetsReceived", "jitterBufferDelay", "jitterBufferEmittedCount",
 )  # fmt: skip
 AUDIO_FIELDS = (
     "concealedSamples", "totalSamplesReceived", "bytesReceived", "packetsLost",
-    "packetsReceived", "concealmentEvents",
+    "packetsReceived", "concealmentEvents", "jitterBufferDelay", "jitterBufferEmittedCount",
 )  # fmt: skip
 
 READ_STATS = """async ({video, audio}) => {
@@ -177,6 +177,12 @@ def window_figures(a: Sample, b: Sample) -> dict[str, float]:
     n, total, squared = frames, dv("totalInterFrameDelay"), dv("totalSquaredInterFrameDelay")
     jitter = math.sqrt(max(squared / n - (total / n) ** 2, 0)) * 1000 if n > 1 else 0.0
     media = dv("bytesReceived")
+
+    def held_ms(delta) -> float:
+        """Mean time (ms) what came out of the jitter buffer in the window waited there."""
+        emitted = delta("jitterBufferEmittedCount")
+        return 1000 * delta("jitterBufferDelay") / emitted if emitted else 0.0
+
     return {
         "seconds": seconds,
         "fps": frames / seconds,
@@ -194,4 +200,6 @@ def window_figures(a: Sample, b: Sample) -> dict[str, float]:
         / max(dv("packetsLost") + dv("packetsReceived"), 1),
         "audio_samples": samples,
         "concealed_pct": 100 * da("concealedSamples") / samples if samples else 100.0,
+        "video_buffer_ms": held_ms(dv),
+        "audio_buffer_ms": held_ms(da),
     }

@@ -89,11 +89,11 @@ async def viewer_status(node, name: str, token: str) -> dict:
     return body["viewers"][0]
 
 
-async def watch(node, processes, players, name: str, bitrate: str = "1500k"):
+async def watch(node, processes, players, name: str, bitrate: str = "1500k", extra=()):
     """Publish `name` (720p30 + AAC) and open one aiortc viewer that decodes frames."""
     token = (await node.atoken(name, user_type="teacher", action="publish"))["token"]
     processes.append(
-        ffmpeg_publish(node.rtmp_url(name, token), seconds=120, extra=["-b:v", bitrate])
+        ffmpeg_publish(node.rtmp_url(name, token), seconds=120, extra=["-b:v", bitrate, *extra])
     )
     grant = await node.atoken(name)
     player = await players(grant["whep_url"], grant["token"])
@@ -271,6 +271,27 @@ async def test_low_remb_moves_the_viewer_down_the_ladder_then_to_audio_only(
         video = player.stats.video_frames
         await player.wait_frames(video=0, audio=100, timeout=10)
         assert player.stats.video_frames == video, "video is held, audio goes on"
+    finally:
+        sender.cancel()
+
+
+async def test_viewer_of_a_long_gop_source_moves_to_a_rung_within_its_key_interval(
+    node, processes, players
+):
+    """A publisher with a keyframe every 20 s: a viewer whose estimate falls gets the
+    360p rung at the rung's next keyframe (every RUNG_KEY_INTERVAL_US between the
+    source's), not at the source's next one: within 8 s, time never going back."""
+    token, player, feedback = await watch(
+        node, processes, players, "longgop", bitrate="2500k", extra=["-g", "600"]
+    )
+    sender = asyncio.ensure_future(keep_sending(lambda: feedback.remb(700_000), 30, every=0.25))
+    try:
+        await async_wait_for(lambda: player.stats.height == 360, 8, "360p frames decoded")
+        await player.wait_frames(video=30, timeout=10)
+        assert player.stats.height == 360
+        assert (await viewer_status(node, "longgop", token))["rung"] == "longgop~360p"
+        pts = player.stats.video_pts
+        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), pts
     finally:
         sender.cancel()
 

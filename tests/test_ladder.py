@@ -17,6 +17,7 @@ import aiohttp
 import av
 import pytest
 
+from airclass_media.hub import RUNG_KEY_INTERVAL_US
 from relay import framing
 
 from .support import TEST_HOST, async_http_json, async_wait_for, ffmpeg_publish
@@ -146,7 +147,7 @@ async def test_bframe_source_rungs_decode_at_their_size_with_aligned_keyframes(
     for name, reader in rungs.items():
         assert reader.frames >= 90, (name, reader.frames)
         assert reader.audio > 50, (name, "the source's Opus is copied into the rung")
-        # Keyframes exactly where the source has them, and nowhere else.
+        # Keyframes where the source has them (its GOP is 2 s: nowhere else).
         assert set(reader.keyframes) <= set(source.keyframes), (name, reader.keyframes)
         # No B-frames: presentation order is decode order.
         assert reader.video_pts == sorted(reader.video_pts), name
@@ -154,6 +155,42 @@ async def test_bframe_source_rungs_decode_at_their_size_with_aligned_keyframes(
     window = [k for k in window if k < min(r.keyframes[-1] for r in rungs.values())]
     for key in window:
         assert all(key in r.keyframes for r in rungs.values()), key
+
+
+async def test_rungs_of_a_long_gop_source_make_a_keyframe_every_two_seconds(
+    node_factory, processes
+):
+    """A publisher with a keyframe every 10 s: every rung has keyframes at the source's
+    and, between them, at the same frames every RUNG_KEY_INTERVAL_US after it (a viewer
+    moving to a rung waits at most that long)."""
+    node = node_factory(env={"AIRCLASS_LADDER_GRACE": GRACE})
+    await publish_live(node, processes, "class4", ["-g", "300"])
+    source = RelayReader(node, "class4").start(decode=False)
+    rungs = {n: RelayReader(node, n).start() for n in ("class4~540p", "class4~360p")}
+    try:
+        await async_wait_for(lambda: len(source.keyframes) >= 2, 30, "two source keyframes")
+        await async_wait_for(
+            lambda: all(
+                r.keyframes and r.keyframes[-1] > source.keyframes[-1] for r in rungs.values()
+            ),
+            15,
+            "rung keyframes after the second source keyframe",
+        )
+    finally:
+        for reader in (source, *rungs.values()):
+            await reader.stop()
+    first, second = source.keyframes[:2]
+    assert second - first >= 9_000_000, source.keyframes  # the publisher's 10 s GOP
+    for name, reader in rungs.items():
+        assert second in reader.keyframes, (name, reader.keyframes)
+        # Started within 2 s of being watched (not at the source's next keyframe, 10 s
+        # later), then a keyframe every 2 s after the source's.
+        between = [k for k in reader.keyframes if first < k < second]
+        assert len(between) >= 3, (name, reader.keyframes, source.keyframes)
+        gaps = [b - a for a, b in zip(between, [*between[1:], second], strict=True)]
+        assert all(gap <= RUNG_KEY_INTERVAL_US + 50_000 for gap in gaps), (name, gaps)
+        assert all((k - first) % RUNG_KEY_INTERVAL_US < 50_000 for k in between), between
+    assert rungs["class4~540p"].keyframes[-3:] == rungs["class4~360p"].keyframes[-3:]
 
 
 async def _with(coro, pick):
