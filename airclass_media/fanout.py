@@ -968,7 +968,8 @@ class StreamFanout:
                 and target.joining is not None
                 and (
                     packet.keyframe
-                    or target.joining.is_rung
+                    or not self.is_rung  # rungs' keyframes are aligned: the clause above
+                    and target.joining.is_rung
                     and rung_keyframe_due(self.key_pts, target.last_pts, pts)
                 )
             ):

@@ -65,6 +65,10 @@ DEFAULT_GRACE = float(os.environ.get("AIRCLASS_LADDER_GRACE", "15"))
 TICK_SECONDS = 0.2
 #: Source packets waiting for the encoder thread past which it skips to a keyframe.
 MAX_BACKLOG = 90
+#: A rung viewer that lost its picture (PLI) gets a keyframe of every active rung (they
+#: stay aligned) at most this often per source (seconds): one keyframe costs its link
+#: far less than the rung's GOP again.
+KEYFRAME_REQUEST_INTERVAL_S = 1.0
 #: libx264 preset per output height, chosen from the measured cost (README, media).
 PRESETS = ((720, "superfast"), (540, "veryfast"), (0, "veryfast"))
 #: Top-rung bitrate when the source's own cannot be measured yet (bit/s per height).
@@ -229,6 +233,8 @@ class LadderCodec:
         self._last_pts: int | None = None
         self._key_pts: int | None = None  # of the source's last keyframe
         self.frames_decoded = 0
+        #: The next frame is a keyframe in every rung (a viewer asked for one).
+        self.keyframe_wanted = False
 
     def set_renditions(self, renditions: Iterable[Rendition]) -> None:
         """Encode exactly these from their next keyframe on (running ones go on)."""
@@ -259,6 +265,9 @@ class LadderCodec:
                 self._key_pts = frame.pts
             elif rung_keyframe_due(self._key_pts, self._last_pts, frame.pts):
                 keyframe = True  # a long source GOP: the rungs' own keyframe
+            elif self.keyframe_wanted and encode:
+                keyframe = True
+            self.keyframe_wanted = self.keyframe_wanted and not (keyframe and encode)
             if self._last_pts is not None and 0 < frame.pts - self._last_pts < 200_000:
                 self.fps = 0.9 * self.fps + 0.1 * (1e6 / (frame.pts - self._last_pts))
             self._last_pts = frame.pts
@@ -272,6 +281,7 @@ class LadderCodec:
 
 # -- the live side ------------------------------------------------------------------------
 _STOP = object()
+_KEYFRAME = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +311,9 @@ class _EncoderThread:
             item = self.inbox.get()
             if item is _STOP:
                 return
+            if item is _KEYFRAME:
+                codec.keyframe_wanted = True
+                continue
             started = time.thread_time()
             if isinstance(item, list):
                 renditions = item
@@ -360,6 +373,7 @@ class SourceLadder:
         self.frames: dict[str, int] = {}
         self.skipped = 0
         self._planned: tuple | None = None
+        self._keyframe_asked_at = 0.0
 
     def tick(self, now: float) -> None:
         info = self.source.info
@@ -393,6 +407,7 @@ class SourceLadder:
                 if stream.live:  # left by an earlier publisher session of the source
                     stream.detach_publisher(stream.publisher_id or "")
                 stream.attach_publisher(f"ladder-{self.publisher_id}")
+                stream.keyframe_requester = self.request_keyframe
             stream.info.width, stream.info.height = r.width, r.height
             self._copy_audio_info(stream)
         info = source.info
@@ -406,6 +421,15 @@ class SourceLadder:
             " with B-frames" if reorders else "",
             ", ".join(f"{r.rung} {r.bitrate // 1000}k" for r in renditions) or "no rungs",
         )
+
+    def request_keyframe(self) -> None:
+        """A viewer of a rung lost its picture: the next frame of every active rung is a
+        keyframe (at most once per KEYFRAME_REQUEST_INTERVAL_S)."""
+        now = time.monotonic()
+        if self.thread is None or now - self._keyframe_asked_at < KEYFRAME_REQUEST_INTERVAL_S:
+            return
+        self._keyframe_asked_at = now
+        self.thread.put(_KEYFRAME)
 
     def _copy_audio_info(self, stream: Stream) -> None:
         src, dst = self.source.info, stream.info

@@ -79,12 +79,14 @@ class RelayReader:
         self.audio = 0
         self.video_pts: list[int] = []
         self.task: asyncio.Task | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
 
     async def run(self, decode: bool) -> None:
         connector = aiohttp.UnixConnector(path=str(feed_socket(self.node)))
         decoder = av.CodecContext.create("h264", "r")
         url = f"http://node/cluster/relay/{self.name}?kinds=video,audio"
         async with aiohttp.ClientSession(connector=connector) as http, http.ws_connect(url) as ws:
+            self.ws = ws
             async for msg in ws:
                 frame = framing.decode(msg.data)
                 if isinstance(frame, framing.InfoFrame):
@@ -100,6 +102,10 @@ class RelayReader:
                     for picture in decoder.decode(av.Packet(packet.data)):
                         self.sizes.add((picture.width, picture.height))
                         self.frames += 1
+
+    async def ask_keyframe(self) -> None:
+        """What a media worker sends when one of its viewers lost the picture (PLI)."""
+        await self.ws.send_str(framing.KEYFRAME_REQUEST)
 
     def start(self, decode: bool = True) -> RelayReader:
         self.task = asyncio.ensure_future(self.run(decode))
@@ -191,6 +197,31 @@ async def test_rungs_of_a_long_gop_source_make_a_keyframe_every_two_seconds(
         assert all(gap <= RUNG_KEY_INTERVAL_US + 50_000 for gap in gaps), (name, gaps)
         assert all((k - first) % RUNG_KEY_INTERVAL_US < 50_000 for k in between), between
     assert rungs["class4~540p"].keyframes[-3:] == rungs["class4~360p"].keyframes[-3:]
+
+
+async def test_a_keyframe_request_makes_a_keyframe_in_every_rung(node_factory, processes):
+    """A rung viewer's PLI (relayed by its worker) makes the next frame a keyframe in every
+    active rung, at once, instead of a replay of the rung's GOP to that viewer."""
+    node = node_factory(env={"AIRCLASS_LADDER_GRACE": GRACE})
+    await publish_live(node, processes, "class5", ["-g", "600"])
+    rungs = {n: RelayReader(node, n).start() for n in ("class5~540p", "class5~360p")}
+    low = rungs["class5~360p"]
+    try:
+        await async_wait_for(lambda: low.keyframes and low.ws, 15, "the 360p rung started")
+        await async_wait_for(lambda: len(low.video_pts) >= 15, 10, "360p frames")
+        asked_after = low.video_pts[-1]
+        await low.ask_keyframe()
+        await async_wait_for(
+            lambda: any(k > asked_after for k in low.keyframes), 3, "a keyframe on request"
+        )
+        await async_wait_for(
+            lambda: rungs["class5~540p"].keyframes[-1:] == low.keyframes[-1:], 3, "aligned"
+        )
+    finally:
+        for reader in rungs.values():
+            await reader.stop()
+    made = [k for k in low.keyframes if k > asked_after][0]
+    assert made - asked_after < 250_000, (asked_after, low.keyframes)  # the next frames
 
 
 async def _with(coro, pick):
