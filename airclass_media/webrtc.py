@@ -793,8 +793,9 @@ class WebRtcEgress:
             if video.joining is not None:
                 session.probe_settle_until = now + RESUME_SETTLE_S
                 session.probe_until = now + PROBE_GRACE_S
-                session.estimate.loss = 0.0
                 session.skip_report = True
+            # A receiver report counted now still spans packets lost before the keyframe.
+            session.estimate.loss = 0.0
             session.probe_from = (start_estimate, video.nacks_live, video.packets)
             return True
         sent = video.packets - start_packets
