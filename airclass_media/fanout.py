@@ -88,7 +88,9 @@ RTX_SHARE = 0.2
 RTX_WINDOW_S = 1.0
 #: Pacing: a frame of more than PACE_BURST_PACKETS packets leaves in bursts, one per
 #: PACE_INTERVAL_S tick of the stream's one timer, at PACE_FACTOR x the viewer's
-#: estimated rate (libwebrtc's pacer: 5 ms, 2.5x). A viewer with more than
+#: estimated rate or the stream's own bitrate, whichever is higher (libwebrtc's pacer:
+#: 5 ms, 2.5x; an estimate under the rung it watches must not make the pacer fall
+#: behind and flush whole frames at line rate). A viewer with more than
 #: PACE_MAX_DELAY_S of its paced rate queued is flushed at once: the loop never lags.
 PACE_BURST_PACKETS = 8
 PACE_INTERVAL_S = 0.005
@@ -504,7 +506,9 @@ class RtpTarget:
 
     def pace_rate(self) -> float:
         """The rate (bit/s) this viewer's packets are paced at."""
-        return self.estimate.bps * PACE_FACTOR
+        fanout = self.fanout
+        stream_bps = fanout.bitrate_bps if fanout is not None else 0.0
+        return max(self.estimate.bps, stream_bps) * PACE_FACTOR
 
     def send_paced(self, budget: float, ntp: int) -> bool:
         """Add `budget` bytes of credit; once it covers a burst (PACE_BURST_PACKETS, or
