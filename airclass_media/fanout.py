@@ -88,13 +88,14 @@ RTX_SHARE = 0.2
 RTX_WINDOW_S = 1.0
 #: Pacing: a frame of more than PACE_BURST_PACKETS packets leaves in bursts, one per
 #: PACE_INTERVAL_S tick of the stream's one timer, at PACE_FACTOR x the viewer's
-#: estimated rate or the stream's own bitrate, whichever is higher (libwebrtc's pacer:
-#: 5 ms, 2.5x; an estimate under the rung it watches must not make the pacer fall
-#: behind and flush whole frames at line rate). A viewer with more than
+#: estimated rate (libwebrtc's pacer: 5 ms, 2.5x), and at least STREAM_PACE_FACTOR x
+#: the stream's own bitrate (an estimate stuck under the rung it watches must not make
+#: the pacer fall behind and flush whole frames at line rate). A viewer with more than
 #: PACE_MAX_DELAY_S of its paced rate queued is flushed at once: the loop never lags.
 PACE_BURST_PACKETS = 8
 PACE_INTERVAL_S = 0.005
 PACE_FACTOR = 2.5
+STREAM_PACE_FACTOR = 1.5
 PACE_MAX_DELAY_S = 0.5
 #: Opus packets go to viewers in pairs (one syscall each): the first waits at most this
 #: long for the second (packets come every 20 ms).
@@ -508,7 +509,7 @@ class RtpTarget:
         """The rate (bit/s) this viewer's packets are paced at."""
         fanout = self.fanout
         stream_bps = fanout.bitrate_bps if fanout is not None else 0.0
-        return max(self.estimate.bps, stream_bps) * PACE_FACTOR
+        return max(self.estimate.bps * PACE_FACTOR, stream_bps * STREAM_PACE_FACTOR)
 
     def send_paced(self, budget: float, ntp: int) -> bool:
         """Add `budget` bytes of credit; once it covers a burst (PACE_BURST_PACKETS, or
