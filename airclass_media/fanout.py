@@ -200,15 +200,6 @@ class MediaClock:
         self.pts_origin: int | None = None
         self.ntp_origin = 0
 
-    def anchor(self, packet: MediaPacket) -> None:
-        """Map the timeline once, at the first packet: its pts is the wallclock when it
-        reached the stream's origin. A rung's frame, made later from the same source
-        frame, and the audio (never encoded again) map alike whichever comes first."""
-        if self.pts_origin is None:
-            ago = time.monotonic() - packet.arrived_at
-            self.pts_origin = packet.pts
-            self.ntp_origin = ntp_now() - int(ago * (1 << 32))
-
     def ntp(self, pts: int) -> int:
         if self.pts_origin is None:
             self.pts_origin, self.ntp_origin = pts, ntp_now()
@@ -968,7 +959,6 @@ class StreamFanout:
         if kind == "video":
             if packet.keyframe:
                 self.key_pts = packet.pts
-            self.clock.anchor(packet)
             self._keep_gop(packet)
             self._measure(len(packet.data), started)
         ready = rtp_ready(packet)
@@ -1012,7 +1002,6 @@ class StreamFanout:
         """Opus packets to every viewer: two at a time, one syscall per viewer (an audio
         packet is small: the per-call cost, not the bytes, is what a viewer costs)."""
         history, frames = self.history["audio"], []
-        self.clock.anchor(packets[0])
         for packet in packets:
             ready = rtp_ready(packet)
             index = history.add(ready.payloads, ready.timestamp)

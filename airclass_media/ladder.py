@@ -320,7 +320,7 @@ class _EncoderThread:
                 codec.set_renditions(renditions)
                 continue
             if not isinstance(item, _CatchUp):
-                received[item.pts] = item.arrived_at
+                received[item.pts] = item.received_at
                 if len(received) > 256:
                     for pts in sorted(received)[:128]:
                         del received[pts]
@@ -339,9 +339,8 @@ class _EncoderThread:
             self.cpu_seconds += time.thread_time() - started
             if made:
                 out = [
-                    (n, MediaPacket("video", d, p, p, k, arrived, origin_at=arrived))
+                    (n, MediaPacket("video", d, p, p, k, received.get(p, 0.0)))
                     for n, d, p, k in made
-                    for arrived in [received.get(p, 0.0)]
                 ]
                 self.loop.call_soon_threadsafe(self.deliver, out)
 

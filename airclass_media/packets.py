@@ -32,15 +32,6 @@ class MediaPacket:
     #: RTP payloads and timestamp, made by the first WebRTC viewer and shared by all the
     #: others (see airclass_media.fanout.rtp_ready). Nothing else writes to a packet.
     rtp: object = None
-    #: time.monotonic() here of when the source packet reached the stream's origin node
-    #: (0.0: this node, at `received_at`). A rung's frames and relayed packets keep their
-    #: source's: audio and video of one instant map to one wallclock (lip sync).
-    origin_at: float = 0.0
-
-    @property
-    def arrived_at(self) -> float:
-        """When the source packet reached the stream's origin (time.monotonic() here)."""
-        return self.origin_at or self.received_at
 
 
 @dataclass(slots=True)

@@ -77,7 +77,7 @@ def encode_packet(packet: MediaPacket, cached: bool = False) -> bytes:
         flags,
         packet.pts,
         packet.dts,
-        monotonic_to_wall(packet.arrived_at),  # when it reached the stream's origin
+        monotonic_to_wall(packet.received_at),
         len(packet.data),
     )
     return header + packet.data
@@ -138,7 +138,6 @@ def decode(frame: bytes, received_at: float | None = None) -> PacketFrame | Info
             dts,
             bool(flags & FLAG_KEYFRAME),
             time.monotonic() if received_at is None else received_at,
-            origin_at=sent_at - (time.time() - time.monotonic()),
         )
         return PacketFrame(packet, bool(flags & FLAG_CACHED), sent_at)
     if ftype == FRAME_INFO:
