@@ -9,8 +9,8 @@ the pts of the source frame it was made from, and a rung keyframe (forced IDR, n
 other keyframes) falls exactly where the source has one and, in a longer source GOP,
 every 2 s after the source's keyframe (`hub.rung_keyframe_due`), so all rungs switch at
 the same instants and a viewer of the source (whose GOP may be 8 s) can move to a rung
-within 2 s. The cost
-grows with the ladder, never with viewers: one decoder per source, one encoder per rung.
+within 2 s. The cost grows with the ladder, never with viewers: one decoder per source,
+one encoder per rung.
 
 Fields of the SOURCE stream's StreamInfo (stable: the fan-out and HLS read them):
 
