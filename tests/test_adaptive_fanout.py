@@ -140,6 +140,20 @@ def _udp_pair() -> tuple[socket.socket, socket.socket]:
     return sender, receiver
 
 
+def _plain_binding(
+    kind: str, payload_type: int, sender: socket.socket, receiver: socket.socket
+) -> RtpBinding:
+    """An RTP stream from `sender` to `receiver` without SRTP (fan-out level tests)."""
+    return RtpBinding(
+        kind=kind,
+        payload_type=payload_type,
+        header_tail=(1234).to_bytes(4, "big"),
+        first_byte=0x80,
+        protect=lambda data: data,
+        path=UdpPath(sender, receiver.getsockname()),
+    )
+
+
 async def test_audio_keeps_flowing_when_the_video_queue_overflows():
     """A burst of video the fan-out cannot keep up with overflows its video queue (which
     then waits for a keyframe); the audio that came with it still reaches the viewer."""
@@ -149,14 +163,7 @@ async def test_audio_keeps_flowing_when_the_video_queue_overflows():
     stream.attach_publisher("test")
     stream.publish(_video(0, True))
     fanout = StreamFanout(stream, lambda *args: None)
-    binding = RtpBinding(
-        kind="audio",
-        payload_type=111,
-        header_tail=(1234).to_bytes(4, "big"),
-        first_byte=0x80,
-        protect=lambda data: data,
-        path=UdpPath(sender, receiver.getsockname()),
-    )
+    binding = _plain_binding("audio", 111, sender, receiver)
     target = RtpTarget(binding)
     fanout.add(target)
     try:
@@ -311,14 +318,7 @@ async def test_sequence_numbers_stay_contiguous_when_paced_video_is_dropped():
     stream.attach_publisher("test")
     stream.publish(_video(0, True))
     fanout = Fanout()
-    binding = RtpBinding(
-        kind="video",
-        payload_type=102,
-        header_tail=(1234).to_bytes(4, "big"),
-        first_byte=0x80,
-        protect=lambda data: data,
-        path=UdpPath(sender, receiver.getsockname()),
-    )
+    binding = _plain_binding("video", 102, sender, receiver)
     target = RtpTarget(binding, estimate=BandwidthEstimate(start_bps=100_000))
     fanout.add(stream, target)
     big = b"\x00\x00\x00\x01\x41" + bytes(12_000)  # 10 packets: 8 now, 2 for the pacer
