@@ -22,6 +22,9 @@ PROBE_UP_FACTOR = 1.08
 ABOVE_REMB = 1.5
 #: A REMB older than this no longer caps the estimate (seconds).
 REMB_STALE_S = 10.0
+#: A REMB this much under the previous one is a drop: a browser's delay-based estimator
+#: lowers its REMB only when it sees its link's queue grow (over-use).
+REMB_DROP = 0.97
 
 
 class BandwidthEstimate:
@@ -33,6 +36,7 @@ class BandwidthEstimate:
         "loss_bps",
         "loss",
         "rembs",
+        "remb_drops",
         "reports",
         "backed_off",
         "changed_at",
@@ -44,6 +48,7 @@ class BandwidthEstimate:
         self.loss_bps = float(start_bps)
         self.loss = 0.0
         self.rembs = 0
+        self.remb_drops = 0
         self.reports = 0
         self.backed_off = False
         self.changed_at = time.monotonic()
@@ -64,11 +69,19 @@ class BandwidthEstimate:
     def on_remb(self, bitrate: int) -> None:
         """A REMB from the viewer (bit/s)."""
         self.rembs += 1
+        if self.remb is not None and bitrate < self.remb * REMB_DROP:
+            self.remb_drops += 1
         self.remb = max(int(bitrate), MIN_BPS)
         self.remb_at = time.monotonic()
         # The loss controller probes from where the delay-based figure is, not far above.
         self.loss_bps = min(self.loss_bps, self.remb * ABOVE_REMB)
         self.changed_at = self.remb_at
+
+    def on_probe(self, bitrate: int) -> None:
+        """A probe found the link carries `bitrate` (bit/s): the loss-based figure, cut
+        by loss on a weak spell and climbing back 8 % a report, starts there."""
+        self.loss_bps = max(self.loss_bps, float(bitrate))
+        self.changed_at = time.monotonic()
 
     def on_loss(self, fraction: float) -> None:
         """A receiver report's fraction lost (0..1) since the previous report."""

@@ -97,6 +97,16 @@ PACE_INTERVAL_S = 0.005
 PACE_FACTOR = 2.5
 STREAM_PACE_FACTOR = 1.5
 PACE_MAX_DELAY_S = 0.5
+#: Padding probe: while the adaptation tests whether a viewer's link carries a higher
+#: rung, the pacer adds padding-only RTX packets (RTP padding, PADDING_PACKET_BYTES,
+#: abs-send-time stamped: the browser's REMB counts them) at the missing rate. RTX,
+#: because lost padding on the media SSRC would be NACKed; the browser drops padding-only
+#: RTX packets unread (libwebrtc pads this way). The padding grows from nothing to its
+#: rate over PADDING_RAMP_S and stops at the first sign of a full link (the REMB drops,
+#: a video packet is NACKed): a link that cannot carry it says so with the least queued
+#: and lost.
+PADDING_PACKET_BYTES = 255
+PADDING_RAMP_S = 2.5
 #: Opus packets go to viewers in pairs (one syscall each): the first waits at most this
 #: long for the second (packets come every 20 ms).
 AUDIO_PAIR_WAIT_S = 0.025
@@ -412,6 +422,16 @@ class RtpTarget:
     paced_frames: int = 0
     pace_flushes: int = 0
     switches: int = 0
+    #: Padding-only RTX packets sent while a probe runs: bit/s at full rate and at its
+    #: start, since and until when, credit bytes; REMB drops, live NACKs and packets
+    #: sent at its start.
+    padding_bps: float = 0.0
+    padding_floor: float = 0.0
+    padding_since: float = 0.0
+    padding_until: float = 0.0
+    padding_credit: float = 0.0
+    padding_from: tuple[int, int, int] = (0, 0, 0)
+    padding_octets: int = 0
     started_at: float = field(default_factory=time.monotonic)
     #: Sequence number of the next packet this viewer gets (kept across switches).
     next_seq: int = 0
@@ -434,6 +454,8 @@ class RtpTarget:
     _reported_ntp: int = 0
     _reported_packets: int = 0
     _reported_octets: int = 0
+    #: RTP timestamp of the newest packet sent (padding packets carry it).
+    _last_ts: int = 0
     _last_replay: float = 0.0
     _drain: asyncio.Task | None = None
 
@@ -534,6 +556,54 @@ class RtpTarget:
             b.path.send(burst)
         return bool(pending)
 
+    # -- padding: what a probe adds to test the viewer's link ----------------------------
+    def start_padding(self, bps: float, seconds: float, floor: float = 0.0) -> bool:
+        """Send padding on top of the video for `seconds`, growing from `floor` to `bps`
+        bit/s (see PADDING_PACKET_BYTES). False when the viewer cannot get it: no RTX
+        negotiated, or no video flowing."""
+        fanout = self.fanout
+        if self.binding.rtx_payload_type is None or fanout is None or self.paused or bps <= 0:
+            return False
+        self.padding_bps, self.padding_floor, self.padding_credit = bps, floor, 0.0
+        self.padding_since = time.monotonic()
+        self.padding_until = self.padding_since + seconds
+        self.padding_from = (self.estimate.remb_drops, self.nacks_live, self.packets)
+        fanout.pace(self)
+        return True
+
+    def stop_padding(self) -> None:
+        self.padding_bps = self.padding_until = 0.0
+
+    def padding_congested(self) -> bool:
+        """Did the link show it is full since the padding started (see PADDING_RAMP_S)?"""
+        drops, nacks, _ = self.padding_from
+        return self.estimate.remb_drops > drops or self.nacks_live > nacks
+
+    def send_padding(self, elapsed: float, now: float, ntp: int) -> bool:
+        """The padding due for `elapsed` seconds, in one GSO-batched call; True while
+        the padding goes on."""
+        if now >= self.padding_until or self.paused or self.padding_congested():
+            self.stop_padding()
+            return False
+        ramp = min(1.0, (now - self.padding_since) / PADDING_RAMP_S)
+        bps = self.padding_floor + (self.padding_bps - self.padding_floor) * ramp
+        credit = self.padding_credit + bps * elapsed / 8
+        count = int(credit // PADDING_PACKET_BYTES)
+        self.padding_credit = credit - count * PADDING_PACKET_BYTES
+        if count:
+            b = self.binding
+            head = bytes((b.first_byte | 0x20, b.rtx_payload_type))
+            tail = b.tail_at(ntp, rtx=True)
+            body = bytes(PADDING_PACKET_BYTES - 1) + bytes((PADDING_PACKET_BYTES,))
+            ts = self._last_ts.to_bytes(4, "big")
+            packets = []
+            for _ in range(count):
+                seq, self._rtx_seq = self._rtx_seq, (self._rtx_seq + 1) & 0xFFFF
+                packets.append(b.protect(head + seq.to_bytes(2, "big") + ts + tail + body))
+            b.path.send(packets)
+            self.padding_octets += count * PADDING_PACKET_BYTES
+        return True
+
     def send_audio(self, frames: list[AudioFrame], ntp: int) -> None:
         """Send one or two Opus packets in one call: two go as one GSO pair, the shorter
         last (the receiver reorders by seq). With RED each carries the one before it."""
@@ -557,6 +627,7 @@ class RtpTarget:
     def _account(self, packets: int, octets: int, ts: int, pts: int) -> None:
         self.packets += packets
         self.octets += octets
+        self._last_ts = ts
         if self.last_pts is None or pts > self.last_pts:
             self.last_pts = pts
         fanout = self.fanout
@@ -727,6 +798,7 @@ class RtpTarget:
             out["paced_frames"] = self.paced_frames
             out["pace_flushes"] = self.pace_flushes
             out["switches"] = self.switches
+            out["padding_octets"] = self.padding_octets
             out["paused"] = self.paused
             if self.fanout is not None:
                 out["serving"] = self.fanout.stream.name
@@ -906,6 +978,8 @@ class StreamFanout:
         for target in list(self._pacing):
             try:
                 more = target.send_paced(target.pace_rate() * elapsed / 8, ntp)
+                if target.padding_until:
+                    more = target.send_padding(elapsed, now, ntp) or more
             except Exception:  # that viewer's SRTP or socket is gone: only it stops
                 log.exception("viewer RTP stream dropped by the pacer of %s", self.stream.name)
                 more = False
@@ -1075,6 +1149,7 @@ class Fanout:
         fanout = self._fanout(stream)
         if target.fanout is fanout and target.joining is None and not target.paused:
             return
+        target.stop_padding()
         fanout.join(target)
         self.reap()
 
@@ -1083,6 +1158,7 @@ class Fanout:
         if target.joining is not None:
             target.joining.cancel_join(target)
         target.paused = True
+        target.stop_padding()
         target.drop_pending()
         if target._drain is not None:
             target._drain.cancel()

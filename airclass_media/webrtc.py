@@ -13,6 +13,7 @@ import asyncio
 import bisect
 import contextlib
 import functools
+import itertools
 import logging
 import random
 import secrets
@@ -97,6 +98,19 @@ HOLD_MAX_S = 1.0
 #: After a failed probe the same rung is probed again at the earliest this many seconds
 #: later, doubling with each failure up to a minute.
 PROBE_BACKOFF_S = 10.0
+#: Before a viewer is moved up to a rung it has not proven, padding tests its link at
+#: that rung's rate (its video plus padding-only RTX packets, see fanout.PADDING_RAMP_S)
+#: for PADDING_PROBE_S. It stops at the first sign of a full link (a REMB drop: the
+#: browser saw its queue grow; NACKs; loss) and passes when the REMB rose without any:
+#: a padding probe that fails costs a short queue, a rung probe that fails a freeze, so
+#: a viewer on a weak link tries again every PADDING_BACKOFF_S (plus its jitter), and one
+#: whose link came back finds out within seconds.
+PADDING_PROBE_S = 2.5
+PADDING_REMB_GROWTH = 1.1
+#: ... and is judged PADDING_SETTLE_S after the padding ended: a browser's REMB drop and
+#: its NACKs come late when a shaper's token bucket hid the queue at first.
+PADDING_SETTLE_S = 0.5
+PADDING_BACKOFF_S = 4.0
 #: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
 SOURCE_BPS_UNKNOWN = 3_000_000
 H264_PREFERENCE = ("64", "4d", "42e0", "4200")
@@ -200,8 +214,13 @@ async def trickle(pc: RTCPeerConnection, sdpfrag: str) -> int:
 
 
 def h264_preferences():
-    """H.264 codec capabilities, High first, for `setCodecPreferences`."""
-    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    """H.264 codec capabilities, High first, then RTX, for `setCodecPreferences`.
+
+    RTX (RFC 4588) puts retransmissions and probe padding on a stream of their own: a
+    lost padding packet is not NACKed, and browsers count resent bytes apart."""
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    codecs = [c for c in capabilities if c.mimeType == "video/H264"]
+    rtx = [c for c in capabilities if c.mimeType == "video/rtx"]
 
     def rank(codec) -> int:
         plid = str(codec.parameters.get("profile-level-id", "42e01f")).lower()
@@ -210,7 +229,7 @@ def h264_preferences():
                 return i
         return len(H264_PREFERENCE)
 
-    return sorted(codecs, key=rank)
+    return sorted(codecs, key=rank) + rtx
 
 
 class LatencyStats:
@@ -277,6 +296,21 @@ def _best_under(rungs: list[tuple[str, int]], bps: float) -> str:
     return next((name for name, bitrate in rungs if bitrate <= bps), rungs[-1][0])
 
 
+@dataclass(slots=True)
+class PaddingProbe:
+    """A padding probe running for one viewer: the rungs it tests (name, bit/s; lowest
+    first), the viewer's estimate at its start, REMB and REMBs counted when the current
+    step started, the step, the highest rung that passed, and when the padding ended."""
+
+    steps: list[tuple[str, int]]
+    estimate: int
+    remb: int
+    rembs: int
+    step: int = 0
+    passed: str | None = None
+    ended: float | None = None
+
+
 @dataclass
 class ViewerSession:
     id: str
@@ -313,6 +347,11 @@ class ViewerSession:
     probe_until: float = 0.0
     #: The probe's starting point: estimate, NACKs and packets sent.
     probe_from: tuple[int, int, int] = (0, 0, 0)
+    #: A padding probe running; the rung the last one found the link carries, the
+    #: estimate it started from (the probe of that rung counts the REMB's growth from
+    #: it) and when it ended.
+    padding: PaddingProbe | None = None
+    padded: tuple[str, int, float] | None = None
     #: A rung a probe found the link carries, and the estimate when it ended; the rung
     #: a probe up just took while the REMB grew (the next one is tried soon after).
     proven: tuple[str, int] | None = None
@@ -342,6 +381,7 @@ class ViewerSession:
             "dropped": sum(t.binding.path.dropped for t in self.targets.values()),
             **self.estimate.as_dict(),
             "rung": self.rung,
+            "padding_probe": None if self.padding is None else self.padding.rung,
             "video_again_in_s": self.video_again_in(),
             "media": media,
         }
@@ -570,6 +610,8 @@ class WebRtcEgress:
         now, estimate = time.monotonic(), session.estimate.bps
         if self._held_too_long(session, video, now):
             return
+        if session.padding is not None and self._padding(session, video, now):
+            return
         if session.probe_until and self._probing(session, video, now, estimate):
             return
         if session.trial is not None:
@@ -626,7 +668,7 @@ class WebRtcEgress:
                     )
                 return
         elif bitrates[roomy[0][0]] > bitrates[current_name] or (
-            estimate >= bitrates[current_name] * PROBE_AT
+            self._may_probe_up(session, video, estimate, current_name, bitrates[current_name])
             and session.estimate.loss < 0.02
             and rungs[0][0] != current_name
         ):
@@ -643,8 +685,21 @@ class WebRtcEgress:
                 want = higher[-1][0]  # probe the next rung up
                 if now < session.probe_again_at.get(want, (0.0, 0.0))[0]:
                     return  # it failed lately: do not congest the link again so soon
+                padded, session.padded = session.padded, None
+                if padded is not None and now - padded[2] < 2 * ADAPT_INTERVAL_S:
+                    want = padded[0]
+                else:
+                    steps = list(
+                        itertools.takewhile(
+                            lambda r: now >= session.probe_again_at.get(r[0], (0.0, 0.0))[0],
+                            reversed(higher),
+                        )
+                    )
+                    if self._start_padding(session, video, steps):
+                        return  # the link is tested with padding first
+                    padded = (want, estimate, now)
                 session.probe_until = now + PROBE_GRACE_S
-                session.probe_from = (estimate, video.nacks_live, video.packets)
+                session.probe_from = (padded[1], video.nacks_live, video.packets)
         else:
             session.up_since = session.down_since = None
             return
@@ -751,6 +806,100 @@ class WebRtcEgress:
         self.fanout.switch(video, stream)
 
     @staticmethod
+    def _may_probe_up(
+        session: ViewerSession, video: RtpTarget, estimate: int, current: str, current_bps: int
+    ) -> bool:
+        """May the viewer (losing nothing) try the next rung up? When its estimate
+        exceeds PROBE_AT x the rung it has, or it has just climbed; and always when it
+        can be padded (RTX and REMB): a loss-based estimate cut by a weak spell climbs
+        back 8 % a report, a padding probe finds out at once whether the link is back."""
+        return (
+            estimate >= current_bps * PROBE_AT
+            or session.climbed == current
+            or session.estimate.remb is not None
+            and video.binding.rtx_payload_type is not None
+        )
+
+    @staticmethod
+    def _start_padding(
+        session: ViewerSession, video: RtpTarget, steps: list[tuple[str, int]]
+    ) -> bool:
+        """Pad the viewer's video up to the first of `steps` (rungs, lowest first; see
+        PADDING_PROBE_S); False when it cannot be (no RTX, no REMB to judge it by)."""
+        estimate = session.estimate
+        if estimate.remb is None or video.fanout is None:
+            return False
+        if not video.start_padding(steps[0][1] - video.fanout.bitrate_bps, PADDING_PROBE_S):
+            return False
+        session.padding = PaddingProbe(steps, estimate.bps, estimate.remb, estimate.rembs)
+        return True
+
+    @staticmethod
+    def _padding(session: ViewerSession, video: RtpTarget, now: float) -> bool:
+        """True while the viewer's padding probe runs. When a step passes, the padding
+        grows on to the next; at the end `padded` is the highest rung that passed, and
+        the one that failed is not padded for again before PADDING_BACKOFF_S."""
+        probe, estimate = session.padding, session.estimate
+        congested = video.padding_congested() or estimate.loss > LOSS_BACK_OFF
+        if not congested:
+            if video.padding_until:
+                return True
+            if probe.ended is None:
+                probe.ended = now
+            if now < probe.ended + PADDING_SETTLE_S:
+                return True
+        video.stop_padding()
+        rung, bps = probe.steps[probe.step]
+        grew = estimate.rembs > probe.rembs and estimate.remb >= probe.remb * PADDING_REMB_GROWTH
+        log.info(
+            "viewer %s: padding probe of %s %s (REMB %s -> %s bit/s, %d drops, loss %.1f %%,"
+            " %d NACKs)",
+            session.id,
+            rung,
+            "passed" if grew and not congested else "failed",
+            probe.remb,
+            estimate.remb,
+            estimate.remb_drops - video.padding_from[0],
+            estimate.loss * 100,
+            video.nacks_live - video.padding_from[1],
+        )
+        if not congested and grew:
+            estimate.on_probe(bps)
+            probe.passed = rung
+            if probe.step + 1 < len(probe.steps):  # on to the next rung up
+                floor = bps - video.fanout.bitrate_bps if video.fanout is not None else 0.0
+                next_bps = probe.steps[probe.step + 1][1]
+                if video.start_padding(next_bps - bps + floor, PADDING_PROBE_S, floor):
+                    probe.step += 1
+                    probe.remb, probe.rembs, probe.ended = estimate.remb, estimate.rembs, None
+                    return True
+        else:
+            wait = PADDING_BACKOFF_S + session.hold_jitter
+            session.probe_again_at[rung] = (now + wait, PADDING_BACKOFF_S)
+            session.climbed = None
+        session.padding = None
+        if probe.passed is not None:
+            session.padded = (probe.passed, probe.estimate, now)
+        return False
+        wait = PADDING_BACKOFF_S + session.hold_jitter
+        session.probe_again_at[probe.rung] = (now + wait, PADDING_BACKOFF_S)
+        session.climbed = None
+        drops, nacks, _ = video.padding_from
+        log.info(
+            "viewer %s: padding probe of %s failed (REMB %s -> %s bit/s, %d drops, loss"
+            " %.1f %%, %d NACKs); next in %.0f s",
+            session.id,
+            probe.rung,
+            probe.remb,
+            estimate.remb,
+            estimate.remb_drops - drops,
+            estimate.loss * 100,
+            video.nacks_live - nacks,
+            wait,
+        )
+        return False
+
+    @staticmethod
     def _start_trial(
         session: ViewerSession, video: RtpTarget, now: float, estimate: int, kind: str
     ) -> None:
@@ -758,6 +907,16 @@ class WebRtcEgress:
         session.trial = kind
         session.probe_until = now + PROBE_GRACE_S
         session.probe_from = (estimate, video.nacks_live, video.packets)
+
+    def _stay(self, video: RtpTarget) -> None:
+        """Call off the viewer's switch: it stays on its stream (from that stream's next
+        keyframe when it already stopped where the rung's keyframe was due)."""
+        if video.holding and video.fanout is not None:
+            stream = video.fanout.stream
+            self.fanout.pause(video)
+            self.fanout.switch(video, stream)
+        elif video.joining is not None:
+            video.joining.cancel_join(video)
 
     def _held_too_long(self, session: ViewerSession, video: RtpTarget, now: float) -> bool:
         """A switch whose rung never brought the keyframe the viewer stopped for: the
@@ -772,15 +931,12 @@ class WebRtcEgress:
         log.warning(
             "viewer %s: rung keyframe late; staying on %s", session.id, video.fanout.stream.name
         )
-        stream = video.fanout.stream
-        self.fanout.pause(video)
-        self.fanout.switch(video, stream)
+        self._stay(video)
         session.held_since = None
         session.probe_until = 0.0
         return True
 
-    @staticmethod
-    def _probing(session: ViewerSession, video: RtpTarget, now: float, estimate: int) -> bool:
+    def _probing(self, session: ViewerSession, video: RtpTarget, now: float, estimate: int) -> bool:
         """True while a probe runs (a higher rung, or the lowest after audio only); at its
         end (or when the viewer loses packets) decides whether the link carries it."""
         start_estimate, start_nacks, start_packets = session.probe_from
@@ -806,20 +962,20 @@ class WebRtcEgress:
         if video.joining is not None and not lossy:
             session.probe_until = now + PROBE_GRACE_S  # the probe starts at the rung's key
             return True
+        grew = estimate >= start_estimate * PROBE_REMB_GROWTH
         if now < session.probe_until and not lossy:
             keyframe_at = session.probe_until - PROBE_GRACE_S
-            grew = estimate >= start_estimate * PROBE_REMB_GROWTH
             if now - keyframe_at < PROBE_MIN_S or not grew or session.trial is not None:
                 return True
             # else: the rung arrived without loss and the REMB grew already: it holds
         session.probe_until = 0.0
-        rung = video.fanout
+        rung = video.joining or video.fanout
         if rung is None:
             return False
         name = rung.stream.name
         if not lossy and (
             session.trial == "resume"  # after audio only the lowest rung has to arrive
-            or estimate >= start_estimate * PROBE_REMB_GROWTH
+            or grew
             or (session.trial == "down" and estimate >= AUDIO_ONLY_BPS)
         ):
             session.proven = (name, estimate)
@@ -828,6 +984,8 @@ class WebRtcEgress:
         else:  # failed: the next probe of this rung waits twice as long as the last
             wait = min(2 * session.probe_again_at.get(name, (0.0, PROBE_BACKOFF_S / 2))[1], 60)
             session.probe_again_at[name] = (now + wait + session.hold_jitter, wait)
+            if video.joining is not None and session.trial is None:
+                self._stay(video)  # failed before its keyframe: the switch up is off
             log.info(
                 "viewer %s: probe of %s failed (estimate %d -> %d bit/s, REMB %s, loss"
                 " %.1f %%, %.1f %% NACKed); next in %.0f s",

@@ -261,12 +261,13 @@ async def scenario_bframes(bench: Bench) -> str:
 async def scenario_rate(bench: Bench, kbit: float, title: str) -> str:
     from tests.netshape import Shape
 
-    stream = await bench.live_stream(bench.args.bframes, 100)
+    weak_s = bench.args.weak_seconds
+    stream = await bench.live_stream(bench.args.bframes, 70 + weak_s)
     page = await bench.viewer_page(stream)
     await bench.first_frame(page)
     fast = Shape(rate_kbit=20_000)
     low = Shape(rate_kbit=kbit)
-    phases = [Phase("20 Mbit/s", 10, fast), Phase(low.describe(), 30, low)]
+    phases = [Phase("20 Mbit/s", 10, fast), Phase(low.describe(), weak_s, low)]
     phases.append(Phase("20 Mbit/s again", 20, fast))
     result = await bench.run_phases(page, phases)
     await page.close()
@@ -468,6 +469,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", action="append", choices=SCENARIOS)
     parser.add_argument("--bframes", action="store_true", help="publish with 3 B-frames, -g 120")
+    parser.add_argument(
+        "--weak-seconds", type=int, default=30, help="1mbps/400kbps: how long the link is weak"
+    )
     parser.add_argument("--preset", default="ultrafast", help="publisher's x264 preset")
     parser.add_argument("--json", help="write the reports to this file")
     parser.add_argument("--node-log", help="copy the node's log (rung switches) to this file")
