@@ -310,6 +310,11 @@ class PaddingProbe:
     passed: str | None = None
     ended: float | None = None
 
+    @property
+    def rung(self) -> str:
+        """The rung the padding tests now."""
+        return self.steps[self.step][0]
+
 
 @dataclass
 class ViewerSession:
@@ -681,25 +686,30 @@ class WebRtcEgress:
                 return
             higher = [r for r in rungs if r[1] > bitrates[current_name]]
             want = roomy[0][0] if bitrates[roomy[0][0]] > bitrates[current_name] else None
+            padded, session.padded = session.padded, None
+            fresh = padded is not None and now - padded[2] <= 2 * ADAPT_INTERVAL_S
+            if (
+                fresh
+                and padded[0] in bitrates
+                and (want is None or bitrates[padded[0]] > bitrates[want])
+            ):  # a padding probe found the link carries this rung: a probe of it
+                want = padded[0]
+                session.probe_until = now + PROBE_GRACE_S
+                session.probe_from = (padded[1], video.nacks_live, video.packets)
             if want is None:
                 want = higher[-1][0]  # probe the next rung up
                 if now < session.probe_again_at.get(want, (0.0, 0.0))[0]:
                     return  # it failed lately: do not congest the link again so soon
-                padded, session.padded = session.padded, None
-                if padded is not None and now - padded[2] < 2 * ADAPT_INTERVAL_S:
-                    want = padded[0]
-                else:
-                    steps = list(
-                        itertools.takewhile(
-                            lambda r: now >= session.probe_again_at.get(r[0], (0.0, 0.0))[0],
-                            reversed(higher),
-                        )
+                steps = list(
+                    itertools.takewhile(
+                        lambda r: now >= session.probe_again_at.get(r[0], (0.0, 0.0))[0],
+                        reversed(higher),
                     )
-                    if self._start_padding(session, video, steps):
-                        return  # the link is tested with padding first
-                    padded = (want, estimate, now)
+                )
+                if self._start_padding(session, video, steps):
+                    return  # the link is tested with padding first
                 session.probe_until = now + PROBE_GRACE_S
-                session.probe_from = (padded[1], video.nacks_live, video.packets)
+                session.probe_from = (estimate, video.nacks_live, video.packets)
         else:
             session.up_since = session.down_since = None
             return

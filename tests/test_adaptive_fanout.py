@@ -13,9 +13,11 @@ import asyncio
 import socket
 import struct
 import time
+from collections import deque
 
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
+from airclass_media import fanout as fanout_module
 from airclass_media.estimate import BandwidthEstimate
 from airclass_media.fanout import (
     FANOUT_QUEUE_PACKETS,
@@ -345,3 +347,135 @@ async def test_sequence_numbers_stay_contiguous_when_paced_video_is_dropped():
     assert len(seqs) >= 1 + 8 + 2, seqs  # the first keyframe, the burst, the next two
     first = seqs[0]
     assert [(s - first) & 0xFFFF for s in seqs] == list(range(len(seqs))), seqs
+
+
+# -- padding probes --------------------------------------------------------------------
+def _drain(receiver: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(receiver.recv(2048))
+        except BlockingIOError:
+            return out
+
+
+async def test_padding_is_rtx_padding_only_and_stops_at_a_remb_drop_or_a_nack():
+    """A padding probe sends RTP padding-only packets on the RTX stream (P bit, RTX
+    payload type, no payload but the padding); the video's sequence numbers are not
+    touched. A REMB drop (the browser saw its queue grow) stops it at the next pacer
+    tick, and so does a NACK of the video."""
+    sender, receiver = _udp_pair()
+    hub = StreamHub()
+    stream = hub.stream("padding")
+    stream.attach_publisher("test")
+    stream.publish(_video(0, True))
+    fanout = Fanout()
+    binding = _plain_binding("video", 102, sender, receiver)
+    binding.rtx_payload_type = 103
+    binding.rtx_header_tail = (5678).to_bytes(4, "big")
+    estimate = BandwidthEstimate()
+    estimate.on_remb(1_000_000)
+    target = RtpTarget(binding, estimate=estimate)
+    fanout.add(stream, target)
+    try:
+        await async_wait_for(lambda: target.backlog is None, 5, "the catch-up sent")
+        _drain(receiver)
+        video_seq = target.next_seq
+        assert target.start_padding(2_000_000, 5.0)
+        await async_wait_for(lambda: target.padding_octets > 20_000, 5, "padding sent")
+        packets = _drain(receiver)
+        assert packets and target.next_seq == video_seq
+        for packet in packets:
+            assert packet[0] & 0x20 and packet[1] == 103, packet[:2]  # P bit, RTX, no marker
+            assert packet[8:12] == (5678).to_bytes(4, "big")  # the RTX SSRC
+            assert len(packet) == 12 + fanout_module.PADDING_PACKET_BYTES  # no extensions
+            assert packet[-1] == fanout_module.PADDING_PACKET_BYTES  # all of it padding
+        rtx_seqs = [struct.unpack("!H", p[2:4])[0] for p in packets]
+        assert [(s - rtx_seqs[0]) & 0xFFFF for s in rtx_seqs] == list(range(len(packets)))
+
+        estimate.on_remb(900_000)  # 10 % less: a drop
+        await async_wait_for(lambda: not target.padding_until, 2, "stopped by the REMB drop")
+        _drain(receiver)
+
+        assert target.start_padding(2_000_000, 5.0)
+        sent = target.padding_octets
+        await async_wait_for(lambda: target.padding_octets > sent, 5, "padding again")
+        stream.publish(_video(1, False))
+        await async_wait_for(lambda: target.last_pts == 33_333, 5, "a frame sent")
+        assert target.retransmit((target.next_seq - 1) & 0xFFFF)  # the browser NACKs it
+        await async_wait_for(lambda: not target.padding_until, 2, "stopped by the NACK")
+        sent = target.padding_octets
+        _drain(receiver)
+        stream.publish(_video(2, False))
+        await async_wait_for(lambda: target.last_pts == 2 * 33_333, 5, "the next frame sent")
+        assert target.padding_octets == sent and len(_drain(receiver)) == 1
+    finally:
+        fanout.remove(target)
+        binding.path.close()
+        receiver.close()
+
+
+async def test_a_viewer_whose_remb_grows_is_padded_then_moved_up(node, processes, players):
+    """On the 360p rung with a flat REMB the node pads the viewer's video (RTX padding-
+    only packets reach aiortc) and keeps it there: a REMB that does not grow under the
+    padding is a link that is full. Then the REMB follows what arrives, as a browser's
+    on a free link does (up to 1.1x the rate received): only padding makes it grow, and
+    the probe passes 540p, then the source's rate; the viewer moves up to the source
+    at a keyframe (its REMB alone never made a rung above 360p "fit"), time never going
+    back."""
+    token, player, feedback = await watch(node, processes, players, "padprobe", bitrate="2500k")
+    padding_seen: list[int] = []
+    arrived: deque[tuple[float, int]] = deque()
+    handle = feedback.receiver._handle_rtp_packet
+
+    async def count(packet, arrival_time_ms: int) -> None:
+        if packet.padding_size and not packet.payload:
+            padding_seen.append(packet.ssrc)
+        arrived.append((time.monotonic(), len(packet.payload) + packet.padding_size))
+        await handle(packet, arrival_time_ms=arrival_time_ms)
+
+    feedback.receiver._handle_rtp_packet = count
+
+    async def status() -> dict:
+        return await viewer_status(node, "padprobe", token)
+
+    async def padded() -> bool:
+        return (await status())["media"]["video"]["padding_octets"] > 0
+
+    async def flat() -> None:
+        await feedback.remb(700_000)
+
+    remb = [700_000]
+
+    async def following() -> None:  # a free link: no over-use, so never lower
+        while arrived and arrived[0][0] < time.monotonic() - 1.0:
+            arrived.popleft()
+        remb[0] = max(remb[0], int(1.1 * 8 * sum(size for _, size in arrived)))
+        await feedback.remb(remb[0])
+
+    sender = asyncio.ensure_future(keep_sending(flat, 120, every=0.25))
+    try:
+        await async_wait_for(lambda: _equals(rung_of(status()), "padprobe~360p"), 20, "360p")
+        await async_wait_for(padded, 20, "the viewer padded (a probe of 540p)")
+        await async_wait_for(
+            lambda: _equals(probing(status()), None), 10, "the probe of a flat REMB over"
+        )
+        assert (await status())["rung"] == "padprobe~360p"
+        assert padding_seen and feedback.ssrc not in padding_seen  # on the RTX stream
+
+        sender.cancel()
+        sender = asyncio.ensure_future(keep_sending(following, 120, every=0.25))
+        await async_wait_for(lambda: player.stats.height == 720, 40, "720p frames again")
+        assert (await status())["rung"] == "padprobe"
+        pts = player.stats.video_pts
+        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), pts
+    finally:
+        sender.cancel()
+
+
+async def rung_of(status) -> str | None:
+    return (await status)["rung"]
+
+
+async def probing(status) -> str | None:
+    return (await status)["padding_probe"]
