@@ -574,6 +574,11 @@ class RtpTarget:
     def stop_padding(self) -> None:
         self.padding_bps = self.padding_until = 0.0
 
+    @property
+    def video_bps(self) -> float:
+        """The rate of the video this viewer gets now (bit/s; nothing while held)."""
+        return 0.0 if self.paused or self.fanout is None else self.fanout.bitrate_bps
+
     def padding_congested(self) -> bool:
         """Did the link show it is full since the padding started (see PADDING_RAMP_S)?"""
         drops, nacks, _ = self.padding_from

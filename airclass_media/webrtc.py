@@ -18,7 +18,7 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -300,7 +300,8 @@ def _best_under(rungs: list[tuple[str, int]], bps: float) -> str:
 class PaddingProbe:
     """A padding probe running for one viewer: the rungs it tests (name, bit/s; lowest
     first), the viewer's estimate at its start, REMB and REMBs counted when the current
-    step started, the step, the highest rung that passed, and when the padding ended."""
+    step started, the step, the highest rung that passed, when the padding ended, and
+    whether a step was extended (a REMB growing, but less than PADDING_REMB_GROWTH)."""
 
     steps: list[tuple[str, int]]
     estimate: int
@@ -309,6 +310,7 @@ class PaddingProbe:
     step: int = 0
     passed: str | None = None
     ended: float | None = None
+    extended: bool = False
 
     @property
     def rung(self) -> str:
@@ -438,6 +440,8 @@ class WebRtcEgress:
         #: Video bitrate each stream watched here was measured sending (bit/s), for rungs.
         self.measured_bps: dict[str, float] = {}
         self.rung_switches = 0
+        #: Padding probe steps by result ("passed", "failed").
+        self.padding_probes: Counter[str] = Counter()
         self._adapt_task: asyncio.Task | None = None
 
     def _packet_sent(self, stream: str, packet: MediaPacket, started: float, now: float) -> None:
@@ -636,6 +640,7 @@ class WebRtcEgress:
                 return  # held for a rung's keyframe (HOPELESS_LOSS): video comes with it
             due = now - session.paused_at >= session.resume_wait
             fits_again = estimate >= max(lowest_bps * UP_MARGIN, session.resume_above)
+            # (Not padded first: a browser sends no new REMB while it gets audio only.)
             if due or fits_again:
                 await self._resume_video(session, video, now, estimate, rungs[-1][0])
             return
@@ -839,13 +844,12 @@ class WebRtcEgress:
         estimate = session.estimate
         if estimate.remb is None or video.fanout is None:
             return False
-        if not video.start_padding(steps[0][1] - video.fanout.bitrate_bps, PADDING_PROBE_S):
+        if not video.start_padding(steps[0][1] - video.video_bps, PADDING_PROBE_S):
             return False
         session.padding = PaddingProbe(steps, estimate.bps, estimate.remb, estimate.rembs)
         return True
 
-    @staticmethod
-    def _padding(session: ViewerSession, video: RtpTarget, now: float) -> bool:
+    def _padding(self, session: ViewerSession, video: RtpTarget, now: float) -> bool:
         """True while the viewer's padding probe runs. When a step passes, the padding
         grows on to the next; at the end `padded` is the highest rung that passed, and
         the one that failed is not padded for again before PADDING_BACKOFF_S."""
@@ -861,6 +865,13 @@ class WebRtcEgress:
         video.stop_padding()
         rung, bps = probe.steps[probe.step]
         grew = estimate.rembs > probe.rembs and estimate.remb >= probe.remb * PADDING_REMB_GROWTH
+        # Growing, slowly (did the link come back during this step?): once more.
+        slowly = not (congested or grew or probe.extended) and estimate.remb > probe.remb
+        padding = bps - video.video_bps
+        if slowly and video.start_padding(padding, PADDING_PROBE_S, padding):
+            probe.extended, probe.ended = True, None
+            probe.remb, probe.rembs = estimate.remb, estimate.rembs
+            return True
         log.info(
             "viewer %s: padding probe of %s %s (REMB %s -> %s bit/s, %d drops, loss %.1f %%,"
             " %d NACKs)",
@@ -873,11 +884,12 @@ class WebRtcEgress:
             estimate.loss * 100,
             video.nacks_live - video.padding_from[1],
         )
+        self.padding_probes["passed" if grew and not congested else "failed"] += 1
         if not congested and grew:
             estimate.on_probe(bps)
             probe.passed = rung
             if probe.step + 1 < len(probe.steps):  # on to the next rung up
-                floor = bps - video.fanout.bitrate_bps if video.fanout is not None else 0.0
+                floor = bps - video.video_bps
                 next_bps = probe.steps[probe.step + 1][1]
                 if video.start_padding(next_bps - bps + floor, PADDING_PROBE_S, floor):
                     probe.step += 1

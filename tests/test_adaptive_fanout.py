@@ -10,6 +10,7 @@ aiortc's REMB estimator switched off so the test decides what the node is told.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 import time
@@ -128,6 +129,14 @@ def _audio(index: int) -> MediaPacket:
     return MediaPacket(
         kind="audio", pts=index * 20_000, dts=index * 20_000, data=bytes(80), keyframe=False
     )
+
+
+def _live_stream(name: str):
+    """A hub stream with a publisher and its first keyframe."""
+    stream = StreamHub().stream(name)
+    stream.attach_publisher("test")
+    stream.publish(_video(0, True))
+    return stream
 
 
 def _udp_pair() -> tuple[socket.socket, socket.socket]:
@@ -315,10 +324,7 @@ async def test_sequence_numbers_stay_contiguous_when_paced_video_is_dropped():
     numbers. A gap would be counted lost by the browser and NACKed, and the adaptation
     would read it as a link that cannot carry video (it did: probes failed at 81 %)."""
     sender, receiver = _udp_pair()
-    hub = StreamHub()
-    stream = hub.stream("gapless")
-    stream.attach_publisher("test")
-    stream.publish(_video(0, True))
+    stream = _live_stream("gapless")
     fanout = Fanout()
     binding = _plain_binding("video", 102, sender, receiver)
     target = RtpTarget(binding, estimate=BandwidthEstimate(start_bps=100_000))
@@ -365,10 +371,7 @@ async def test_padding_is_rtx_padding_only_and_stops_at_a_remb_drop_or_a_nack():
     touched. A REMB drop (the browser saw its queue grow) stops it at the next pacer
     tick, and so does a NACK of the video."""
     sender, receiver = _udp_pair()
-    hub = StreamHub()
-    stream = hub.stream("padding")
-    stream.attach_publisher("test")
-    stream.publish(_video(0, True))
+    stream = _live_stream("padding")
     fanout = Fanout()
     binding = _plain_binding("video", 102, sender, receiver)
     binding.rtx_payload_type = 103
@@ -469,6 +472,13 @@ async def test_a_viewer_whose_remb_grows_is_padded_then_moved_up(node, processes
         assert (await status())["rung"] == "padprobe"
         pts = player.stats.video_pts
         assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), pts
+
+        async def counted() -> bool:  # /metrics: each step of each probe, by result
+            text = (await async_http_json("GET", f"{node.url}/metrics"))[1]
+            found = dict(re.findall(r'padding_probes_total\{result="(\w+)"\} ([\d.]+)', text))
+            return float(found.get("passed", 0)) >= 2 and float(found.get("failed", 0)) >= 1
+
+        await async_wait_for(counted, 5, "the probes counted in /metrics")
     finally:
         sender.cancel()
 

@@ -76,6 +76,7 @@ def egress_snapshot(egress: WebRtcEgress, feeds: dict[str, LatencyStats] | None 
         "receiver_reports": _report_summary(egress.receiver_reports()),
         "estimates": egress.estimates(),
         "rung_switches": egress.rung_switches,
+        "padding_probes": dict(egress.padding_probes),
         "queue_delay_count": delay.count,
         "queue_delay_sum": delay.sum,
         "queue_delay": {str(q): delay.percentile(q) for q in QUANTILES},
@@ -126,6 +127,18 @@ def _families(snapshots: Iterable[dict]) -> list:
         "airclass_webrtc_nacks", "Packets viewers reported lost (NACK), answered from history"
     )
     nacks.add_metric([], sum(s.get("nacks", 0) for s in snapshots))
+    switches = CounterMetricFamily(
+        "airclass_webrtc_rung_switches", "Viewers moved to another rung or to audio only"
+    )
+    switches.add_metric([], sum(s.get("rung_switches", 0) for s in snapshots))
+    probes = CounterMetricFamily(
+        "airclass_webrtc_padding_probes",
+        "Padding probes of a viewer's link before a switch up, by result",
+        labels=["result"],
+    )
+    for result in ("passed", "failed"):
+        total = sum(s.get("padding_probes", {}).get(result, 0) for s in snapshots)
+        probes.add_metric([result], total)
     return [
         viewers,
         opened,
@@ -133,6 +146,8 @@ def _families(snapshots: Iterable[dict]) -> list:
         delay,
         quantiles,
         nacks,
+        switches,
+        probes,
         _stage_family(snapshots),
         *_report_families(snapshots),
         _estimate_family(snapshots),
