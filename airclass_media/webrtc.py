@@ -640,7 +640,8 @@ class WebRtcEgress:
                 return  # held for a rung's keyframe (HOPELESS_LOSS): video comes with it
             due = now - session.paused_at >= session.resume_wait
             fits_again = estimate >= max(lowest_bps * UP_MARGIN, session.resume_above)
-            # (Not padded first: a browser sends no new REMB while it gets audio only.)
+            # Not padded first: Chromium sends no REMB while it gets audio and padding
+            # only (tried: its REMB did not change for 30 s), so padding cannot tell.
             if due or fits_again:
                 await self._resume_video(session, video, now, estimate, rungs[-1][0])
             return
