@@ -69,6 +69,12 @@ MAX_BACKLOG = 90
 #: stay aligned) at most this often per source (seconds): one keyframe costs its link
 #: far less than the rung's GOP again.
 KEYFRAME_REQUEST_INTERVAL_S = 1.0
+#: A rung's encoder buffer (VBV) in seconds of its bitrate: the largest frame (a flash,
+#: a scene cut) then crosses a link that just carries the rung in half a second, within
+#: what the fan-out's pacer spreads (fanout.PACE_MAX_DELAY_S). With a second, a flash
+#: and the frame after it made two 60 KB frames at 360p 500 kbit/s, which a 1 Mbit/s
+#: link dropped half of.
+VBV_SECONDS = 0.5
 #: libx264 preset per output height, chosen from the measured cost (README, media).
 PRESETS = ((720, "superfast"), (540, "veryfast"), (0, "veryfast"))
 #: Top-rung bitrate when the source's own cannot be measured yet (bit/s per height).
@@ -188,13 +194,14 @@ class RungEncoder:
         ctx.bit_rate = rendition.bitrate
         ctx.gop_size = 100_000  # keyframes only where the source has them
         kbits = rendition.bitrate // 1000
+        buffer_kbits = int(kbits * VBV_SECONDS)
         ctx.options = {
             "preset": preset_for(rendition.height),
             "tune": "zerolatency",
             "forced-idr": "1",
             "x264-params": (
                 f"keyint=infinite:scenecut=0:bframes=0:repeat-headers=1:"
-                f"vbv-maxrate={kbits}:vbv-bufsize={kbits}:threads=1"
+                f"vbv-maxrate={kbits}:vbv-bufsize={buffer_kbits}:threads=1"
             ),
         }
         self.ctx = ctx

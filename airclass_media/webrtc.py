@@ -61,8 +61,11 @@ LOSSY_NACK_SHARE = 0.05
 #: A viewer losing more than this share of its video gets none while it waits for the
 #: keyframe of the lower rung it goes to.
 HOPELESS_LOSS = 0.3
-#: A probe of video after a pause is judged from this long after its first keyframe.
+#: A probe of video after a pause is judged from this long after its first keyframe; a
+#: switch down to the lowest rung from DOWN_SETTLE_S after it (the link first drains
+#: what the higher rung queued, and the next receiver report still counts its loss).
 RESUME_SETTLE_S = 1.0
+DOWN_SETTLE_S = 2.0
 #: A higher rung is taken once the estimate stayed above UP_MARGIN x its bitrate for
 #: UP_HOLD_S; a lower one at once when the estimate falls below DOWN_MARGIN x the
 #: current rung's bitrate (a browser's REMB hovers around what it receives).
@@ -970,7 +973,8 @@ class WebRtcEgress:
             # its link dropped before (a pause, the burst that made it go down); judge
             # only what comes after its keyframe.
             if video.joining is not None:
-                session.probe_settle_until = now + RESUME_SETTLE_S
+                settle = DOWN_SETTLE_S if session.trial == "down" else RESUME_SETTLE_S
+                session.probe_settle_until = now + settle
                 session.probe_until = now + PROBE_GRACE_S
                 session.skip_report = True
             # A receiver report counted now still spans packets lost before the keyframe.
