@@ -12,7 +12,8 @@ fan-out's copy of the GOP, paced, before it joins the live packets.
 
 Traffic control per viewer, from its bandwidth estimate (`estimate.BandwidthEstimate`):
 big frames leave in paced bursts (one timer per stream), NACKs are answered once per
-round trip within an RTX byte budget, GOP replays at most once per interval; audio has
+round trip within an RTX byte budget, GOP replays at most once per interval, padding
+(RTX padding-only packets) while the adaptation probes a viewer's link; audio has
 its own subscription and targets, so nothing done to video holds it. A viewer's video
 can move to another stream of the same timeline (a ladder rung) or pause, at a
 keyframe, with its sequence numbers and timestamps continuing. Sender reports come from
