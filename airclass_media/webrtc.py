@@ -108,13 +108,16 @@ PROBE_BACKOFF_S = 10.0
 #: PADDING_REMB_GROWTH without any (on a link with room a browser's REMB grew 13-28 % in
 #: a step, on a full one 4-6 %): a padding probe that fails costs a short queue, a rung
 #: probe that fails a freeze, so a viewer on a weak link tries again every
-#: PADDING_BACKOFF_S (plus its jitter), and one whose link came back finds out soon.
+#: PADDING_BACKOFF_S (plus its jitter), and one whose link came back finds out soon;
+#: after a step that cost video packets (its REMB dropped too late) twice as late each
+#: time, up to PADDING_BACKOFF_MAX_S.
 PADDING_PROBE_S = 2.5
 PADDING_REMB_GROWTH = 1.1
 #: ... and is judged PADDING_SETTLE_S after the padding ended: a browser's REMB drop and
 #: its NACKs come late when a shaper's token bucket hid the queue at first.
 PADDING_SETTLE_S = 0.5
 PADDING_BACKOFF_S = 4.0
+PADDING_BACKOFF_MAX_S = 12.0
 #: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
 SOURCE_BPS_UNKNOWN = 3_000_000
 H264_PREFERENCE = ("64", "4d", "42e0", "4200")
@@ -901,8 +904,11 @@ class WebRtcEgress:
                     probe.remb, probe.rembs, probe.ended = estimate.remb, estimate.rembs, None
                     return True
         else:
-            wait = PADDING_BACKOFF_S + session.hold_jitter
-            session.probe_again_at[rung] = (now + wait, PADDING_BACKOFF_S)
+            wait = PADDING_BACKOFF_S
+            if video.nacks_live > video.padding_from[1]:  # it cost video: wait longer
+                last = session.probe_again_at.get(rung, (0.0, PADDING_BACKOFF_S / 2))[1]
+                wait = min(2 * last, PADDING_BACKOFF_MAX_S)
+            session.probe_again_at[rung] = (now + wait + session.hold_jitter, wait)
             session.climbed = None
         session.padding = None
         if probe.passed is not None:
