@@ -4,7 +4,8 @@ H.264 is passed through and Opus made once per stream; per viewer only RTP heade
 SRTP and the syscalls remain (airclass_media.fanout). Video starts from the stream's
 cached GOP with squeezed timestamps, so the first picture shows at once and at live
 latency; audio starts live. Each viewer's video follows its bandwidth estimate (REMB and
-receiver-report loss) over the source and its ladder renditions, down to audio only.
+receiver-report loss) over the source and its ladder renditions, down to audio only
+(airclass_media.adapt chooses).
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import asyncio
 import bisect
 import contextlib
 import functools
-import itertools
 import logging
-import random
 import secrets
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -34,92 +33,16 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationEr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from .adapt import ADAPT_INTERVAL_S, Adaptation, ViewerRung
 from .aiortc_tuning import answer_audio_red, receiver_report, take_over_rtp
-from .estimate import LOSS_BACK_OFF, BandwidthEstimate
 from .fanout import Fanout, RtpBinding, RtpTarget
-from .hub import RENDITION_SEPARATOR, Stream
+from .hub import Stream
 from .packets import MediaPacket
 
 log = logging.getLogger(__name__)
 
 #: Not connected by then: the session is dropped.
 CONNECT_TIMEOUT = 30.0
-#: Each viewer's rung is chosen this often (seconds).
-ADAPT_INTERVAL_S = 0.5
-#: A viewer gets audio only below this estimate (bit/s), or when even the lowest rung
-#: is more than its link carries (below). Video is tried again (a probe of the lowest
-#: rung) once the estimate carries that rung with UP_MARGIN, or AUDIO_ONLY_PROBE_S later;
-#: after a failed try twice as late each time, up to AUDIO_ONLY_PROBE_MAX_S, or once the
-#: estimate doubled from where that try started.
-AUDIO_ONLY_BPS = 150_000
-AUDIO_ONLY_PROBE_S = 10.0
-AUDIO_ONLY_PROBE_MAX_S = 20.0
-#: The lowest rung "does not fit" when its viewer kept losing it this long (seconds):
-#: a REMB right after a drop undershoots, loss on the lowest rung does not lie.
-AUDIO_ONLY_LOSSY_S = 2.0
-LOSSY_NACK_SHARE = 0.05
-#: A viewer losing more than this share of its video gets none while it waits for the
-#: keyframe of the lower rung it goes to.
-HOPELESS_LOSS = 0.3
-#: A probe of video after a pause is judged from this long after its first keyframe; a
-#: switch down to the lowest rung from DOWN_SETTLE_S after it (the link first drains
-#: what the higher rung queued, and the next receiver report still counts its loss).
-RESUME_SETTLE_S = 1.0
-DOWN_SETTLE_S = 2.0
-#: A higher rung is taken once the estimate stayed above UP_MARGIN x its bitrate for
-#: UP_HOLD_S; a lower one at once when the estimate falls below DOWN_MARGIN x the
-#: current rung's bitrate (a browser's REMB hovers around what it receives).
-UP_MARGIN = 1.3
-DOWN_MARGIN = 0.85
-#: ... held for DOWN_HOLD_S (one REMB dip is not a congested link), or at once when the
-#: viewer reports more than LOSS_BACK_OFF loss.
-DOWN_HOLD_S = 1.5
-UP_HOLD_S = 4.0
-#: A browser's REMB stays within ~1.5x what it receives, so a rung much higher than the
-#: current one never "fits": when the estimate has held PROBE_AT x the current rung's
-#: bitrate (no loss) for UP_HOLD_S the next rung up is tried, and for PROBE_GRACE_S
-#: after that only loss (not the REMB still catching up) takes the viewer back down.
-PROBE_AT = 1.3
-PROBE_GRACE_S = 6.0
-#: A probe up holds early, PROBE_MIN_S after the rung's keyframe, once the REMB grew
-#: without loss (video back after audio only always runs PROBE_GRACE_S); right after a
-#: probe up held, the next rung up is tried after only PROBE_CHAIN_HOLD_S (a link that
-#: came back climbs the ladder in steps of seconds).
-PROBE_MIN_S = 2.0
-PROBE_CHAIN_HOLD_S = 1.0
-#: A probe ends early when the viewer NACKs more than this share of the packets sent
-#: since it started (RTX hides such loss from receiver reports) ...
-PROBE_NACK_LIMIT = 0.03
-#: ... and at its end it holds when the REMB grew by this factor meanwhile (a browser's
-#: REMB climbs only while its link carries what it receives). From then on the viewer
-#: goes down from that rung on loss or on its estimate falling below DOWN_MARGIN x the
-#: estimate the probe ended with, not on the REMB still catching up with the rung.
-PROBE_REMB_GROWTH = 1.1
-#: A viewer stopped at its stream's keyframe waits at most this long (seconds) for the
-#: rung's keyframe of the same pts; then it goes on with its own stream's next keyframe.
-HOLD_MAX_S = 1.0
-#: After a failed probe the same rung is probed again at the earliest this many seconds
-#: later, doubling with each failure up to a minute.
-PROBE_BACKOFF_S = 10.0
-#: Before a viewer is moved up to a rung it has not proven, padding tests its link at
-#: that rung's rate (its video plus padding-only RTX packets, see fanout.PADDING_RAMP_S)
-#: for PADDING_PROBE_S. It stops at the first sign of a full link (a REMB drop: the
-#: browser saw its queue grow; NACKs; loss) and passes when the REMB rose by
-#: PADDING_REMB_GROWTH without any (on a link with room a browser's REMB grew 13-28 % in
-#: a step, on a full one 4-6 %): a padding probe that fails costs a short queue, a rung
-#: probe that fails a freeze, so a viewer on a weak link tries again every
-#: PADDING_BACKOFF_S (plus its jitter), and one whose link came back finds out soon;
-#: after a step that cost video packets (its REMB dropped too late) twice as late each
-#: time, up to PADDING_BACKOFF_MAX_S.
-PADDING_PROBE_S = 2.5
-PADDING_REMB_GROWTH = 1.1
-#: ... and is judged PADDING_SETTLE_S after the padding ended: a browser's REMB drop and
-#: its NACKs come late when a shaper's token bucket hid the queue at first.
-PADDING_SETTLE_S = 0.5
-PADDING_BACKOFF_S = 4.0
-PADDING_BACKOFF_MAX_S = 12.0
-#: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
-SOURCE_BPS_UNKNOWN = 3_000_000
 H264_PREFERENCE = ("64", "4d", "42e0", "4200")
 
 
@@ -298,84 +221,15 @@ class FanoutTrack(MediaStreamTrack):
         raise MediaStreamError
 
 
-def _best_under(rungs: list[tuple[str, int]], bps: float) -> str:
-    """The highest rung (name, bit/s; highest first) at or under `bps`, else the lowest."""
-    return next((name for name, bitrate in rungs if bitrate <= bps), rungs[-1][0])
+@dataclass(kw_only=True)
+class ViewerSession(ViewerRung):
+    """One WHEP viewer: its peer connection and senders (the rung state it inherits)."""
 
-
-@dataclass(slots=True)
-class PaddingProbe:
-    """A padding probe running for one viewer: the rungs it tests (name, bit/s; lowest
-    first), the viewer's estimate at its start, REMB and REMBs counted when the current
-    step started, the step, the highest rung that passed, when the padding ended, and
-    whether a step was extended (a REMB growing, but less than PADDING_REMB_GROWTH)."""
-
-    steps: list[tuple[str, int]]
-    estimate: int
-    remb: int
-    rembs: int
-    step: int = 0
-    passed: str | None = None
-    ended: float | None = None
-    extended: bool = False
-
-    @property
-    def rung(self) -> str:
-        """The rung the padding tests now."""
-        return self.steps[self.step][0]
-
-
-@dataclass
-class ViewerSession:
-    id: str
-    stream: Stream
     user_id: str
     pc: RTCPeerConnection
-    #: The viewer's RTP streams by kind, once DTLS is up and the fan-out feeds them.
-    targets: dict[str, RtpTarget] = field(default_factory=dict)
     senders: dict[str, RTCRtpSender] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
     answer_sdp: str = ""
-    #: The viewer's bandwidth estimate (REMB + receiver-report loss).
-    estimate: BandwidthEstimate = field(default_factory=BandwidthEstimate)
-    #: Since when a higher rung would fit (hysteresis), and when video was held.
-    up_since: float | None = None
-    down_since: float | None = None
-    paused_at: float = 0.0
-    #: While audio only: how long after `paused_at` video is tried again; sooner when
-    #: the estimate carries the lowest rung and is above `resume_above` (after a failed
-    #: try: twice the estimate that try started from).
-    resume_wait: float = AUDIO_ONLY_PROBE_S
-    resume_above: int = 0
-    probe_settle_until: float = 0.0
-    #: NACKs and packets sent at the previous choice, and since when video is lost.
-    counted: tuple[int, int] = (0, 0)
-    lossy_since: float | None = None
-    #: Video packets sent when the last receiver report was counted, and whether the next
-    #: one is skipped (the first after audio only: see `_video_loss`).
-    reported_packets: int = 0
-    skip_report: bool = False
-    #: The running probe is a trial of the lowest rung (it goes audio only if that does
-    #: not arrive): "resume" after audio only, "down" after a switch down to it.
-    trial: str | None = None
-    probe_until: float = 0.0
-    #: The probe's starting point: estimate, NACKs and packets sent.
-    probe_from: tuple[int, int, int] = (0, 0, 0)
-    #: A padding probe running; the rung the last one found the link carries, the
-    #: estimate it started from (the probe of that rung counts the REMB's growth from
-    #: it) and when it ended.
-    padding: PaddingProbe | None = None
-    padded: tuple[str, int, float] | None = None
-    #: A rung a probe found the link carries, and the estimate when it ended; the rung
-    #: a probe up just took while the REMB grew (the next one is tried soon after).
-    proven: tuple[str, int] | None = None
-    climbed: str | None = None
-    held_since: float | None = None
-    #: Rung -> (earliest next probe, the wait that set it), after failed probes.
-    probe_again_at: dict[str, tuple[float, float]] = field(default_factory=dict)
-    #: Added to UP_HOLD_S and to probe back-offs (0..UP_HOLD_S s, one draw per viewer):
-    #: a class that joined together does not probe its shared link all at once.
-    hold_jitter: float = field(default_factory=lambda: random.uniform(0.0, UP_HOLD_S))
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -399,24 +253,6 @@ class ViewerSession:
             "video_again_in_s": self.video_again_in(),
             "media": media,
         }
-
-    def video_again_in(self) -> float | None:
-        """While audio only: seconds until video is tried again at the latest."""
-        if self.rung != "audio-only":
-            return None
-        return round(max(0.0, self.paused_at + self.resume_wait - time.monotonic()), 1)
-
-    @property
-    def rung(self) -> str | None:
-        """The stream the viewer's video comes from ("audio-only" while held; the rung it
-        switches to while paused for that rung's keyframe)."""
-        video = self.targets.get("video")
-        if video is None:
-            return None
-        if video.paused and video.joining is None:
-            return "audio-only"
-        fanout = video.joining or video.fanout  # paused for a rung's keyframe: that rung
-        return fanout.stream.name if fanout is not None else None
 
 
 class WebRtcEgress:
@@ -444,11 +280,8 @@ class WebRtcEgress:
         #: name -> hub stream (pulled from the node in a media worker); finds the rungs
         #: a viewer switches to. By default the stream's own hub.
         self.resolve: Callable[[str], Awaitable[Stream | None]] | None = None
-        #: Video bitrate each stream watched here was measured sending (bit/s), for rungs.
-        self.measured_bps: dict[str, float] = {}
-        self.rung_switches = 0
-        #: Padding probe steps by result ("passed", "failed").
-        self.padding_probes: Counter[str] = Counter()
+        #: Each viewer's rung, chosen from its estimate.
+        self.adaptation = Adaptation(self.fanout, self._find)
         self._adapt_task: asyncio.Task | None = None
 
     def _packet_sent(self, stream: str, packet: MediaPacket, started: float, now: float) -> None:
@@ -480,7 +313,7 @@ class WebRtcEgress:
         if "m=" not in offer_sdp or "a=fingerprint" not in offer_sdp:
             raise BadOffer("not an SDP offer with media and a DTLS fingerprint")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
-        session = ViewerSession(secrets.token_urlsafe(12), stream, user_id, pc)
+        session = ViewerSession(id=secrets.token_urlsafe(12), stream=stream, user_id=user_id, pc=pc)
         try:
             await self._negotiate(session, offer_sdp)
         except BaseException as exc:
@@ -578,12 +411,10 @@ class WebRtcEgress:
     async def _adapt_loop(self) -> None:
         while self.sessions:
             await asyncio.sleep(ADAPT_INTERVAL_S)
-            for fanout in self.fanout.streams.values():
-                if fanout.bitrate_bps:
-                    self.measured_bps[fanout.stream.name] = fanout.bitrate_bps
+            self.adaptation.measure()
             for session in list(self.sessions.values()):
                 try:
-                    await self._adapt(session)
+                    await self.adaptation.adapt(session)
                 except Exception:  # one viewer's choice must not stop the others'
                     log.exception("choosing a rung for viewer %s failed", session.id)
 
@@ -591,440 +422,6 @@ class WebRtcEgress:
         if self.resolve is not None:
             return await self.resolve(name)
         return session.stream.hub.get(name)
-
-    def rungs(self, source: Stream) -> list[tuple[str, int]]:
-        """(hub stream, bit/s) a WebRTC viewer of `source` may get, highest first: the
-        source itself (unless it has B-frames) and the ladder's renditions."""
-        info = source.info
-        out = [] if info.webrtc_default else [(source.name, self._source_bitrate(source))]
-        # A rung's encoder may send far less than its nominal bitrate (slides, a still
-        # camera): a browser's REMB stays within ~1.5x what it receives, so rungs are
-        # compared with what they were measured sending here, when they were.
-        out += [
-            (r["name"], int(self.measured_bps.get(r["name"]) or r["bitrate"]))
-            for r in info.renditions
-        ]
-        return sorted(out, key=lambda rung: -rung[1])
-
-    def _source_bitrate(self, source: Stream) -> int:
-        measured = self.measured_bps.get(source.name)
-        if measured:
-            return int(measured)
-        top = max((int(r["bitrate"]) for r in source.info.renditions), default=0)
-        return max(SOURCE_BPS_UNKNOWN, int(top * 1.5))
-
-    async def _adapt(self, session: ViewerSession) -> None:
-        """Move the viewer to the best rung its estimate carries: down at once, up only
-        after the estimate held UP_MARGIN above the rung's bitrate for UP_HOLD_S (or by a
-        probe); audio only below AUDIO_ONLY_BPS on the lowest rung (not proven by a probe),
-        or when the lowest rung keeps losing."""
-        video = session.targets.get("video")
-        if video is None or video.fanout is None and not video.paused:
-            return
-        if not session.estimate.known:
-            return  # no REMB nor loss from this viewer yet: it keeps what it gets
-        now, estimate = time.monotonic(), session.estimate.bps
-        if self._held_too_long(session, video, now):
-            return
-        if session.padding is not None and self._padding(session, video, now):
-            return
-        if session.probe_until and self._probing(session, video, now, estimate):
-            return
-        if session.trial is not None:
-            trial, session.trial = session.trial, None
-            if session.proven is None:  # video did not fit: audio only (again)
-                if trial == "resume":  # tried later each time; the estimate must double
-                    wait, above = session.resume_wait * 2, 2 * session.probe_from[0]
-                else:
-                    wait, above = AUDIO_ONLY_PROBE_S, 0
-                self._audio_only(session, video, now, "video did not fit", wait, resume_above=above)
-                return
-        rungs = await self._rungs_of(session)
-        lowest_bps = rungs[-1][1]
-        lossy_for = self._lossy_for(session, video, now)
-        if video.paused:
-            if video.joining is not None:
-                return  # held for a rung's keyframe (HOPELESS_LOSS): video comes with it
-            due = now - session.paused_at >= session.resume_wait
-            fits_again = estimate >= max(lowest_bps * UP_MARGIN, session.resume_above)
-            # Not padded first: Chromium sends no REMB while it gets audio and padding
-            # only (tried: its REMB did not change for 30 s), so padding cannot tell.
-            if due or fits_again:
-                await self._resume_video(session, video, now, estimate, rungs[-1][0])
-            return
-        current = video.joining or video.fanout
-        current_name = current.stream.name if current is not None else None
-        if (
-            estimate < AUDIO_ONLY_BPS
-            and current_name == rungs[-1][0]
-            and video.joining is None
-            and (session.proven is None or estimate < session.proven[1] * DOWN_MARGIN)
-        ):
-            # Above the lowest rung the viewer goes down to it first (a trial): a REMB
-            # that fell under the floor after a burst climbs back slowly (~8 %/s).
-            self._audio_only(session, video, now, "estimate under the floor", AUDIO_ONLY_PROBE_S)
-            return
-        fits = [r for r in rungs if r[1] <= estimate] or [rungs[-1]]
-        roomy = [r for r in rungs if r[1] * UP_MARGIN <= estimate] or [rungs[-1]]
-        bitrates = dict(rungs)
-        if current_name not in bitrates:
-            want = fits[0][0]
-        elif self._too_high(session, current_name, bitrates[current_name], estimate):
-            if session.down_since is None:
-                session.down_since = now
-            lossy = session.estimate.loss > LOSS_BACK_OFF
-            if not lossy and now - session.down_since < DOWN_HOLD_S:
-                return
-            want = fits[0][0]  # down, fast
-            if lossy:  # the link carried about (1 - loss) of this rung: below that too
-                carried = bitrates[current_name] * (1 - session.estimate.loss)
-                want = min(want, _best_under(rungs, carried), key=bitrates.__getitem__)
-            if want == current_name and current_name == rungs[-1][0]:
-                if lossy_for >= AUDIO_ONLY_LOSSY_S:  # not even the lowest rung fits
-                    self._audio_only(
-                        session, video, now, "losing the lowest rung", AUDIO_ONLY_PROBE_S
-                    )
-                return
-        elif bitrates[roomy[0][0]] > bitrates[current_name] or (
-            self._may_probe_up(session, video, estimate, current_name, bitrates[current_name])
-            and session.estimate.loss < 0.02
-            and rungs[0][0] != current_name
-        ):
-            session.down_since = None
-            if session.up_since is None:
-                session.up_since = now
-            climbing = session.climbed == current_name
-            hold = PROBE_CHAIN_HOLD_S if climbing else UP_HOLD_S + session.hold_jitter
-            if now - session.up_since < hold:
-                return
-            higher = [r for r in rungs if r[1] > bitrates[current_name]]
-            want = roomy[0][0] if bitrates[roomy[0][0]] > bitrates[current_name] else None
-            padded, session.padded = session.padded, None
-            fresh = padded is not None and now - padded[2] <= 2 * ADAPT_INTERVAL_S
-            if (
-                fresh
-                and padded[0] in bitrates
-                and (want is None or bitrates[padded[0]] > bitrates[want])
-            ):  # a padding probe found the link carries this rung: a probe of it
-                want = padded[0]
-                session.probe_until = now + PROBE_GRACE_S
-                session.probe_from = (padded[1], video.nacks_live, video.packets)
-            if want is None:
-                want = higher[-1][0]  # probe the next rung up
-                if now < session.probe_again_at.get(want, (0.0, 0.0))[0]:
-                    return  # it failed lately: do not congest the link again so soon
-                steps = list(
-                    itertools.takewhile(
-                        lambda r: now >= session.probe_again_at.get(r[0], (0.0, 0.0))[0],
-                        reversed(higher),
-                    )
-                )
-                if self._start_padding(session, video, steps):
-                    return  # the link is tested with padding first
-                session.probe_until = now + PROBE_GRACE_S
-                session.probe_from = (estimate, video.nacks_live, video.packets)
-        else:
-            session.up_since = session.down_since = None
-            return
-        session.up_since = session.down_since = None
-        if want == current_name:
-            return
-        session.proven = session.climbed = None
-        stream = await self._find(session, want)
-        if stream is None or "video" not in session.targets:
-            return
-        if want == rungs[-1][0]:  # down to the lowest: audio only if it does not arrive
-            self._start_trial(session, video, now, estimate, "down")
-        log.info(
-            "viewer %s: estimate %d bit/s, loss %.1f %%, %s (%d bit/s) -> %s (%d bit/s)"
-            " at its next keyframe",
-            session.id,
-            estimate,
-            session.estimate.loss * 100,
-            current_name,
-            bitrates.get(current_name or "", 0),
-            want,
-            bitrates.get(want, 0),
-        )
-        self.rung_switches += 1
-        if session.estimate.loss > HOPELESS_LOSS:
-            # Most of each frame is lost: what is sent until the rung's keyframe only
-            # fills the link that keyframe (and the audio) must cross. Nothing until then.
-            self.fanout.pause(video)
-        self.fanout.switch(video, stream)
-
-    async def _rungs_of(self, session: ViewerSession) -> list[tuple[str, int]]:
-        """The rungs of the source the viewer watches (see `rungs`), at least one."""
-        name = session.stream.name.split(RENDITION_SEPARATOR, 1)[0]
-        source = session.stream
-        if name != source.name:  # served from a rung: the source's info lists the ladder
-            source = source.hub.get(name) or await self._find(session, name)
-        rungs = self.rungs(source) if source is not None else []
-        return rungs or [(session.stream.name, SOURCE_BPS_UNKNOWN)]
-
-    @staticmethod
-    def _lossy_for(session: ViewerSession, video: RtpTarget, now: float) -> float:
-        """For how long (seconds) the viewer has lost video: more than LOSS_BACK_OFF in its
-        receiver reports, or NACKs for more than LOSSY_NACK_SHARE of what was sent since
-        the previous choice."""
-        nacks, packets = session.counted
-        session.counted = (video.nacks_live, video.packets)
-        sent = video.packets - packets
-        nacked = (video.nacks_live - nacks) / sent if sent > 0 else 0.0
-        if session.estimate.loss <= LOSS_BACK_OFF and nacked <= LOSSY_NACK_SHARE:
-            session.lossy_since = None
-            return 0.0
-        if session.lossy_since is None:
-            session.lossy_since = now
-        return now - session.lossy_since
-
-    def _audio_only(
-        self,
-        session: ViewerSession,
-        video: RtpTarget,
-        now: float,
-        why: str,
-        wait: float,
-        *,
-        resume_above: int = 0,
-    ) -> None:
-        """Hold the viewer's video (audio goes on); video is tried again `wait` s later,
-        or as soon as the estimate carries the lowest rung and exceeds `resume_above`."""
-        wait = min(wait, AUDIO_ONLY_PROBE_MAX_S)
-        log.info(
-            "viewer %s: estimate %d bit/s, loss %.1f %%, %s: audio only, video tried again"
-            " in %.0f s",
-            session.id,
-            session.estimate.bps,
-            session.estimate.loss * 100,
-            why,
-            wait,
-        )
-        self.fanout.pause(video)
-        session.estimate.loss = 0.0  # of the video just stopped: see `_video_loss`
-        session.skip_report = True
-        session.paused_at = now
-        session.resume_wait = wait
-        session.resume_above = resume_above
-        session.up_since = session.down_since = session.lossy_since = None
-        session.proven = None
-
-    async def _resume_video(
-        self, session: ViewerSession, video: RtpTarget, now: float, estimate: int, lowest: str
-    ) -> None:
-        """Probe the lowest rung from audio only: it stays if the link carries it."""
-        stream = await self._find(session, lowest)
-        if stream is None or "video" not in session.targets:
-            return
-        log.info(
-            "viewer %s: estimate %d bit/s after %.0f s of audio only: trying %s",
-            session.id,
-            estimate,
-            now - session.paused_at,
-            lowest,
-        )
-        session.proven = None
-        self._start_trial(session, video, now, estimate, "resume")
-        self.rung_switches += 1
-        self.fanout.switch(video, stream)
-
-    @staticmethod
-    def _may_probe_up(
-        session: ViewerSession, video: RtpTarget, estimate: int, current: str, current_bps: int
-    ) -> bool:
-        """May the viewer (losing nothing) try the next rung up? When its estimate
-        exceeds PROBE_AT x the rung it has, or it has just climbed; and always when it
-        can be padded (RTX and REMB): a loss-based estimate cut by a weak spell climbs
-        back 8 % a report, a padding probe finds out at once whether the link is back."""
-        return (
-            estimate >= current_bps * PROBE_AT
-            or session.climbed == current
-            or session.estimate.remb is not None
-            and video.binding.rtx_payload_type is not None
-        )
-
-    @staticmethod
-    def _start_padding(
-        session: ViewerSession, video: RtpTarget, steps: list[tuple[str, int]]
-    ) -> bool:
-        """Pad the viewer's video up to the first of `steps` (rungs, lowest first; see
-        PADDING_PROBE_S); False when it cannot be (no RTX, no REMB to judge it by)."""
-        estimate = session.estimate
-        if estimate.remb is None or video.fanout is None:
-            return False
-        if not video.start_padding(steps[0][1] - video.video_bps, PADDING_PROBE_S):
-            return False
-        session.padding = PaddingProbe(steps, estimate.bps, estimate.remb, estimate.rembs)
-        return True
-
-    def _padding(self, session: ViewerSession, video: RtpTarget, now: float) -> bool:
-        """True while the viewer's padding probe runs. When a step passes, the padding
-        grows on to the next; at the end `padded` is the highest rung that passed, and
-        the one that failed is not padded for again before PADDING_BACKOFF_S."""
-        probe, estimate = session.padding, session.estimate
-        congested = video.padding_congested() or estimate.loss > LOSS_BACK_OFF
-        if not congested:
-            if video.padding_until:
-                return True
-            if probe.ended is None:
-                probe.ended = now
-            if now < probe.ended + PADDING_SETTLE_S:
-                return True
-        video.stop_padding()
-        rung, bps = probe.steps[probe.step]
-        grew = estimate.rembs > probe.rembs and estimate.remb >= probe.remb * PADDING_REMB_GROWTH
-        # Growing, slowly (did the link come back during this step?): once more.
-        slowly = not (congested or grew or probe.extended) and estimate.remb > probe.remb
-        padding = bps - video.video_bps
-        if slowly and video.start_padding(padding, PADDING_PROBE_S, padding):
-            probe.extended, probe.ended = True, None
-            probe.remb, probe.rembs = estimate.remb, estimate.rembs
-            return True
-        log.info(
-            "viewer %s: padding probe of %s %s (REMB %s -> %s bit/s, %d drops, loss %.1f %%,"
-            " %d NACKs)",
-            session.id,
-            rung,
-            "passed" if grew and not congested else "failed",
-            probe.remb,
-            estimate.remb,
-            estimate.remb_drops - video.padding_from[0],
-            estimate.loss * 100,
-            video.nacks_live - video.padding_from[1],
-        )
-        self.padding_probes["passed" if grew and not congested else "failed"] += 1
-        if not congested and grew:
-            estimate.on_probe(bps)
-            probe.passed = rung
-            if probe.step + 1 < len(probe.steps):  # on to the next rung up
-                floor = bps - video.video_bps
-                next_bps = probe.steps[probe.step + 1][1]
-                if video.start_padding(next_bps - bps + floor, PADDING_PROBE_S, floor):
-                    probe.step += 1
-                    probe.remb, probe.rembs, probe.ended = estimate.remb, estimate.rembs, None
-                    return True
-        else:
-            wait = PADDING_BACKOFF_S
-            if video.nacks_live > video.padding_from[1]:  # it cost video: wait longer
-                last = session.probe_again_at.get(rung, (0.0, PADDING_BACKOFF_S / 2))[1]
-                wait = min(2 * last, PADDING_BACKOFF_MAX_S)
-            session.probe_again_at[rung] = (now + wait + session.hold_jitter, wait)
-            session.climbed = None
-        session.padding = None
-        if probe.passed is not None:
-            session.padded = (probe.passed, probe.estimate, now)
-        return False
-
-    @staticmethod
-    def _start_trial(
-        session: ViewerSession, video: RtpTarget, now: float, estimate: int, kind: str
-    ) -> None:
-        """The lowest rung on trial (see `_probing`): it stays if it arrives."""
-        session.trial = kind
-        session.probe_until = now + PROBE_GRACE_S
-        session.probe_from = (estimate, video.nacks_live, video.packets)
-
-    def _stay(self, video: RtpTarget) -> None:
-        """Call off the viewer's switch: it stays on its stream (from that stream's next
-        keyframe when it already stopped where the rung's keyframe was due)."""
-        if video.holding and video.fanout is not None:
-            stream = video.fanout.stream
-            self.fanout.pause(video)
-            self.fanout.switch(video, stream)
-        elif video.joining is not None:
-            video.joining.cancel_join(video)
-
-    def _held_too_long(self, session: ViewerSession, video: RtpTarget, now: float) -> bool:
-        """A switch whose rung never brought the keyframe the viewer stopped for: the
-        viewer goes back to its own stream at that stream's next keyframe."""
-        if not video.holding or video.fanout is None:
-            session.held_since = None
-            return False
-        if session.held_since is None:
-            session.held_since = now
-        if now - session.held_since < HOLD_MAX_S:
-            return False
-        log.warning(
-            "viewer %s: rung keyframe late; staying on %s", session.id, video.fanout.stream.name
-        )
-        self._stay(video)
-        session.held_since = None
-        session.probe_until = 0.0
-        return True
-
-    def _probing(self, session: ViewerSession, video: RtpTarget, now: float, estimate: int) -> bool:
-        """True while a probe runs (a higher rung, or the lowest after audio only); at its
-        end (or when the viewer loses packets) decides whether the link carries it."""
-        start_estimate, start_nacks, start_packets = session.probe_from
-        if session.trial is not None and (
-            video.joining is not None or now < session.probe_settle_until
-        ):
-            # The lowest rung on trial: the viewer first NACKs and reports as lost what
-            # its link dropped before (a pause, the burst that made it go down); judge
-            # only what comes after its keyframe.
-            if video.joining is not None:
-                settle = DOWN_SETTLE_S if session.trial == "down" else RESUME_SETTLE_S
-                session.probe_settle_until = now + settle
-                session.probe_until = now + PROBE_GRACE_S
-                session.skip_report = True
-            # A receiver report counted now still spans packets lost before the keyframe.
-            session.estimate.loss = 0.0
-            session.probe_from = (start_estimate, video.nacks_live, video.packets)
-            return True
-        sent = video.packets - start_packets
-        nacked = (video.nacks_live - start_nacks) / sent if sent > 0 else 0.0
-        lossy = session.estimate.loss > LOSS_BACK_OFF
-        if session.trial != "down":  # after a switch down the viewer still NACKs the
-            lossy = lossy or nacked > PROBE_NACK_LIMIT  # loss that made it go down
-        if video.joining is not None and not lossy:
-            session.probe_until = now + PROBE_GRACE_S  # the probe starts at the rung's key
-            return True
-        grew = estimate >= start_estimate * PROBE_REMB_GROWTH
-        if now < session.probe_until and not lossy:
-            keyframe_at = session.probe_until - PROBE_GRACE_S
-            if now - keyframe_at < PROBE_MIN_S or not grew or session.trial is not None:
-                return True
-            # else: the rung arrived without loss and the REMB grew already: it holds
-        session.probe_until = 0.0
-        rung = video.joining or video.fanout
-        if rung is None:
-            return False
-        name = rung.stream.name
-        if not lossy and (
-            session.trial == "resume"  # after audio only the lowest rung has to arrive
-            or grew
-            or (session.trial == "down" and estimate >= AUDIO_ONLY_BPS)
-        ):
-            session.proven = (name, estimate)
-            session.climbed = None if session.trial is not None else name
-            session.probe_again_at.pop(name, None)
-        else:  # failed: the next probe of this rung waits twice as long as the last
-            wait = min(2 * session.probe_again_at.get(name, (0.0, PROBE_BACKOFF_S / 2))[1], 60)
-            session.probe_again_at[name] = (now + wait + session.hold_jitter, wait)
-            if video.joining is not None and session.trial is None:
-                self._stay(video)  # failed before its keyframe: the switch up is off
-            log.info(
-                "viewer %s: probe of %s failed (estimate %d -> %d bit/s, REMB %s, loss"
-                " %.1f %%, %.1f %% NACKed); next in %.0f s",
-                session.id,
-                name,
-                start_estimate,
-                estimate,
-                session.estimate.remb,
-                session.estimate.loss * 100,
-                nacked * 100,
-                wait,
-            )
-        return False
-
-    @staticmethod
-    def _too_high(session: ViewerSession, name: str, bitrate: int, estimate: int) -> bool:
-        """Is the viewer's current rung more than its estimate carries?"""
-        if session.estimate.loss > LOSS_BACK_OFF:
-            return True
-        if session.proven is not None and session.proven[0] == name:
-            return estimate < session.proven[1] * DOWN_MARGIN
-        return bitrate * DOWN_MARGIN > estimate
 
     async def _expire_unconnected(self, session: ViewerSession) -> None:
         with contextlib.suppress(TimeoutError):
