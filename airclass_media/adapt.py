@@ -497,6 +497,7 @@ class Adaptation:
         video.stop_padding()
         rung, bps = probe.steps[probe.step]
         grew = estimate.rembs > probe.rembs and estimate.remb >= probe.remb * PADDING_REMB_GROWTH
+        passed = grew and not congested
         # Growing, slowly (did the link come back during this step?): once more.
         slowly = not (congested or grew or probe.extended) and estimate.remb > probe.remb
         padding = bps - video.video_bps
@@ -509,15 +510,15 @@ class Adaptation:
             " %d NACKs)",
             session.id,
             rung,
-            "passed" if grew and not congested else "failed",
+            "passed" if passed else "failed",
             probe.remb,
             estimate.remb,
             estimate.remb_drops - video.padding_from[0],
             estimate.loss * 100,
             video.nacks_live - video.padding_from[1],
         )
-        self.padding_probes["passed" if grew and not congested else "failed"] += 1
-        if not congested and grew:
+        self.padding_probes["passed" if passed else "failed"] += 1
+        if passed:
             estimate.on_probe(bps)
             probe.passed = rung
             if probe.step + 1 < len(probe.steps):  # on to the next rung up

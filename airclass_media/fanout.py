@@ -108,6 +108,8 @@ PACE_MAX_DELAY_S = 0.5
 #: and lost.
 PADDING_PACKET_BYTES = 255
 PADDING_RAMP_S = 2.5
+#: A padding packet's payload: all padding, its last byte the padding's length.
+PADDING_PAYLOAD = bytes(PADDING_PACKET_BYTES - 1) + bytes((PADDING_PACKET_BYTES,))
 #: Opus packets go to viewers in pairs (one syscall each): the first waits at most this
 #: long for the second (packets come every 20 ms).
 AUDIO_PAIR_WAIT_S = 0.025
@@ -599,13 +601,11 @@ class RtpTarget:
         if count:
             b = self.binding
             head = bytes((b.first_byte | 0x20, b.rtx_payload_type))
-            tail = b.tail_at(ntp, rtx=True)
-            body = bytes(PADDING_PACKET_BYTES - 1) + bytes((PADDING_PACKET_BYTES,))
-            ts = self._last_ts.to_bytes(4, "big")
+            tail = self._last_ts.to_bytes(4, "big") + b.tail_at(ntp, rtx=True) + PADDING_PAYLOAD
             packets = []
             for _ in range(count):
                 seq, self._rtx_seq = self._rtx_seq, (self._rtx_seq + 1) & 0xFFFF
-                packets.append(b.protect(head + seq.to_bytes(2, "big") + ts + tail + body))
+                packets.append(b.protect(head + seq.to_bytes(2, "big") + tail))
             b.path.send(packets)
             self.padding_octets += count * PADDING_PACKET_BYTES
         return True
