@@ -37,6 +37,7 @@ import queue
 import socket
 from collections.abc import Awaitable, Callable
 
+import aioice
 import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, sdp
 from aiortc.codecs import CODECS
@@ -223,9 +224,12 @@ def _header(
 
 
 def _udp_path(sender: RTCRtpSender) -> UdpPath:
+    return udp_path(sender.transport.transport._connection)
+
+
+def udp_path(connection: aioice.Connection) -> UdpPath:
     """The nominated ICE pair's socket (dup'ed) and remote address; aioice's own send
     path when it is not a plain UDP socket (a TURN relay, for instance)."""
-    connection = sender.transport.transport._connection
     pair = connection._nominated.get(1)
     if pair is None:
         raise ConnectionError("no nominated ICE pair")

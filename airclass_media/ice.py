@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aioice.ice
+import aioice.utils
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +71,68 @@ def restrict_udp_ports(loop: asyncio.AbstractEventLoop, low: int, high: int) -> 
 
     loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
     log.info("WebRTC UDP ports restricted to %d-%d", low, high)
+
+
+#: How long a restarted connection keeps checking its new remote candidates.
+RESTART_CHECK_SECONDS = 30.0
+#: RFC 8445's Ta: one new check every 20 ms, as aioice's own connect() paces them.
+CHECK_PACE_SECONDS = 0.02
+
+
+def restart_ice(
+    connection: aioice.ice.Connection, remote_ufrag: str, remote_password: str
+) -> tuple[str, str]:
+    """ICE restart (RFC 8445 section 9) of a connected aioice connection, as the
+    controlled agent; returns the new local (ufrag, password).
+
+    aioice has no restart: this gives the connection new credentials on both sides and an
+    empty check list (remote candidates come again, by trickle or by the remote agent's
+    checks), keeping its sockets and local candidates. Media keeps flowing over the
+    selected pair until the remote agent nominates a new one, which aioice's own check
+    handling then makes the selected pair; DTLS and SRTP carry on over it untouched.
+    """
+    aioice.ice.validate_username(remote_ufrag)
+    aioice.ice.validate_password(remote_password)
+    for pair in connection._check_list:
+        if pair.task is not None:
+            pair.task.cancel()
+    connection._local_username = aioice.utils.random_string(4)
+    connection._local_password = aioice.utils.random_string(22)
+    connection.remote_username = remote_ufrag
+    connection.remote_password = remote_password
+    connection._check_list = []
+    connection._check_list_done = False
+    connection._check_list_state = asyncio.Queue()
+    connection._nominating.clear()
+    connection._remote_candidates = []
+    connection._remote_candidates_end = False
+    connection._early_checks.clear()
+    connection._early_checks_done = True
+    return connection._local_username, connection._local_password
+
+
+async def check_after_restart(
+    connection: aioice.ice.Connection,
+    on_selected: Callable[[aioice.ice.Connection], None] | None = None,
+) -> bool:
+    """Run the restarted connection's own checks, paced, until the remote agent
+    nominates a new pair (True) or RESTART_CHECK_SECONDS pass (False). The remote
+    agent's checks alone would do on an open network; ours open a NAT on the way.
+    `on_selected(connection)` then, for senders that hold the path themselves."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESTART_CHECK_SECONDS
+    selected = dict(connection._nominated)
+    waiting = (aioice.ice.CandidatePair.State.WAITING, aioice.ice.CandidatePair.State.FROZEN)
+    while loop.time() < deadline and not connection._closing:
+        if connection._nominated and connection._nominated != selected:
+            log.info("ICE restart: %s selected", connection._nominated.get(1))
+            if on_selected is not None:
+                on_selected(connection)
+            return True
+        for pair in connection._check_list:
+            if pair.task is None and pair.state in waiting:
+                connection.check_start_task(pair)
+                break
+        await asyncio.sleep(CHECK_PACE_SECONDS)
+    log.info("ICE restart: no new pair nominated within %.0f s", RESTART_CHECK_SECONDS)
+    return False

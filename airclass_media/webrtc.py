@@ -31,12 +31,13 @@ from aiortc import (
 )
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from .adapt import ADAPT_INTERVAL_S, Adaptation, ViewerRung
-from .aiortc_tuning import answer_audio_red, receiver_report, take_over_rtp
+from .aiortc_tuning import answer_audio_red, receiver_report, take_over_rtp, udp_path
 from .fanout import Fanout, RtpBinding, RtpTarget
 from .hub import Stream
+from .ice import check_after_restart, restart_ice
 from .packets import MediaPacket
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,6 @@ class BadOffer(ValueError):
 
 class Overloaded(Exception):
     """This node serves as many viewers as it may (HTTP 503)."""
-
-
-class IceRestart(ValueError):
-    """A trickle fragment with new ICE credentials: not supported (HTTP 422)."""
 
 
 class BadCandidate(ValueError):
@@ -120,14 +117,24 @@ def watch_connection(
             await close()
 
 
-async def trickle(pc: RTCPeerConnection, sdpfrag: str) -> int:
-    """Trickle ICE: add an SDP fragment's candidates; returns how many. IceRestart for
-    new credentials, BadCandidate for a candidate line that cannot be parsed."""
-    remote = pc.remoteDescription.sdp if pc.remoteDescription else ""
+async def trickle(
+    pc: RTCPeerConnection, sdpfrag: str, on_selected: Callable[[object], None] | None = None
+) -> str | None:
+    """Trickle ICE and ICE restart (RFC 9725 section 4.3) from an SDP fragment.
+
+    Candidates are added to the connection. A fragment whose `a=ice-ufrag` is not the
+    one in use restarts ICE first (`ice.restart_ice`): the answer is then a fragment
+    with our new credentials and candidates, else None. BadCandidate for a line or
+    credentials that cannot be used. `on_selected(connection)` once a restart's new
+    pair carries media (the fan-out sends on a path of its own)."""
     lines = [line.strip() for line in sdpfrag.splitlines()]
-    if any(line.startswith("a=ice-ufrag:") and line not in remote for line in lines):
-        raise IceRestart("ICE restart is not supported; start a new session")
-    mid, added = None, 0
+    attributes = dict(line[2:].split(":", 1) for line in lines if line.startswith("a=ice-"))
+    answer = None
+    ufrag = attributes.get("ice-ufrag")
+    transports = _ice_transports(pc)
+    if ufrag and transports and ufrag != _remote_ufrag(pc, transports[0]):
+        answer = _restart(pc, transports, ufrag, attributes.get("ice-pwd", ""), on_selected)
+    mid = None
     for line in lines:
         if line.startswith("a=mid:"):
             mid = line[6:]
@@ -139,8 +146,71 @@ async def trickle(pc: RTCPeerConnection, sdpfrag: str) -> int:
             candidate.sdpMid = mid
             candidate.sdpMLineIndex = None if mid is not None else 0
             await pc.addIceCandidate(candidate)
-            added += 1
-    return added
+    return answer
+
+
+def _remote_ufrag(pc: RTCPeerConnection, transport) -> str | None:
+    """The remote ICE ufrag in use: the connection's, or the offer's until ICE starts."""
+    if transport._connection.remote_username is not None:
+        return transport._connection.remote_username
+    offer = sdp.SessionDescription.parse(pc.remoteDescription.sdp) if pc.remoteDescription else None
+    return offer.media[0].ice.usernameFragment if offer and offer.media else None
+
+
+def _ice_transports(pc: RTCPeerConnection) -> list:
+    """The connection's ICE transports (one when bundled), in media order."""
+    found = []
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None and dtls.transport not in found:
+            found.append(dtls.transport)
+    return found
+
+
+def _restart(
+    pc: RTCPeerConnection,
+    transports: list,
+    ufrag: str,
+    password: str,
+    on_selected: Callable[[object], None] | None,
+) -> str:
+    """Restart ICE on every transport with the remote's new credentials; our answer
+    fragment (RFC 8840) with the new local ones and our candidates."""
+    local = None
+    for transport in transports:
+        connection = transport._connection
+        try:
+            credentials = restart_ice(connection, ufrag, password)
+        except ValueError as exc:
+            raise BadCandidate(f"bad ICE credentials: {exc}") from exc
+        if local is None:
+            local = credentials
+        # Every transport answers with the same credentials (one fragment, one pair).
+        connection._local_username, connection._local_password = local
+        transport.iceGatherer._remote_candidates_end = False
+        task = asyncio.create_task(check_after_restart(connection, on_selected))
+        _RESTART_CHECKS.add(task)
+        task.add_done_callback(_RESTART_CHECKS.discard)
+    assert local is not None
+    first = pc.getTransceivers()[0]
+    candidates = [
+        f"a=candidate:{candidate_to_sdp(c)}" for c in transports[0].iceGatherer.getLocalCandidates()
+    ]
+    return "\r\n".join(
+        [
+            f"a=ice-ufrag:{local[0]}",
+            f"a=ice-pwd:{local[1]}",
+            f"m={first.kind} 9 UDP/TLS/RTP/SAVPF 0",
+            f"a=mid:{first.mid}",
+            *candidates,
+            "a=end-of-candidates",
+            "",
+        ]
+    )
+
+
+#: Restarted connections' check tasks (a reference each, so none is collected midway).
+_RESTART_CHECKS: set[asyncio.Task] = set()
 
 
 def h264_preferences():
@@ -430,9 +500,19 @@ class WebRtcEgress:
         log.info("viewer %s never connected; dropped", session.id)
         await self.close(session.id)
 
-    async def add_candidates(self, session_id: str, sdpfrag: str) -> int:
-        """Trickle ICE (see `trickle`); KeyError for an unknown session."""
-        return await trickle(self.sessions[session_id].pc, sdpfrag)
+    async def add_candidates(self, session_id: str, sdpfrag: str) -> str | None:
+        """Trickle ICE or ICE restart (see `trickle`): the restart's answer fragment or
+        None; KeyError for an unknown session."""
+        session = self.sessions[session_id]
+        answer = await trickle(session.pc, sdpfrag, functools.partial(self._follow, session))
+        return add_public_candidates(answer, self.public_ips) if answer else None
+
+    @staticmethod
+    def _follow(session: ViewerSession, connection) -> None:
+        """After an ICE restart: the viewer's streams go out on its new pair."""
+        for target in session.targets.values():
+            old, target.binding.path = target.binding.path, udp_path(connection)
+            old.close()
 
     async def _discard(self, session: ViewerSession) -> None:
         session.closed.set()

@@ -42,7 +42,6 @@ from .hub import Stream, StreamBusy
 from .packets import MediaPacket
 from .webrtc import (
     BadOffer,
-    IceRestart,
     add_public_candidates,
     apply_offer,
     check_offer,
@@ -52,7 +51,7 @@ from .webrtc import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BadOffer", "IceRestart", "StreamBusy", "WhipIngest", "WhipSession"]
+__all__ = ["BadOffer", "StreamBusy", "WhipIngest", "WhipSession"]
 
 #: Not connected by then: the session is dropped (and the stream freed).
 CONNECT_TIMEOUT = 30.0
@@ -319,9 +318,11 @@ class WhipIngest:
             if session.keyframes and now - session.last_keyframe_at >= session.keyframe_interval:
                 session.request_keyframe("interval")
 
-    async def add_candidates(self, session_id: str, sdpfrag: str) -> int:
-        """Trickle ICE (see webrtc.trickle); KeyError for an unknown session."""
-        return await trickle(self.sessions[session_id].pc, sdpfrag)
+    async def add_candidates(self, session_id: str, sdpfrag: str) -> str | None:
+        """Trickle ICE or ICE restart (see webrtc.trickle): the restart's answer fragment
+        or None; KeyError for an unknown session."""
+        answer = await trickle(self.sessions[session_id].pc, sdpfrag)
+        return add_public_candidates(answer, self.public_ips) if answer else None
 
     def get(self, session_id: str, stream_name: str | None = None) -> WhipSession | None:
         session = self.sessions.get(session_id)

@@ -388,6 +388,11 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
         f"{summary.get('viewers_connected')} of "
         f"{viewers - chromium} connected; " + "; ".join(spread(k) for k in keys)
     )
+    lines.append(
+        f"- loadgen process: connect phase {summary.get('connect_phase_s')} s wall, "
+        f"{summary.get('loadgen_connect_cpu_s')} s CPU; {summary.get('loadgen_cores')} cores "
+        "while measuring"
+    )
     lines.append(f"- loadgen errors: {summary.get('errors')}")
     for page in pages:
         await page.close()

@@ -33,7 +33,7 @@
 
   let pc = null, sessionUrl = null, retryDelay = 1000, retryTimer = null, lastFrames = 0, stalledSince = null;
   let lastGrant = null, framesAtConnect = 0;
-  const player = { state: "connecting", live: false, reconnects: 0 };
+  const player = { state: "connecting", live: false, reconnects: 0, iceRestarts: 0 };
   window.airclassPlayer = player;
 
   function setState(state, key) {
@@ -127,19 +127,79 @@
     video.play().catch(() => {});
   }
 
-  // A node that died shows as "disconnected" within seconds (ICE consent checks go
-  // unanswered); Chromium would wait ~30 s for "failed". Ask for a new route after 2 s.
+  // A path that died (a phone moving from Wi-Fi to LTE, a node that died) shows as
+  // "disconnected" within seconds (ICE consent checks go unanswered); Chromium would wait
+  // ~30 s for "failed". After 2 s: recover().
   let disconnectTimer = null;
   function watchConnection() {
     const peer = pc;
     pc.onconnectionstatechange = () => {
       if (pc !== peer) return;
       clearTimeout(disconnectTimer);
-      if (peer.connectionState === "failed" || peer.connectionState === "closed") scheduleRetry("player.reconnecting");
+      if (peer.connectionState === "closed") scheduleRetry("player.reconnecting");
+      else if (peer.connectionState === "failed") recover();
       else if (peer.connectionState === "disconnected") {
-        disconnectTimer = setTimeout(() => { if (pc === peer && peer.connectionState === "disconnected") scheduleRetry("player.reconnecting"); }, 2000);
+        disconnectTimer = setTimeout(() => { if (pc === peer && peer.connectionState === "disconnected") recover(); }, 2000);
       }
     };
+  }
+
+  // First an ICE restart on the same session (new addresses, same node): the session, its
+  // rendition and the decoder stay, media is back within a round trip of the new path.
+  // A new session when the node refuses it or nothing arrives within RESTART_WAIT_MS.
+  const RESTART_WAIT_MS = 6000;
+  let restarting = null;  // the peer connection whose restart waits for media
+  async function recover() {
+    const peer = pc;
+    if (!peer || !sessionUrl || restarting === peer) {
+      if (!peer || !sessionUrl) scheduleRetry("player.reconnecting");
+      return;
+    }
+    restarting = peer;
+    setState("connected", "player.reconnecting");
+    setTimeout(() => { if (pc === peer && restarting === peer) scheduleRetry("player.reconnecting"); }, RESTART_WAIT_MS);
+    try {
+      await restartIce(peer, sessionUrl);
+      player.iceRestarts += 1;
+    } catch (err) {
+      console.warn("airclass ICE restart:", err);
+      if (pc === peer) scheduleRetry("player.reconnecting");
+    }
+  }
+
+  // ICE restart over the session's URL (RFC 9725 section 4.3): our new credentials and
+  // candidates to the node in a PATCH, its new ones back; DTLS and SRTP carry on.
+  async function restartIce(peer, url) {
+    const gathered = new Promise((resolve) => {  // the new generation's candidates
+      const done = (ev) => { if (!ev.candidate) { peer.removeEventListener("icecandidate", done); resolve(); } };
+      peer.addEventListener("icecandidate", done);
+      setTimeout(resolve, 2000);
+    });
+    peer.restartIce();
+    await peer.setLocalDescription(await peer.createOffer({ iceRestart: true }));
+    await gathered;
+    const pick = (sdp, key) => (sdp.match(new RegExp("a=" + key + ":(.*)\r\n")) || [])[1];
+    const local = peer.localDescription.sdp;
+    const first = local.split(/\r\n(?=m=)/)[1] || "";  // the first media section (bundled)
+    const fragment = [
+      "a=ice-ufrag:" + pick(local, "ice-ufrag"), "a=ice-pwd:" + pick(local, "ice-pwd"),
+      "m=" + first.slice(2, first.indexOf(" ")) + " 9 UDP/TLS/RTP/SAVPF 0", "a=mid:" + pick(first, "mid"),
+      ...first.split("\r\n").filter((l) => l.startsWith("a=candidate:")), "a=end-of-candidates", "",
+    ].join("\r\n");
+    const res = await fetch(url, {
+      method: "PATCH", body: fragment,
+      headers: { "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*" },
+    });
+    if (res.status !== 200) throw httpError("ICE restart", res);
+    const answer = await res.text();
+    if (pc !== peer) return;
+    const theirs = answer.split("\r\n").filter((l) => l.startsWith("a=candidate:")).map((l) => l + "\r\n");
+    const sdp = peer.remoteDescription.sdp
+      .replace(/a=ice-ufrag:.*\r\n/g, "a=ice-ufrag:" + pick(answer, "ice-ufrag") + "\r\n")
+      .replace(/a=ice-pwd:.*\r\n/g, "a=ice-pwd:" + pick(answer, "ice-pwd") + "\r\n")
+      .replace(/a=(candidate:.*|end-of-candidates)\r\n/g, "")
+      .replace(/(a=mid:.*\r\n)/g, "$1" + theirs.join(""));
+    await peer.setRemoteDescription({ type: "answer", sdp });
   }
 
   async function connect() {
@@ -331,7 +391,7 @@
   }
 
   // Watchdog, every second, from the browser's own receive counters:
-  // - nothing at all received for 3 s while live: the node or the path died -> new route;
+  // - nothing at all received for 2 s while live: the path or the node died -> recover();
   // - video arriving but no frame decoded for 10 s: a stuck decoder -> reconnect;
   // - audio arriving, video not (the server paused video on a weak link): say "audio only".
   let received = null, countedPc = null, silentSince = null, audioOnly = false;
@@ -358,8 +418,9 @@
     const carried = received && received.audio + received.video > 0;
     if (flowing && carried && watching && player.live && !flowing.audio && !flowing.video) {
       silentSince = silentSince || Date.now();
-      if (Date.now() - silentSince > 3000) { silentSince = null; lastFrames = frames; return scheduleRetry("player.reconnecting"); }
+      if (Date.now() - silentSince > 2000) { lastFrames = frames; return recover(); }
     } else silentSince = null;
+    if (flowing && (flowing.audio || flowing.video)) restarting = null;
     audioOnly = !!(flowing && flowing.audio && !flowing.video && frames === lastFrames && watching);
     player.audioOnly = audioOnly;
     if (frames > lastFrames) {

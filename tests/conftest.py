@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .netshape import LinkNode, ShapedLink, unavailable
 from .support import NodeProcess, RedisServer, stop_process, take_log_problems
 
 
@@ -126,3 +127,34 @@ def pytest_runtest_makereport(item, call):
     else:
         report.outcome = "failed"
         report.longrepr = f"node log shows a traceback or an unhandled task error:\n\n{text}"
+
+
+# -- a tc-shaped link to a viewer namespace, a node on it, Chromium behind it -----------
+@pytest.fixture
+def link():
+    reason = unavailable()
+    if reason or not Path(CHROMIUM).exists():
+        pytest.skip(reason or "chromium not installed (scripts/install-system.sh)")
+    with ShapedLink() as shaped:
+        yield shaped
+
+
+@pytest.fixture
+def link_node(link, tmp_path):
+    node = LinkNode(link, tmp_path)
+    try:
+        yield node.start(timeout=60)  # a loaded 2-core machine starts slowly
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+async def viewer_browser(link, tmp_path):
+    """Chromium running in the link's viewer namespace."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        exe = link.chromium_executable(tmp_path)
+        browser = await pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()

@@ -188,6 +188,21 @@ table ip {self._loss_table} {{
                 dropped = max(dropped, int(words[6].rstrip(",")))
         return {"sent_bytes": sent, "dropped_packets": dropped}
 
+    def move_viewer(self) -> str:
+        """The viewer namespace changes address, as a phone going from Wi-Fi to LTE: a new
+        address on the link, then the old one removed (its sockets' packets go nowhere).
+        Returns the new address."""
+        there = ("nsenter", "-t", str(self.pid), "-n")
+        prefix, last = self.viewer_addr.rsplit(".", 1)
+        new = f"{prefix}.{int(last) + 1}"
+        # Keep the new address when the old (primary) one of the subnet goes.
+        _run(*there, "sysctl", "-qw", f"net.ipv4.conf.{self.viewer_dev}.promote_secondaries=1")
+        _run(*there, "ip", "addr", "add", f"{new}/24", "dev", self.viewer_dev)
+        _run(*there, "ip", "addr", "del", f"{self.viewer_addr}/24", "dev", self.viewer_dev)
+        _run(*there, "ip", "route", "replace", "default", "dev", self.viewer_dev)
+        self.viewer_addr = new
+        return new
+
     # -- programs in the viewer namespace ------------------------------------------------
     def viewer_command(self, args: list[str]) -> list[str]:
         """`args` run in the viewer namespace (as root, the same files and processes)."""

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
-
-import pytest
 
 from .chromium_viewer import Sample, open_viewer, read_stats, window_figures
-from .conftest import CHROMIUM, CHROMIUM_ARGS
-from .netshape import LinkNode, Shape, ShapedLink, unavailable
+from .netshape import Shape
 from .support import async_http_json, async_wait_for, ffmpeg_publish
 
 #: The publisher: 720p30 at 2.5 Mbit/s, as the teacher page's 720p preset sends.
@@ -28,36 +24,6 @@ FAST = Shape(rate_kbit=20_000)
 SLOW = Shape(rate_kbit=1_000)
 #: Less than the lowest rung (360p ~500 kbit/s) and its audio need.
 STARVED = Shape(rate_kbit=400)
-
-
-@pytest.fixture
-def link():
-    reason = unavailable()
-    if reason or not Path(CHROMIUM).exists():
-        pytest.skip(reason or "chromium not installed (scripts/install-system.sh)")
-    with ShapedLink() as shaped:
-        yield shaped
-
-
-@pytest.fixture
-def link_node(link, tmp_path):
-    node = LinkNode(link, tmp_path)
-    try:
-        yield node.start(timeout=60)  # a loaded 2-core machine starts slowly
-    finally:
-        node.stop()
-
-
-@pytest.fixture
-async def viewer_browser(link, tmp_path):
-    """Chromium running in the link's viewer namespace."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        exe = link.chromium_executable(tmp_path)
-        browser = await pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def watch(node, browser, processes, stream: str, extra: list[str]):

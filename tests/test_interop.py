@@ -112,7 +112,31 @@ async def test_whep_reference_client_in_chromium_from_another_origin(
 
     assert ("POST", 201) in calls
     patches = [status for method, status in calls if method == "PATCH"]
-    assert patches and all(status == 204 for status in patches), calls
+    assert patches and all(status == 204 for status in patches), calls  # trickle
+    assert viewers(node, "interop") == 1
+
+    # The client's own ICE restart (RFC 9725 section 4.3: PATCH with new credentials and
+    # If-Match: *): 200 with the node's new ones, and the picture goes on over the new
+    # ICE generation (Chromium's transport uses the new local ufrag).
+    def is_restart(response) -> bool:
+        request = response.request
+        return request.method == "PATCH" and request.headers.get("if-match") == "*"
+
+    async with page.expect_response(is_restart) as restarted:
+        await page.evaluate("window.whep.restart()")
+    assert (await restarted.value).status == 200, calls
+    await page.wait_for_function(
+        """async () => {
+            let transport = null;
+            const stats = await window.whep.pc.getStats();
+            stats.forEach((r) => { if (r.type === "transport") transport = r; });
+            return transport && transport.iceState === "connected"
+                && transport.iceLocalUsernameFragment === window.whep.iceUsername;
+        }""",
+        timeout=15_000,
+    )
+    frames = await page.evaluate("window.framesDecoded()")
+    await page.wait_for_function(f"window.framesDecoded() > {frames + 30}", timeout=15_000)
     assert viewers(node, "interop") == 1
 
     # stop(): the client closes its peer connection, then sends DELETE. Whichever of the

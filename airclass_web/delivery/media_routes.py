@@ -14,7 +14,14 @@ from ..limits import client_ip
 from ..node import NODE, node_of
 from .ice_servers import ice_servers_json
 from .media import MediaServices
-from .shared import MEDIA, add_session_routes, hls_viewer_count, ice_link_headers, trickle
+from .shared import (
+    MEDIA,
+    add_session_routes,
+    hls_viewer_count,
+    ice_link_headers,
+    session_etag,
+    trickle,
+)
 from .workers.admission import AdmissionRefused
 
 CORS_HEADERS = {
@@ -75,7 +82,7 @@ async def whep_offer(request: web.Request) -> web.Response:
         ("Location", location),
         ("Content-Type", "application/sdp"),
         ("Accept-Patch", "application/trickle-ice-sdpfrag"),
-        ("ETag", f'"{session.id}"'),
+        ("ETag", session_etag(session.id)),
         *ice_link_headers(media, claims.user_id),
     ]
     return web.Response(status=201, text=session.answer_sdp, headers=headers)
@@ -112,6 +119,7 @@ async def whep_patch(request: web.Request) -> web.Response:
         request,
         lambda fragment: media.viewers.add_candidates(session_id, name, fragment),
         "unknown WHEP session",
+        session_id,
     )
 
 

@@ -13,7 +13,7 @@ from airclass_media.hls import HlsOrigin
 from ..errors import ApiError
 from .ice_servers import link_header, viewer_ice_servers
 from .media import MediaServices
-from .workers.viewers import BadCandidate, IceRestart, SessionNotFound
+from .workers.viewers import BadCandidate, SessionNotFound
 
 MEDIA = web.AppKey("media", MediaServices)
 HLS = web.AppKey("hls", HlsOrigin)
@@ -30,23 +30,39 @@ def ice_link_headers(media: MediaServices, user_id: str | None = None) -> list[t
     return [link_header(s) for s in viewer_ice_servers(media.node.config, user_id)]
 
 
+SDPFRAG = "application/trickle-ice-sdpfrag"
+
+
 async def trickle(
-    request: web.Request, add: Callable[[str], Awaitable[object]], unknown: str
+    request: web.Request,
+    add: Callable[[str], Awaitable[str | None]],
+    unknown: str,
+    session_id: str,
 ) -> web.Response:
-    """PATCH trickle for WHEP and WHIP alike: 204, 415 (not an sdpfrag), 404 (session
-    gone: `add` raised KeyError or SessionNotFound), 422 (ICE restart), 400 (bad line)."""
-    if request.content_type != "application/trickle-ice-sdpfrag":
-        raise ApiError(415, "PATCH takes application/trickle-ice-sdpfrag")
+    """PATCH for WHEP and WHIP alike (RFC 9725 section 4.3): trickled candidates 204; an
+    ICE restart (new `a=ice-ufrag`) 200 with our answer fragment and a new ETag; 415 (not
+    an sdpfrag), 404 (session gone: `add` raised KeyError or SessionNotFound), 400 (bad
+    line or credentials)."""
+    if request.content_type != SDPFRAG:
+        raise ApiError(415, f"PATCH takes {SDPFRAG}")
     fragment = await request.text()
     try:
-        await add(fragment)
+        answer = await add(fragment)
     except (KeyError, SessionNotFound) as exc:
         raise ApiError(404, unknown) from exc
-    except IceRestart as exc:
-        raise ApiError(422, str(exc)) from exc
     except BadCandidate as exc:
         raise ApiError(400, f"bad candidate: {exc}") from exc
-    return web.Response(status=204)
+    if answer is None:
+        return web.Response(status=204)
+    ufrag = next(line[12:] for line in answer.splitlines() if line.startswith("a=ice-ufrag:"))
+    headers = {"ETag": session_etag(session_id, ufrag)}
+    return web.Response(status=200, text=answer, content_type=SDPFRAG, headers=headers)
+
+
+def session_etag(session_id: str, ice_ufrag: str | None = None) -> str:
+    """The entity tag of a session's ICE state: its id, then its id and our ufrag after a
+    restart (a client's If-Match is not checked: trickle is idempotent here)."""
+    return f'"{session_id}"' if ice_ufrag is None else f'"{session_id}.{ice_ufrag}"'
 
 
 def add_session_routes(app: web.Application, path: str, *, offer, options, delete, patch) -> None:

@@ -19,7 +19,7 @@ from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIng
 from ..errors import ApiError
 from ..http import authorize
 from ..node import NODE, cluster_hooks_of, node_of
-from .shared import MEDIA, add_session_routes, ice_link_headers, trickle
+from .shared import MEDIA, add_session_routes, ice_link_headers, session_etag, trickle
 
 WHIP = web.AppKey("whip", WhipIngest)
 #: Seconds between the keyframes a WHIP publisher is asked for (browsers make none unasked).
@@ -62,7 +62,7 @@ async def whip_offer(request: web.Request) -> web.Response:
         ("Location", f"/live/{name}/whip/{resource}"),
         ("Content-Type", "application/sdp"),
         ("Accept-Patch", "application/trickle-ice-sdpfrag"),
-        ("ETag", f'"{session.id}"'),
+        ("ETag", session_etag(session.id)),
         *_links(request),
     ]
     return web.Response(status=201, body=session.answer_sdp.encode(), headers=headers)
@@ -92,6 +92,7 @@ async def whip_patch(request: web.Request) -> web.Response:
         request,
         lambda fragment: ingest.add_candidates(session.id, fragment),
         "unknown WHIP session",
+        session.id,
     )
 
 

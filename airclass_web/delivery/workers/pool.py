@@ -32,7 +32,6 @@ from .feed import LocalFeed
 from .stats import QUANTILES, pool_families, process_cpu_seconds
 from .viewers import (
     BadCandidate,
-    IceRestart,
     OnClosed,
     Opened,
     RecentlyEnded,
@@ -67,6 +66,14 @@ def split_port_range(ports: tuple[int, int] | None, count: int) -> list[str]:
         end = high if i == count - 1 else start + size - 1
         parts.append(f"{start}-{end}")
     return parts
+
+
+def _error_text(body: str, default: str) -> str:
+    """The message of a worker's JSON error body."""
+    try:
+        return str(json.loads(body).get("error", default))
+    except (ValueError, AttributeError):
+        return default
 
 
 def _empty_snapshot() -> dict:
@@ -402,22 +409,22 @@ class WorkerPool:
         session = parsed[0].sessions.get(session_id)
         return session is not None and stream_name in (None, session.stream)
 
-    async def add_candidates(self, session_id: str, stream_name: str, fragment: str) -> None:
+    async def add_candidates(self, session_id: str, stream_name: str, fragment: str) -> str | None:
+        """Trickle or ICE restart on the session's worker; the restart's answer fragment."""
         worker, session = self._open_session(session_id, stream_name)
         url = f"{WORKER_URL}/sessions/{session.internal_id}"
         try:
             async with worker.http.patch(
                 url, params={"stream": stream_name}, data=fragment.encode()
             ) as resp:
-                status, body = resp.status, await resp.json(content_type=None)
+                status, text = resp.status, await resp.text()
         except (aiohttp.ClientError, OSError, TimeoutError, AttributeError, ValueError) as exc:
             raise SessionNotFound(session_id) from exc
         if status == 404:
             raise SessionNotFound(session_id)
-        if status == 422:
-            raise IceRestart(body.get("error", "ICE restart"))
         if status == 400:
-            raise BadCandidate(body.get("error", "bad candidate"))
+            raise BadCandidate(_error_text(text, "bad candidate"))
+        return text if status == 200 else None
 
     async def close(self, session_id: str, stream_name: str) -> bool:
         """True when the session was open or ended lately (DELETE is idempotent)."""

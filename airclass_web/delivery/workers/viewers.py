@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from airclass_media.hub import Stream
-from airclass_media.webrtc import BadCandidate, IceRestart, WebRtcEgress
+from airclass_media.webrtc import BadCandidate, WebRtcEgress
 
-__all__ = ["BadCandidate", "IceRestart", "LocalViewers", "SessionNotFound"]
+__all__ = ["BadCandidate", "LocalViewers", "SessionNotFound"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class Viewers(Protocol):
     async def stop(self) -> None: ...
     async def open(self, stream: Stream, offer_sdp: str, user_id: str) -> Opened: ...
     def active(self, session_id: str, stream_name: str | None = None) -> bool: ...
-    async def add_candidates(self, session_id: str, stream_name: str, fragment: str) -> None: ...
+    async def add_candidates(
+        self, session_id: str, stream_name: str, fragment: str
+    ) -> str | None: ...
     async def close(self, session_id: str, stream_name: str) -> bool: ...
     @property
     def viewer_count(self) -> int: ...
@@ -149,11 +151,12 @@ class LocalViewers:
             name is not None and session_id in self.egress.sessions and stream_name in (None, name)
         )
 
-    async def add_candidates(self, session_id: str, stream_name: str, fragment: str) -> None:
+    async def add_candidates(self, session_id: str, stream_name: str, fragment: str) -> str | None:
+        """Trickle or ICE restart; the restart's answer fragment, else None."""
         if not self.active(session_id, stream_name):
             raise SessionNotFound(session_id)
         try:
-            await self.egress.add_candidates(session_id, fragment)
+            return await self.egress.add_candidates(session_id, fragment)
         except KeyError as exc:
             raise SessionNotFound(session_id) from exc
 

@@ -38,7 +38,7 @@ from airclass_media.webrtc import BadOffer, Overloaded, WebRtcEgress
 from relay.manager import FIRST_KEYFRAME_WAIT, RelayManager
 
 from .stats import egress_snapshot
-from .viewers import BadCandidate, IceRestart, LocalViewers, SessionNotFound
+from .viewers import BadCandidate, LocalViewers, SessionNotFound
 
 log = logging.getLogger("airclass.worker")
 
@@ -46,6 +46,10 @@ log = logging.getLogger("airclass.worker")
 UNLIMITED = 1 << 30
 STATS_SECONDS = 1.0
 PR_SET_PDEATHSIG = 1
+
+
+#: Trickle and ICE-restart fragments (RFC 8840).
+SDPFRAG = "application/trickle-ice-sdpfrag"
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -111,16 +115,16 @@ class Worker:
     async def patch(self, request: web.Request) -> web.Response:
         fragment = await request.text()
         try:
-            await self.viewers.add_candidates(
+            answer = await self.viewers.add_candidates(
                 request.match_info["id"], request.query.get("stream", ""), fragment
             )
         except SessionNotFound:
             return _error(404, "unknown WHEP session")
-        except IceRestart as exc:
-            return _error(422, str(exc))
         except BadCandidate as exc:
             return _error(400, f"bad candidate: {exc}")
-        return web.Response(status=204)
+        if answer is None:
+            return web.Response(status=204)
+        return web.Response(status=200, text=answer, content_type=SDPFRAG)
 
     async def delete(self, request: web.Request) -> web.Response:
         found = await self.viewers.close(request.match_info["id"], request.query.get("stream", ""))
