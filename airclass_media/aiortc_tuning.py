@@ -223,6 +223,17 @@ def _header(
     return raw[0], tail[:at] + bytes(3) + tail[at + 3 :], at
 
 
+async def close_peer(pc: RTCPeerConnection) -> None:
+    """`pc.close()`, safe beside aiortc's own close task (started when the peer ended
+    DTLS): a second close() awaits the first one's future, and a cancelled await would
+    cancel that future, so aiortc's task then fails ("invalid state") when it finishes."""
+    in_progress = getattr(pc, "_RTCPeerConnection__isClosed", None)
+    if in_progress is not None:
+        await asyncio.shield(in_progress)
+        return
+    await pc.close()
+
+
 def _udp_path(sender: RTCRtpSender) -> UdpPath:
     return udp_path(sender.transport.transport._connection)
 

@@ -77,6 +77,10 @@ def restrict_udp_ports(loop: asyncio.AbstractEventLoop, low: int, high: int) -> 
 RESTART_CHECK_SECONDS = 30.0
 #: RFC 8445's Ta: one new check every 20 ms, as aioice's own connect() paces them.
 CHECK_PACE_SECONDS = 0.02
+#: Our own checks wait this long after a restart: sent at once, they reach the remote
+#: agent before our answer does, go unanswered and are resent only 500 ms later, while the
+#: pair they hold cannot take the remote agent's triggered check meanwhile.
+OWN_CHECKS_AFTER_SECONDS = 0.25
 
 
 def restart_ice(
@@ -120,6 +124,7 @@ async def check_after_restart(
     agent's checks alone would do on an open network; ours open a NAT on the way.
     `on_selected(connection)` then, for senders that hold the path themselves."""
     loop = asyncio.get_running_loop()
+    own_checks_at = loop.time() + OWN_CHECKS_AFTER_SECONDS
     deadline = loop.time() + RESTART_CHECK_SECONDS
     selected = dict(connection._nominated)
     waiting = (aioice.ice.CandidatePair.State.WAITING, aioice.ice.CandidatePair.State.FROZEN)
@@ -129,7 +134,7 @@ async def check_after_restart(
             if on_selected is not None:
                 on_selected(connection)
             return True
-        for pair in connection._check_list:
+        for pair in connection._check_list if loop.time() >= own_checks_at else ():
             if pair.task is None and pair.state in waiting:
                 connection.check_start_task(pair)
                 break

@@ -34,7 +34,13 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from .adapt import ADAPT_INTERVAL_S, Adaptation, ViewerRung
-from .aiortc_tuning import answer_audio_red, receiver_report, take_over_rtp, udp_path
+from .aiortc_tuning import (
+    answer_audio_red,
+    close_peer,
+    receiver_report,
+    take_over_rtp,
+    udp_path,
+)
 from .fanout import Fanout, RtpBinding, RtpTarget
 from .hub import Stream
 from .ice import check_after_restart, restart_ice
@@ -517,7 +523,7 @@ class WebRtcEgress:
     async def _discard(self, session: ViewerSession) -> None:
         session.closed.set()
         try:
-            await session.pc.close()
+            await close_peer(session.pc)
         except AttributeError:
             # aiortc cannot close a connection whose offer left a transceiver without
             # transports; it is marked closed by then, so stop the transports there are.

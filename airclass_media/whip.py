@@ -35,7 +35,7 @@ from aiortc import (
     RTCRtpReceiver,
 )
 
-from .aiortc_tuning import media_ssrc, tap_encoded_frames
+from .aiortc_tuning import close_peer, media_ssrc, tap_encoded_frames
 from .audio import AAC_RATE, OpusToAac
 from .h264 import H264Error, parse_sps, split_annexb
 from .hub import Stream, StreamBusy
@@ -333,7 +333,7 @@ class WhipIngest:
     async def _discard(self, session: WhipSession) -> None:
         session.closed.set()
         with contextlib.suppress(Exception):
-            await session.pc.close()
+            await close_peer(session.pc)
 
     async def close(self, session_id: str) -> bool:
         """End a publisher session: the stream goes offline (viewers stay connected)."""

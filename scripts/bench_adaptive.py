@@ -22,6 +22,9 @@ Scenarios (`--scenario`, repeatable; default all):
              onset (AnalyserNode) minus flash display (requestVideoFrameCallback) in
              Chromium, unshaped and at 1 Mbit/s
   join1mbps  a viewer that joins on a 1 Mbit/s link (40 s), then unshaped (20 s)
+  move       the student page (our own player, not the plain client) whose address
+             changes three times, as a phone going from Wi-Fi to LTE: how long the
+             picture stops, whether the page kept its session (ICE restart) or made one
 
 Run as root; it re-executes itself in a private network namespace (scripts/in-netns.sh):
 
@@ -48,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SCENARIOS = ("bframes", "1mbps", "400kbps", "loss", "joinstorm", "lipsync", "join1mbps")
+SCENARIOS = ("bframes", "1mbps", "400kbps", "loss", "joinstorm", "lipsync", "join1mbps", "move")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -440,6 +443,58 @@ async def scenario_lipsync(bench: Bench, seconds: float = 30) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def scenario_move(bench: Bench, moves: int = 3, between: float = 12) -> str:
+    """The viewer's address changes `moves` times; per move, from the change: the first
+    new frame, 30 frames on, and the page's reconnect and ICE-restart counters."""
+    stream = await bench.live_stream(bench.args.bframes, moves * (between + 20) + 20)
+    page = await bench.browser.new_page()
+    await page.goto(f"{bench.node.url}/student?stream={stream}")
+    await page.wait_for_function("() => window.airclassPlayer.state === 'playing'", timeout=30_000)
+    state = (
+        "({f: window.airclassPlayer.framesDecoded(), r: window.airclassPlayer.reconnects,"
+        " i: window.airclassPlayer.iceRestarts || 0})"
+    )
+    lines = [
+        "### move (the student page; the viewer's address changes, as Wi-Fi to LTE)",
+        "",
+        "| move | picture back after s | 30 frames on after s | new sessions | ICE restarts |",
+        "|---|---|---|---|---|",
+    ]
+    for n in range(1, moves + 1):
+        await asyncio.sleep(between)  # playing undisturbed before the move
+        before = await page.evaluate(state)
+        moved = time.monotonic()
+        bench.link.move_viewer()
+        # Frames in the jitter buffer still decode for a moment: the picture is back at
+        # the first new frame after it stood still for half a second (a new session's
+        # video element may count from 0 again).
+        last, last_change, stalled = before["f"], moved, False
+        first = thirty = None
+        base = 0
+        while time.monotonic() - moved < 30 and thirty is None:
+            frames, now = (await page.evaluate(state))["f"], time.monotonic()
+            if frames != last:
+                if stalled and first is None:
+                    first, base = now - moved, frames
+                last, last_change = frames, now
+            elif now - last_change > 0.5:
+                stalled = True
+            if first is not None and (frames - base if frames >= base else frames) >= 30:
+                thirty = now - moved
+            await asyncio.sleep(0.05)
+        after = await page.evaluate(state)
+
+        def fmt(value: float | None) -> str:
+            return "none within 30 s" if value is None else f"{value:.2f}"
+
+        lines.append(
+            f"| {n} | {fmt(first)} | {fmt(thirty)} | {after['r'] - before['r']} "
+            f"| {after['i'] - before['i']} |"
+        )
+    await page.close()
+    return "\n".join(lines) + "\n"
+
+
 async def run(args: argparse.Namespace, reports: list[dict]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-adaptive-") as tmp:
         bench = Bench(args, Path(tmp))
@@ -459,6 +514,8 @@ async def run(args: argparse.Namespace, reports: list[dict]) -> None:
                     text = await scenario_lipsync(bench)
                 elif name == "join1mbps":
                     text = await scenario_join_weak(bench)
+                elif name == "move":
+                    text = await scenario_move(bench)
                 else:
                     text = await scenario_joinstorm(bench)
                 print(text, flush=True)

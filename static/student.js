@@ -159,47 +159,12 @@
     setState("connected", "player.reconnecting");
     setTimeout(() => { if (pc === peer && restarting === peer) scheduleRetry("player.reconnecting"); }, RESTART_WAIT_MS);
     try {
-      await restartIce(peer, sessionUrl);
+      await AirIceRestart(peer, sessionUrl);
       player.iceRestarts += 1;
     } catch (err) {
       console.warn("airclass ICE restart:", err);
       if (pc === peer) scheduleRetry("player.reconnecting");
     }
-  }
-
-  // ICE restart over the session's URL (RFC 9725 section 4.3): our new credentials and
-  // candidates to the node in a PATCH, its new ones back; DTLS and SRTP carry on.
-  async function restartIce(peer, url) {
-    const gathered = new Promise((resolve) => {  // the new generation's candidates
-      const done = (ev) => { if (!ev.candidate) { peer.removeEventListener("icecandidate", done); resolve(); } };
-      peer.addEventListener("icecandidate", done);
-      setTimeout(resolve, 2000);
-    });
-    peer.restartIce();
-    await peer.setLocalDescription(await peer.createOffer({ iceRestart: true }));
-    await gathered;
-    const pick = (sdp, key) => (sdp.match(new RegExp("a=" + key + ":(.*)\r\n")) || [])[1];
-    const local = peer.localDescription.sdp;
-    const first = local.split(/\r\n(?=m=)/)[1] || "";  // the first media section (bundled)
-    const fragment = [
-      "a=ice-ufrag:" + pick(local, "ice-ufrag"), "a=ice-pwd:" + pick(local, "ice-pwd"),
-      "m=" + first.slice(2, first.indexOf(" ")) + " 9 UDP/TLS/RTP/SAVPF 0", "a=mid:" + pick(first, "mid"),
-      ...first.split("\r\n").filter((l) => l.startsWith("a=candidate:")), "a=end-of-candidates", "",
-    ].join("\r\n");
-    const res = await fetch(url, {
-      method: "PATCH", body: fragment,
-      headers: { "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*" },
-    });
-    if (res.status !== 200) throw httpError("ICE restart", res);
-    const answer = await res.text();
-    if (pc !== peer) return;
-    const theirs = answer.split("\r\n").filter((l) => l.startsWith("a=candidate:")).map((l) => l + "\r\n");
-    const sdp = peer.remoteDescription.sdp
-      .replace(/a=ice-ufrag:.*\r\n/g, "a=ice-ufrag:" + pick(answer, "ice-ufrag") + "\r\n")
-      .replace(/a=ice-pwd:.*\r\n/g, "a=ice-pwd:" + pick(answer, "ice-pwd") + "\r\n")
-      .replace(/a=(candidate:.*|end-of-candidates)\r\n/g, "")
-      .replace(/(a=mid:.*\r\n)/g, "$1" + theirs.join(""));
-    await peer.setRemoteDescription({ type: "answer", sdp });
   }
 
   async function connect() {
@@ -391,10 +356,9 @@
   }
 
   // Watchdog, every second, from the browser's own receive counters:
-  // - nothing at all received for 2 s while live: the path or the node died -> recover();
   // - video arriving but no frame decoded for 10 s: a stuck decoder -> reconnect;
   // - audio arriving, video not (the server paused video on a weak link): say "audio only".
-  let received = null, countedPc = null, silentSince = null, audioOnly = false;
+  let received = null, countedPc = null, audioOnly = false;
   async function receivedBytes() {
     const now = { audio: 0, video: 0 };
     (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind in now) now[s.kind] += s.bytesReceived || 0; });
@@ -413,14 +377,6 @@
       }
     }
     const watching = player.state === "playing" || player.state === "connected";
-    // Only a connection that did carry media can go silent (no bytes yet: ICE or a UDP
-    // block, which the HLS fallback handles).
-    const carried = received && received.audio + received.video > 0;
-    if (flowing && carried && watching && player.live && !flowing.audio && !flowing.video) {
-      silentSince = silentSince || Date.now();
-      if (Date.now() - silentSince > 2000) { lastFrames = frames; return recover(); }
-    } else silentSince = null;
-    if (flowing && (flowing.audio || flowing.video)) restarting = null;
     audioOnly = !!(flowing && flowing.audio && !flowing.video && frames === lastFrames && watching);
     player.audioOnly = audioOnly;
     if (frames > lastFrames) {
@@ -440,6 +396,30 @@
         (player.transport === "hls" ? " · " + AirI18n.t("player.hls") : "");
     }
   }, 1000);
+
+  // Silence, every 250 ms: nothing at all received for 1 s on a connection that carried
+  // media, while live (audio alone is 50 packets a second): the path or the node died ->
+  // recover(). (No bytes yet is ICE or a UDP block, which the HLS fallback handles.)
+  const SILENCE_CHECK_MS = 250, SILENCE_MS = 1000;
+  let silentPc = null, silentBytes = 0, silentSince = null;
+  setInterval(async () => {
+    const peer = pc;
+    if (!peer || player.transport !== "webrtc") return;
+    const now = await receivedBytes().catch(() => null);
+    if (!now || peer !== pc) return;
+    const bytes = now.audio + now.video;
+    if (silentPc !== peer || bytes > silentBytes) {
+      silentPc = peer;
+      silentBytes = bytes;
+      silentSince = null;
+      if (restarting === peer && bytes > 0) restarting = null;  // the restart brought media
+      return;
+    }
+    const watching = player.state === "playing" || player.state === "connected";
+    if (!watching || !player.live || bytes === 0) { silentSince = null; return; }
+    silentSince = silentSince || Date.now() - SILENCE_CHECK_MS;  // silent since the last check
+    if (Date.now() - silentSince >= SILENCE_MS) recover();
+  }, SILENCE_CHECK_MS);
 
   unmute.addEventListener("click", () => { video.muted = false; video.play().catch(() => {}); unmute.hidden = true; });
   window.addEventListener("pagehide", teardown);

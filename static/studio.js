@@ -125,10 +125,14 @@
       const audioTrack = media.getAudioTracks()[0];
       if (audioTrack) pc.addTransceiver(audioTrack, { direction: "sendonly", streams: [media] });
       const peer = pc;
+      let lostTimer = null;
       pc.onconnectionstatechange = () => {
         if (pc !== peer) return;
-        if (peer.connectionState === "connected") setState("live");
-        else if (peer.connectionState === "failed") { fail("s.failed", AirI18n.t("s.lost")); stop(); }
+        clearTimeout(lostTimer);
+        const state = peer.connectionState;
+        if (state === "connected") { peer.restarting = false; setState("live"); }
+        else if (state === "failed") reconnect(peer);
+        else if (state === "disconnected") lostTimer = setTimeout(() => reconnect(peer), 2000);
       };
       await pc.setLocalDescription(await pc.createOffer());
       await waitGathering(pc, 2000);
@@ -138,6 +142,7 @@
       if (post.status !== 201) throw AirI18n.httpError(post.status, (await post.json().catch(() => ({}))).error);
       location_ = new URL(post.headers.get("Location"), grant.whip_url).toString();
       studio.location = location_;
+      studio.pc = pc;
       await pc.setRemoteDescription({ type: "answer", sdp: await post.text() });
       const params = vt.sender.getParameters();
       if (params.encodings && params.encodings.length) {
@@ -149,6 +154,26 @@
     } catch (err) {
       fail("s.failed", err);
       stop();
+    }
+  }
+
+  // A path that died under a live publish (a laptop moving to another network): an ICE
+  // restart on the same session keeps the stream live for the class; "connection lost"
+  // when the node refuses it or it brings no connection within RESTART_WAIT_MS.
+  const RESTART_WAIT_MS = 8000;
+  async function reconnect(peer) {
+    const lost = () => { if (pc === peer) { fail("s.failed", AirI18n.t("s.lost")); stop(); } };
+    if (pc !== peer || peer.connectionState === "connected") return;
+    if (peer.restarting) return lost();
+    peer.restarting = true;
+    setState("connecting");
+    setTimeout(() => { if (pc === peer && peer.connectionState !== "connected") lost(); }, RESTART_WAIT_MS);
+    try {
+      await AirIceRestart(peer, location_);
+      studio.iceRestarts = (studio.iceRestarts || 0) + 1;
+    } catch (err) {
+      console.warn("airclass studio ICE restart:", err);
+      lost();
     }
   }
 

@@ -308,6 +308,24 @@ async def test_teacher_goes_live_from_the_browser(studio_node, publishing_browse
     await async_wait_for(answered, 8, "a keyframe answering the viewer's PLI", interval=0.1)
     await player.wait_frames(video=30, timeout=15)
 
+    # An ICE restart of the publish (RFC 9725 PATCH, as the studio does when its path
+    # dies): Chromium's transport moves to the new credentials, the viewer keeps decoding.
+    await page.evaluate(
+        "() => AirIceRestart(window.airclassStudio.pc, window.airclassStudio.location)"
+    )
+    await page.wait_for_function(
+        """async () => {
+            const pc = window.airclassStudio.pc;
+            const ufrag = pc.localDescription.sdp.match(/a=ice-ufrag:(.*)\\r\\n/)[1];
+            let transport = null;
+            (await pc.getStats()).forEach((r) => { if (r.type === "transport") transport = r; });
+            return transport && transport.iceState === "connected"
+                && transport.iceLocalUsernameFragment === ufrag;
+        }""",
+        timeout=15_000,
+    )
+    await player.wait_frames(video=30, timeout=15)
+
     # The recording plays: H.264 video and AAC audio.
     status, done, _ = await async_http_json(
         "POST", node.url + "/api/recording/stop", body, json_auth
