@@ -37,7 +37,6 @@ import queue
 import socket
 from collections.abc import Awaitable, Callable
 
-import aioice
 import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, sdp
 from aiortc.codecs import CODECS
@@ -234,13 +233,18 @@ async def close_peer(pc: RTCPeerConnection) -> None:
     await pc.close()
 
 
-def _udp_path(sender: RTCRtpSender) -> UdpPath:
-    return udp_path(sender.transport.transport._connection)
+def on_selected_pair(path: UdpPath, sender: RTCRtpSender) -> bool:
+    """Whether `path` still goes where the sender's ICE connection sends: aioice selects
+    another pair after an ICE restart, or when the remote nominates its new address (a
+    NAT rebinding, a phone's new network); the fan-out's own path must follow."""
+    pair = sender.transport.transport._connection._nominated.get(1)
+    return pair is None or pair.remote_addr == path.addr
 
 
-def udp_path(connection: aioice.Connection) -> UdpPath:
+def udp_path(sender: RTCRtpSender) -> UdpPath:
     """The nominated ICE pair's socket (dup'ed) and remote address; aioice's own send
     path when it is not a plain UDP socket (a TURN relay, for instance)."""
+    connection = sender.transport.transport._connection
     pair = connection._nominated.get(1)
     if pair is None:
         raise ConnectionError("no nominated ICE pair")
@@ -294,7 +298,7 @@ def describe(
         stamp=stamp,
         abs_send_time_at=abs_at,
         rtt=rtt,
-        path=_udp_path(sender),
+        path=udp_path(sender),
         rtx_payload_type=rtx_type,
         rtx_header_tail=rtx_tail,
         red_payload_type=next(

@@ -37,6 +37,7 @@ from .adapt import ADAPT_INTERVAL_S, Adaptation, ViewerRung
 from .aiortc_tuning import (
     answer_audio_red,
     close_peer,
+    on_selected_pair,
     receiver_report,
     take_over_rtp,
     udp_path,
@@ -490,6 +491,7 @@ class WebRtcEgress:
             self.adaptation.measure()
             for session in list(self.sessions.values()):
                 try:
+                    self._follow(session)
                     await self.adaptation.adapt(session)
                 except Exception:  # one viewer's choice must not stop the others'
                     log.exception("choosing a rung for viewer %s failed", session.id)
@@ -510,15 +512,19 @@ class WebRtcEgress:
         """Trickle ICE or ICE restart (see `trickle`): the restart's answer fragment or
         None; KeyError for an unknown session."""
         session = self.sessions[session_id]
-        answer = await trickle(session.pc, sdpfrag, functools.partial(self._follow, session))
+        answer = await trickle(session.pc, sdpfrag, lambda _connection: self._follow(session))
         return add_public_candidates(answer, self.public_ips) if answer else None
 
     @staticmethod
-    def _follow(session: ViewerSession, connection) -> None:
-        """After an ICE restart: the viewer's streams go out on its new pair."""
-        for target in session.targets.values():
-            old, target.binding.path = target.binding.path, udp_path(connection)
-            old.close()
+    def _follow(session: ViewerSession) -> None:
+        """The viewer's streams go out on its ICE connection's selected pair (a new one
+        after an ICE restart or a NAT rebinding: see aiortc_tuning.on_selected_pair)."""
+        for kind, target in session.targets.items():
+            sender = session.senders[kind]
+            if not on_selected_pair(target.binding.path, sender):
+                old, target.binding.path = target.binding.path, udp_path(sender)
+                old.close()
+                log.info("viewer %s: %s now goes to %s", session.id, kind, target.binding.path.addr)
 
     async def _discard(self, session: ViewerSession) -> None:
         session.closed.set()

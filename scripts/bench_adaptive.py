@@ -22,9 +22,9 @@ Scenarios (`--scenario`, repeatable; default all):
              onset (AnalyserNode) minus flash display (requestVideoFrameCallback) in
              Chromium, unshaped and at 1 Mbit/s
   join1mbps  a viewer that joins on a 1 Mbit/s link (40 s), then unshaped (20 s)
-  move       the student page (our own player, not the plain client) whose address
-             changes three times, as a phone going from Wi-Fi to LTE: how long the
-             picture stops, whether the page kept its session (ICE restart) or made one
+  move       the viewers' address changes three times under their sockets (a NAT that
+             rebinds, a phone's new network): how long the picture stands still for the
+             student page (ICE restart, else a new session) and a plain WHEP client
 
 Run as root; it re-executes itself in a private network namespace (scripts/in-netns.sh):
 
@@ -444,54 +444,66 @@ async def scenario_lipsync(bench: Bench, seconds: float = 30) -> str:
 
 
 async def scenario_move(bench: Bench, moves: int = 3, between: float = 12) -> str:
-    """The viewer's address changes `moves` times; per move, from the change: the first
-    new frame, 30 frames on, and the page's reconnect and ICE-restart counters."""
-    stream = await bench.live_stream(bench.args.bframes, moves * (between + 20) + 20)
-    page = await bench.browser.new_page()
-    await page.goto(f"{bench.node.url}/student?stream={stream}")
-    await page.wait_for_function("() => window.airclassPlayer.state === 'playing'", timeout=30_000)
-    state = (
+    """The viewer namespace's address changes `moves` times (its sockets stay: the new
+    address is what the node sees, as behind a NAT that rebinds or a phone's new network).
+    Two viewers watch through it: the student page (which restarts ICE when its path goes
+    silent) and a plain RTCPeerConnection WHEP client (no recovery of its own). Per move:
+    the longest time without a new frame in the 15 s after it, and the student page's
+    new sessions and ICE restarts. Last, every UDP socket open is cut off (the path
+    dies; HTTP and new sockets still work)."""
+    from tests.chromium_viewer import read_stats
+
+    stream = await bench.live_stream(bench.args.bframes, (moves + 1) * (between + 20) + 20)
+    student = await bench.browser.new_page()
+    await student.goto(f"{bench.node.url}/student?stream={stream}")
+    await student.wait_for_function(
+        "() => window.airclassPlayer.state === 'playing'", timeout=30_000
+    )
+    plain = await bench.viewer_page(stream)
+    await bench.first_frame(plain)
+    counters = (
         "({f: window.airclassPlayer.framesDecoded(), r: window.airclassPlayer.reconnects,"
         " i: window.airclassPlayer.iceRestarts || 0})"
     )
+
+    async def frames() -> tuple[int, int]:
+        # A new session's video element may count from 0 again: any change is a frame.
+        page_frames = (await student.evaluate(counters))["f"]
+        return page_frames, (await read_stats(plain))[0].video.get("framesDecoded", 0)
+
     lines = [
-        "### move (the student page; the viewer's address changes, as Wi-Fi to LTE)",
+        "### move (the viewer's address changes under its sockets)",
         "",
-        "| move | picture back after s | 30 frames on after s | new sessions | ICE restarts |",
+        "| change | student page: picture stood still s | new sessions | ICE restarts "
+        "| plain WHEP client: picture stood still s |",
         "|---|---|---|---|---|",
     ]
-    for n in range(1, moves + 1):
-        await asyncio.sleep(between)  # playing undisturbed before the move
-        before = await page.evaluate(state)
+    events = [f"address {n}" for n in range(1, moves + 1)] + ["UDP sockets cut"]
+    for event in events:
+        await asyncio.sleep(between)  # playing undisturbed before the change
+        before = await student.evaluate(counters)
         moved = time.monotonic()
-        bench.link.move_viewer()
-        # Frames in the jitter buffer still decode for a moment: the picture is back at
-        # the first new frame after it stood still for half a second (a new session's
-        # video element may count from 0 again).
-        last, last_change, stalled = before["f"], moved, False
-        first = thirty = None
-        base = 0
-        while time.monotonic() - moved < 30 and thirty is None:
-            frames, now = (await page.evaluate(state))["f"], time.monotonic()
-            if frames != last:
-                if stalled and first is None:
-                    first, base = now - moved, frames
-                last, last_change = frames, now
-            elif now - last_change > 0.5:
-                stalled = True
-            if first is not None and (frames - base if frames >= base else frames) >= 30:
-                thirty = now - moved
+        if event.startswith("address"):
+            bench.link.move_viewer()
+        else:  # the path dies (Wi-Fi gone): only new sockets get through
+            bench.link.cut_viewer_udp()
+        last, changed, gaps = await frames(), [moved, moved], [0.0, 0.0]
+        while time.monotonic() - moved < 15:
+            now_frames, now = await frames(), time.monotonic()
+            for i in range(2):
+                if now_frames[i] != last[i]:
+                    gaps[i] = max(gaps[i], now - changed[i])
+                    changed[i] = now
+            last = now_frames
             await asyncio.sleep(0.05)
-        after = await page.evaluate(state)
-
-        def fmt(value: float | None) -> str:
-            return "none within 30 s" if value is None else f"{value:.2f}"
-
+        gaps = [max(gap, time.monotonic() - at) for gap, at in zip(gaps, changed, strict=True)]
+        after = await student.evaluate(counters)
         lines.append(
-            f"| {n} | {fmt(first)} | {fmt(thirty)} | {after['r'] - before['r']} "
-            f"| {after['i'] - before['i']} |"
+            f"| {event} | {gaps[0]:.2f} | {after['r'] - before['r']} | {after['i'] - before['i']} "
+            f"| {gaps[1]:.2f} |"
         )
-    await page.close()
+    await student.close()
+    await plain.close()
     return "\n".join(lines) + "\n"
 
 

@@ -203,6 +203,36 @@ table ip {self._loss_table} {{
         self.viewer_addr = new
         return new
 
+    def cut_viewer_udp(self) -> list[int]:
+        """Every UDP socket open in the viewer namespace now stops getting through (its
+        packets in and out are dropped), as when a phone's Wi-Fi goes: sockets opened
+        later and TCP still work. Returns the ports cut."""
+        there = ("nsenter", "-t", str(self.pid), "-n")
+        listed = subprocess.run(
+            [*there, "ss", "-Huan"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+        ports = sorted({int(line.split()[3].rsplit(":", 1)[1]) for line in listed.splitlines()})
+        if ports:
+            listed_ports = ", ".join(map(str, ports))
+            rules = f"""
+table ip airclass_cut {{
+  chain out {{
+    type filter hook output priority 0;
+    udp sport {{ {listed_ports} }} drop;
+  }}
+  chain in {{
+    type filter hook input priority 0;
+    udp dport {{ {listed_ports} }} drop;
+  }}
+}}
+"""
+            done = subprocess.run(
+                [*there, "nft", "-f", "-"], input=rules, text=True, capture_output=True
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"nft: {done.stderr.strip()}")
+        return ports
+
     # -- programs in the viewer namespace ------------------------------------------------
     def viewer_command(self, args: list[str]) -> list[str]:
         """`args` run in the viewer namespace (as root, the same files and processes)."""

@@ -1,9 +1,13 @@
-"""ICE restart (RFC 9725 section 4.3, PATCH with new ICE credentials) with real clients:
-the student page in headless Chromium whose address changes under it (a phone moving
-from Wi-Fi to LTE), and the WHEP reference client's own restart().
+"""When a viewer's path changes or dies, with real clients in headless Chromium behind a
+link of their own (tests/netshape.py): the student page restarts ICE (RFC 9725 section
+4.3, PATCH with new ICE credentials) when its path dies; a plain WHEP client whose address
+changes under its socket (a NAT rebinding, a phone's new network) is followed by the node;
+and the node's answer to a restart PATCH. (The WHEP reference client's own restart() is
+in test_interop.py, the studio's WHIP restart in test_whip.py.)
 
-Before: PATCH with new credentials answered 422 and a student whose address changed
-waited for the page's watchdog, then opened a new session from the GOP cache.
+Before: PATCH with new credentials answered 422; a student whose path died waited 3 s,
+then opened a new session (5.2-5.3 s without a picture); a plain client whose address
+changed never got a picture again (the node kept sending to the old address).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ async def _viewer_ids(node, stream: str) -> list[str]:
     return [v["id"] for v in body["viewers"]]
 
 
-async def test_student_page_restarts_ice_when_its_address_changes(
+async def test_student_page_restarts_ice_when_its_path_dies(
     link, link_node, viewer_browser, processes
 ):
     node = link_node
@@ -50,7 +54,8 @@ async def test_student_page_restarts_ice_when_its_address_changes(
     sessions = await _viewer_ids(node, "move1")
     assert len(sessions) == 1, sessions
 
-    link.move_viewer()
+    cut = link.cut_viewer_udp()  # the page's ICE socket among them; HTTP still works
+    assert cut, "no UDP socket in the viewer namespace"
     frames = await page.evaluate("window.airclassPlayer.framesDecoded()")
 
     async def player() -> dict:
@@ -96,3 +101,33 @@ async def test_patch_with_new_credentials_answers_a_fragment(node, processes, pl
     assert (await async_http_json("PATCH", session, restart, SDPFRAG))[0] == 204
     bad = b"a=ice-ufrag:x\r\na=ice-pwd:short\r\n"
     assert (await async_http_json("PATCH", session, bad, SDPFRAG))[0] == 400
+
+
+async def test_plain_client_follows_when_its_address_changes(
+    link, link_node, viewer_browser, processes
+):
+    """A standards WHEP player with no restart logic of its own (a plain RTCPeerConnection
+    page): when its address changes under the same socket, as behind a NAT that rebinds,
+    the node follows the pair the browser nominates from the new address."""
+    from .chromium_viewer import open_viewer, read_stats
+
+    node = link_node
+    await _publish(node, processes, "nat1")
+    page = await viewer_browser.new_page()
+    await page.goto(f"{node.url}/api/health")
+    grant = await node.atoken("nat1")
+    await open_viewer(page, f"{node.url}/live/nat1/whep", grant["token"])
+
+    async def decoded() -> int:
+        return (await read_stats(page))[0].video.get("framesDecoded", 0)
+
+    await async_wait_for(lambda: _more(decoded, 30), 30, "Chromium decoding", interval=0.2)
+    link.move_viewer()
+    before = await decoded()
+    await async_wait_for(
+        lambda: _more(decoded, before + 60), 20, "frames after the move", interval=0.2
+    )
+
+
+async def _more(count, than: int) -> bool:
+    return await count() > than
