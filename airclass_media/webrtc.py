@@ -195,9 +195,18 @@ def _restart(
         # Every transport answers with the same credentials (one fragment, one pair).
         connection._local_username, connection._local_password = local
         transport.iceGatherer._remote_candidates_end = False
+        # One check task per connection: a client restarting again (or over and over)
+        # replaces the previous restart's.
+        previous = _RESTART_CHECKS.pop(connection, None)
+        if previous is not None:
+            previous.cancel()
         task = asyncio.create_task(check_after_restart(connection, on_selected))
-        _RESTART_CHECKS.add(task)
-        task.add_done_callback(_RESTART_CHECKS.discard)
+        _RESTART_CHECKS[connection] = task
+        task.add_done_callback(
+            lambda done, c=connection: (
+                _RESTART_CHECKS.pop(c, None) if _RESTART_CHECKS.get(c) is done else None
+            )
+        )
     assert local is not None
     first = pc.getTransceivers()[0]
     candidates = [
@@ -217,7 +226,7 @@ def _restart(
 
 
 #: Restarted connections' check tasks (a reference each, so none is collected midway).
-_RESTART_CHECKS: set[asyncio.Task] = set()
+_RESTART_CHECKS: dict[object, asyncio.Task] = {}
 
 
 def h264_preferences():
@@ -352,6 +361,9 @@ class WebRtcEgress:
         self.sessions_opened = 0
         self.keyframe_replays = 0
         self.nacks = 0
+        #: ICE restarts answered, and viewers' fan-out paths moved to a new ICE pair.
+        self.ice_restarts = 0
+        self.path_moves = 0
         self.fanout = Fanout(on_sent=self._packet_sent)
         self._timeouts: set[asyncio.Task] = set()
         #: name -> hub stream (pulled from the node in a media worker); finds the rungs
@@ -513,10 +525,13 @@ class WebRtcEgress:
         None; KeyError for an unknown session."""
         session = self.sessions[session_id]
         answer = await trickle(session.pc, sdpfrag, lambda _connection: self._follow(session))
-        return add_public_candidates(answer, self.public_ips) if answer else None
+        if answer is None:
+            return None
+        self.ice_restarts += 1
+        log.info("viewer %s: ICE restart", session.id)
+        return add_public_candidates(answer, self.public_ips)
 
-    @staticmethod
-    def _follow(session: ViewerSession) -> None:
+    def _follow(self, session: ViewerSession) -> None:
         """The viewer's streams go out on its ICE connection's selected pair (a new one
         after an ICE restart or a NAT rebinding: see aiortc_tuning.on_selected_pair)."""
         for kind, target in session.targets.items():
@@ -524,6 +539,7 @@ class WebRtcEgress:
             if not on_selected_pair(target.binding.path, sender):
                 old, target.binding.path = target.binding.path, udp_path(sender)
                 old.close()
+                self.path_moves += 1
                 log.info("viewer %s: %s now goes to %s", session.id, kind, target.binding.path.addr)
 
     async def _discard(self, session: ViewerSession) -> None:

@@ -12,6 +12,8 @@ changed never got a picture again (the node kept sending to the old address).
 
 from __future__ import annotations
 
+import re
+
 from .support import async_http_json, async_wait_for, ffmpeg_publish
 
 SDPFRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
@@ -76,6 +78,9 @@ async def test_student_page_restarts_ice_when_its_path_dies(
     # The same session carried on.
     assert await _viewer_ids(node, "move1") == sessions
     assert not errors
+    await async_wait_for(
+        lambda: _counted(node, "airclass_webrtc_ice_restarts_total"), 5, "restart in /metrics"
+    )
 
 
 async def test_patch_with_new_credentials_answers_a_fragment(node, processes, players):
@@ -127,7 +132,16 @@ async def test_plain_client_follows_when_its_address_changes(
     await async_wait_for(
         lambda: _more(decoded, before + 60), 20, "frames after the move", interval=0.2
     )
+    await async_wait_for(
+        lambda: _counted(node, "airclass_webrtc_path_moves_total"), 5, "path move in /metrics"
+    )
 
 
 async def _more(count, than: int) -> bool:
     return await count() > than
+
+
+async def _counted(node, counter: str) -> bool:
+    text = (await async_http_json("GET", f"{node.url}/metrics"))[1]
+    found = re.search(rf"^{counter} ([\d.e+]+)$", text, re.MULTILINE)
+    return found is not None and float(found.group(1)) >= 1

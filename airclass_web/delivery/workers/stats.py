@@ -76,6 +76,8 @@ def egress_snapshot(egress: WebRtcEgress, feeds: dict[str, LatencyStats] | None 
         "receiver_reports": _report_summary(egress.receiver_reports()),
         "estimates": egress.estimates(),
         "rung_switches": egress.adaptation.rung_switches,
+        "ice_restarts": egress.ice_restarts,
+        "path_moves": egress.path_moves,
         "padding_probes": dict(egress.adaptation.padding_probes),
         "queue_delay_count": delay.count,
         "queue_delay_sum": delay.sum,
@@ -131,6 +133,15 @@ def _families(snapshots: Iterable[dict]) -> list:
         "airclass_webrtc_rung_switches", "Viewers moved to another rung or to audio only"
     )
     switches.add_metric([], sum(s.get("rung_switches", 0) for s in snapshots))
+    restarts = CounterMetricFamily(
+        "airclass_webrtc_ice_restarts", "ICE restarts of viewer sessions (PATCH, RFC 9725)"
+    )
+    restarts.add_metric([], sum(s.get("ice_restarts", 0) for s in snapshots))
+    moves = CounterMetricFamily(
+        "airclass_webrtc_path_moves",
+        "Viewer RTP streams moved to a new ICE pair (after a restart or a NAT rebinding)",
+    )
+    moves.add_metric([], sum(s.get("path_moves", 0) for s in snapshots))
     probes = CounterMetricFamily(
         "airclass_webrtc_padding_probes",
         "Padding probes of a viewer's link before a switch up, by result",
@@ -148,6 +159,8 @@ def _families(snapshots: Iterable[dict]) -> list:
         nacks,
         switches,
         probes,
+        restarts,
+        moves,
         _stage_family(snapshots),
         *_report_families(snapshots),
         _estimate_family(snapshots),
