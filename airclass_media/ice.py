@@ -1,4 +1,5 @@
-"""ICE set-up for aiortc: which host addresses are gathered, which UDP ports are used.
+"""ICE for aiortc: which host addresses are gathered, which UDP ports are used, and ICE
+restart (which aioice lacks).
 
 aioice has no option for either (aiortc #487, aioice #47; aioice PR #112 is still open),
 so this module applies the two settings at the narrowest points:
@@ -83,25 +84,36 @@ CHECK_PACE_SECONDS = 0.02
 OWN_CHECKS_AFTER_SECONDS = 0.25
 
 
+#: Restarted connections' check tasks, one each (a client restarting again, or over and
+#: over, replaces its previous restart's).
+_RESTART_CHECKS: dict[aioice.ice.Connection, asyncio.Task] = {}
+
+
 def restart_ice(
-    connection: aioice.ice.Connection, remote_ufrag: str, remote_password: str
+    connection: aioice.ice.Connection,
+    remote_ufrag: str,
+    remote_password: str,
+    local: tuple[str, str] | None = None,
+    on_selected: Callable[[aioice.ice.Connection], None] | None = None,
 ) -> tuple[str, str]:
     """ICE restart (RFC 8445 section 9) of a connected aioice connection, as the
-    controlled agent; returns the new local (ufrag, password).
+    controlled agent, with `local` (ufrag, password) or new ones; returns them.
+    ValueError for remote credentials ICE does not allow.
 
     aioice has no restart: this gives the connection new credentials on both sides and an
     empty check list (remote candidates come again, by trickle or by the remote agent's
-    checks), keeping its sockets and local candidates. Media keeps flowing over the
-    selected pair until the remote agent nominates a new one, which aioice's own check
-    handling then makes the selected pair; DTLS and SRTP carry on over it untouched.
+    checks), keeping its sockets and local candidates, and runs `check_after_restart`.
+    Media keeps flowing over the selected pair until the remote agent nominates a new one,
+    which aioice's own check handling then makes the selected pair; DTLS and SRTP carry on
+    over it untouched.
     """
     aioice.ice.validate_username(remote_ufrag)
     aioice.ice.validate_password(remote_password)
     for pair in connection._check_list:
         if pair.task is not None:
             pair.task.cancel()
-    connection._local_username = aioice.utils.random_string(4)
-    connection._local_password = aioice.utils.random_string(22)
+    ufrag, password = local or (aioice.utils.random_string(4), aioice.utils.random_string(22))
+    connection._local_username, connection._local_password = ufrag, password
     connection.remote_username = remote_ufrag
     connection.remote_password = remote_password
     connection._check_list = []
@@ -112,7 +124,18 @@ def restart_ice(
     connection._remote_candidates_end = False
     connection._early_checks.clear()
     connection._early_checks_done = True
-    return connection._local_username, connection._local_password
+    previous = _RESTART_CHECKS.pop(connection, None)
+    if previous is not None:
+        previous.cancel()
+    task = asyncio.ensure_future(check_after_restart(connection, on_selected))
+    _RESTART_CHECKS[connection] = task
+
+    def forget(done: asyncio.Task) -> None:
+        if _RESTART_CHECKS.get(connection) is done:
+            del _RESTART_CHECKS[connection]
+
+    task.add_done_callback(forget)
+    return ufrag, password
 
 
 async def check_after_restart(

@@ -44,7 +44,7 @@ from .aiortc_tuning import (
 )
 from .fanout import Fanout, RtpBinding, RtpTarget
 from .hub import Stream
-from .ice import check_after_restart, restart_ice
+from .ice import restart_ice
 from .packets import MediaPacket
 
 log = logging.getLogger(__name__)
@@ -185,28 +185,12 @@ def _restart(
     fragment (RFC 8840) with the new local ones and our candidates."""
     local = None
     for transport in transports:
-        connection = transport._connection
         try:
-            credentials = restart_ice(connection, ufrag, password)
+            # Every transport answers with the same credentials (one fragment).
+            local = restart_ice(transport._connection, ufrag, password, local, on_selected)
         except ValueError as exc:
             raise BadCandidate(f"bad ICE credentials: {exc}") from exc
-        if local is None:
-            local = credentials
-        # Every transport answers with the same credentials (one fragment, one pair).
-        connection._local_username, connection._local_password = local
         transport.iceGatherer._remote_candidates_end = False
-        # One check task per connection: a client restarting again (or over and over)
-        # replaces the previous restart's.
-        previous = _RESTART_CHECKS.pop(connection, None)
-        if previous is not None:
-            previous.cancel()
-        task = asyncio.create_task(check_after_restart(connection, on_selected))
-        _RESTART_CHECKS[connection] = task
-        task.add_done_callback(
-            lambda done, c=connection: (
-                _RESTART_CHECKS.pop(c, None) if _RESTART_CHECKS.get(c) is done else None
-            )
-        )
     assert local is not None
     first = pc.getTransceivers()[0]
     candidates = [
@@ -223,10 +207,6 @@ def _restart(
             "",
         ]
     )
-
-
-#: Restarted connections' check tasks (a reference each, so none is collected midway).
-_RESTART_CHECKS: dict[object, asyncio.Task] = {}
 
 
 def h264_preferences():

@@ -146,9 +146,12 @@
 
   // First an ICE restart on the same session (new addresses, same node): the session, its
   // rendition and the decoder stay, media is back within a round trip of the new path.
-  // A new session when the node refuses it or nothing arrives within RESTART_WAIT_MS.
-  const RESTART_WAIT_MS = 6000;
+  // A new session when the node refuses it or nothing arrives within RESTART_WAIT_MS on
+  // a path that did not come back. One that did (connected, yet silent) carries a quiet
+  // source (a publisher stalled): silence alone restarts nothing for QUIET_MS then.
+  const RESTART_WAIT_MS = 6000, QUIET_MS = 30000;
   let restarting = null;  // the peer connection whose restart waits for media
+  let quietSince = 0;
   async function recover() {
     const peer = pc;
     if (!peer || !sessionUrl || restarting === peer) {
@@ -157,7 +160,12 @@
     }
     restarting = peer;
     setState("connected", "player.reconnecting");
-    setTimeout(() => { if (pc === peer && restarting === peer) scheduleRetry("player.reconnecting"); }, RESTART_WAIT_MS);
+    setTimeout(() => {
+      if (pc !== peer || restarting !== peer) return;
+      if (peer.connectionState !== "connected") return scheduleRetry("player.reconnecting");
+      restarting = null;
+      quietSince = Date.now();
+    }, RESTART_WAIT_MS);
     try {
       await AirIceRestart(peer, sessionUrl);
       player.iceRestarts += 1;
@@ -416,7 +424,8 @@
       return;
     }
     const watching = player.state === "playing" || player.state === "connected";
-    if (!watching || !player.live || bytes === 0) { silentSince = null; return; }
+    const quiet = Date.now() - quietSince < QUIET_MS;
+    if (!watching || !player.live || bytes === 0 || quiet) { silentSince = null; return; }
     silentSince = silentSince || Date.now() - SILENCE_CHECK_MS;  // silent since the last check
     if (Date.now() - silentSince >= SILENCE_MS) recover();
   }, SILENCE_CHECK_MS);
