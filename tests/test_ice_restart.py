@@ -6,7 +6,7 @@ and the node's answer to a restart PATCH. (The WHEP reference client's own resta
 in test_interop.py, the studio's WHIP restart in test_whip.py.)
 
 Before: PATCH with new credentials answered 422; a student whose path died waited 3 s,
-then opened a new session (5.2-5.3 s without a picture); a plain client whose address
+then opened a new session (5.0-5.3 s without a picture); a plain client whose address
 changed never got a picture again (the node kept sending to the old address).
 """
 
