@@ -66,6 +66,10 @@ class BadCandidate(ValueError):
     """A candidate line that cannot be used (HTTP 400)."""
 
 
+class StaleIceState(ValueError):
+    """A PATCH whose If-Match names an ICE state the session has left (HTTP 412)."""
+
+
 def check_offer(offer_sdp: str, *, need_video: bool) -> list[str]:
     """The media kinds of an offer we can answer (WHEP and WHIP alike): audio/video
     sections with ICE credentials and, for video, H.264 (passthrough needs it)."""
@@ -125,7 +129,10 @@ def watch_connection(
 
 
 async def trickle(
-    pc: RTCPeerConnection, sdpfrag: str, on_selected: Callable[[object], None] | None = None
+    pc: RTCPeerConnection,
+    sdpfrag: str,
+    on_selected: Callable[[object], None] | None = None,
+    if_match: str | None = None,
 ) -> str | None:
     """Trickle ICE and ICE restart (RFC 9725 section 4.3) from an SDP fragment.
 
@@ -133,12 +140,18 @@ async def trickle(
     one in use restarts ICE first (`ice.restart_ice`): the answer is then a fragment
     with our new credentials and candidates, else None. BadCandidate for a line or
     credentials that cannot be used. `on_selected(connection)` once a restart's new
-    pair carries media (the fan-out sends on a path of its own)."""
+    pair carries media (the fan-out sends on a path of its own). `if_match`, the PATCH's
+    If-Match: "*" or the session's entity tag (`ice_etag`, our ICE ufrag), else
+    StaleIceState."""
     lines = [line.strip() for line in sdpfrag.splitlines()]
     attributes = dict(line[2:].split(":", 1) for line in lines if line.startswith("a=ice-"))
     answer = None
     ufrag = attributes.get("ice-ufrag")
     transports = _ice_transports(pc)
+    if if_match not in (None, "*") and transports:
+        current = ice_etag(f"a=ice-ufrag:{transports[0]._connection.local_username}")
+        if if_match.removeprefix("W/") != current:
+            raise StaleIceState(f"If-Match {if_match} is not the session's ICE state {current}")
     if ufrag and transports and ufrag != _remote_ufrag(pc, transports[0]):
         answer = _restart(pc, transports, ufrag, attributes.get("ice-pwd", ""), on_selected)
     mid = None
@@ -154,6 +167,13 @@ async def trickle(
             candidate.sdpMLineIndex = None if mid is not None else 0
             await pc.addIceCandidate(candidate)
     return answer
+
+
+def ice_etag(sdp: str) -> str:
+    """A session's entity tag (RFC 9725 section 4.3.1): the node's ICE ufrag in `sdp` (the
+    answer, or a restart's answer fragment), which each ICE restart changes."""
+    ufrag = next(line[12:].strip() for line in sdp.splitlines() if line.startswith("a=ice-ufrag:"))
+    return f'"{ufrag}"'
 
 
 def _remote_ufrag(pc: RTCPeerConnection, transport) -> str | None:
@@ -500,11 +520,17 @@ class WebRtcEgress:
         log.info("viewer %s never connected; dropped", session.id)
         await self.close(session.id)
 
-    async def add_candidates(self, session_id: str, sdpfrag: str) -> str | None:
+    async def add_candidates(
+        self, session_id: str, sdpfrag: str, if_match: str | None = None
+    ) -> str | None:
         """Trickle ICE or ICE restart (see `trickle`): the restart's answer fragment or
         None; KeyError for an unknown session."""
         session = self.sessions[session_id]
-        answer = await trickle(session.pc, sdpfrag, lambda _connection: self._follow(session))
+
+        def follow(_connection) -> None:
+            self._follow(session)
+
+        answer = await trickle(session.pc, sdpfrag, follow, if_match)
         if answer is None:
             return None
         self.ice_restarts += 1

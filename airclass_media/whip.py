@@ -318,10 +318,12 @@ class WhipIngest:
             if session.keyframes and now - session.last_keyframe_at >= session.keyframe_interval:
                 session.request_keyframe("interval")
 
-    async def add_candidates(self, session_id: str, sdpfrag: str) -> str | None:
+    async def add_candidates(
+        self, session_id: str, sdpfrag: str, if_match: str | None = None
+    ) -> str | None:
         """Trickle ICE or ICE restart (see webrtc.trickle): the restart's answer fragment
         or None; KeyError for an unknown session."""
-        answer = await trickle(self.sessions[session_id].pc, sdpfrag)
+        answer = await trickle(self.sessions[session_id].pc, sdpfrag, if_match=if_match)
         return add_public_candidates(answer, self.public_ips) if answer else None
 
     def get(self, session_id: str, stream_name: str | None = None) -> WhipSession | None:

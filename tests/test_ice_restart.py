@@ -101,9 +101,14 @@ async def test_patch_with_new_credentials_answers_a_fragment(node, processes, pl
     ufrag = next(line.split(":", 1)[1] for line in lines if line.startswith("a=ice-ufrag:"))
     assert any(line.startswith("a=ice-pwd:") for line in lines)
     assert any(line.startswith("a=candidate:") for line in lines)
-    assert headers["ETag"].endswith(f'.{ufrag}"')
-    # The same credentials again: a trickle (204), not a second restart.
+    assert headers["ETag"] == f'"{ufrag}"'  # the session's ICE state (RFC 9725 4.3.1)
+    # The same credentials again: a trickle (204), not a second restart; If-Match is the
+    # current ETag or "*", else 412 (the ETag of before the restart is stale).
+    current = {**SDPFRAG, "If-Match": headers["ETag"]}
+    assert (await async_http_json("PATCH", session, restart, current))[0] == 204
     assert (await async_http_json("PATCH", session, restart, SDPFRAG))[0] == 204
+    stale = {**SDPFRAG, "If-Match": player.etag}
+    assert (await async_http_json("PATCH", session, restart, stale))[0] == 412
     bad = b"a=ice-ufrag:x\r\na=ice-pwd:short\r\n"
     assert (await async_http_json("PATCH", session, bad, SDPFRAG))[0] == 400
 

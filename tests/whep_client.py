@@ -65,6 +65,7 @@ class WhepPlayer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or []))
         self.stats = PlayStats()
         self.location: str | None = None
+        self.etag: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.frame_event = asyncio.Event()
 
@@ -86,6 +87,7 @@ class WhepPlayer:
             if resp.status != 201:
                 raise WhepError(resp.status, body)
             self.location = str(resp.url.join(aiohttp.client.URL(resp.headers["Location"])))
+            self.etag = resp.headers.get("ETag")
         await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
 
     def _connector(self) -> aiohttp.TCPConnector | None:

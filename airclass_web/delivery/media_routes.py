@@ -18,8 +18,8 @@ from .shared import (
     MEDIA,
     add_session_routes,
     hls_viewer_count,
+    ice_etag,
     ice_link_headers,
-    session_etag,
     trickle,
 )
 from .workers.admission import AdmissionRefused
@@ -82,7 +82,7 @@ async def whep_offer(request: web.Request) -> web.Response:
         ("Location", location),
         ("Content-Type", "application/sdp"),
         ("Accept-Patch", "application/trickle-ice-sdpfrag"),
-        ("ETag", session_etag(session.id)),
+        ("ETag", ice_etag(session.answer_sdp)),
         *ice_link_headers(media, claims.user_id),
     ]
     return web.Response(status=201, text=session.answer_sdp, headers=headers)
@@ -117,9 +117,10 @@ async def whep_patch(request: web.Request) -> web.Response:
         raise ApiError(404, "unknown WHEP session")
     return await trickle(
         request,
-        lambda fragment: media.viewers.add_candidates(session_id, name, fragment),
+        lambda fragment, if_match: media.viewers.add_candidates(
+            session_id, name, fragment, if_match
+        ),
         "unknown WHEP session",
-        session_id,
     )
 
 

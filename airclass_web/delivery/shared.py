@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from airclass_media.hls import HlsOrigin
+from airclass_media.webrtc import ice_etag
 
 from ..errors import ApiError
 from .ice_servers import link_header, viewer_ice_servers
 from .media import MediaServices
-from .workers.viewers import BadCandidate, SessionNotFound
+from .workers.viewers import BadCandidate, SessionNotFound, StaleIceState
 
 MEDIA = web.AppKey("media", MediaServices)
 HLS = web.AppKey("hls", HlsOrigin)
@@ -34,35 +35,28 @@ SDPFRAG = "application/trickle-ice-sdpfrag"
 
 
 async def trickle(
-    request: web.Request,
-    add: Callable[[str], Awaitable[str | None]],
-    unknown: str,
-    session_id: str,
+    request: web.Request, add: Callable[[str, str | None], Awaitable[str | None]], unknown: str
 ) -> web.Response:
     """PATCH for WHEP and WHIP alike (RFC 9725 section 4.3): trickled candidates 204; an
-    ICE restart (new `a=ice-ufrag`) 200 with our answer fragment and a new ETag; 415 (not
-    an sdpfrag), 404 (session gone: `add` raised KeyError or SessionNotFound), 400 (bad
-    line or credentials)."""
+    ICE restart (new `a=ice-ufrag`) 200 with our answer fragment and its ETag; 415 (not an
+    sdpfrag), 404 (session gone: `add` raised KeyError or SessionNotFound), 412 (If-Match
+    neither "*" nor the session's ETag), 400 (bad line or credentials). `add(fragment,
+    if_match)`."""
     if request.content_type != SDPFRAG:
         raise ApiError(415, f"PATCH takes {SDPFRAG}")
     fragment = await request.text()
     try:
-        answer = await add(fragment)
+        answer = await add(fragment, request.headers.get("If-Match"))
     except (KeyError, SessionNotFound) as exc:
         raise ApiError(404, unknown) from exc
+    except StaleIceState as exc:
+        raise ApiError(412, str(exc)) from exc
     except BadCandidate as exc:
         raise ApiError(400, f"bad candidate: {exc}") from exc
     if answer is None:
         return web.Response(status=204)
-    ufrag = next(line[12:] for line in answer.splitlines() if line.startswith("a=ice-ufrag:"))
-    headers = {"ETag": session_etag(session_id, ufrag)}
+    headers = {"ETag": ice_etag(answer)}
     return web.Response(status=200, text=answer, content_type=SDPFRAG, headers=headers)
-
-
-def session_etag(session_id: str, ice_ufrag: str | None = None) -> str:
-    """The entity tag of a session's ICE state: its id, then its id and our ufrag after a
-    restart (a client's If-Match is not checked: trickle is idempotent here)."""
-    return f'"{session_id}"' if ice_ufrag is None else f'"{session_id}.{ice_ufrag}"'
 
 
 def add_session_routes(app: web.Application, path: str, *, offer, options, delete, patch) -> None:

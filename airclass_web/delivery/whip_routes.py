@@ -19,7 +19,7 @@ from airclass_media.whip import KEYFRAME_INTERVAL, BadOffer, StreamBusy, WhipIng
 from ..errors import ApiError
 from ..http import authorize
 from ..node import NODE, cluster_hooks_of, node_of
-from .shared import MEDIA, add_session_routes, ice_link_headers, session_etag, trickle
+from .shared import MEDIA, add_session_routes, ice_etag, ice_link_headers, trickle
 
 WHIP = web.AppKey("whip", WhipIngest)
 #: Seconds between the keyframes a WHIP publisher is asked for (browsers make none unasked).
@@ -62,7 +62,7 @@ async def whip_offer(request: web.Request) -> web.Response:
         ("Location", f"/live/{name}/whip/{resource}"),
         ("Content-Type", "application/sdp"),
         ("Accept-Patch", "application/trickle-ice-sdpfrag"),
-        ("ETag", session_etag(session.id)),
+        ("ETag", ice_etag(session.answer_sdp)),
         *_links(request),
     ]
     return web.Response(status=201, body=session.answer_sdp.encode(), headers=headers)
@@ -90,9 +90,8 @@ async def whip_patch(request: web.Request) -> web.Response:
     session, ingest = _session(request), request.app[WHIP]
     return await trickle(
         request,
-        lambda fragment: ingest.add_candidates(session.id, fragment),
+        lambda fragment, if_match: ingest.add_candidates(session.id, fragment, if_match),
         "unknown WHIP session",
-        session.id,
     )
 
 

@@ -36,6 +36,7 @@ from .viewers import (
     Opened,
     RecentlyEnded,
     SessionNotFound,
+    StaleIceState,
 )
 
 log = logging.getLogger(__name__)
@@ -409,13 +410,16 @@ class WorkerPool:
         session = parsed[0].sessions.get(session_id)
         return session is not None and stream_name in (None, session.stream)
 
-    async def add_candidates(self, session_id: str, stream_name: str, fragment: str) -> str | None:
+    async def add_candidates(
+        self, session_id: str, stream_name: str, fragment: str, if_match: str | None = None
+    ) -> str | None:
         """Trickle or ICE restart on the session's worker; the restart's answer fragment."""
         worker, session = self._open_session(session_id, stream_name)
         url = f"{WORKER_URL}/sessions/{session.internal_id}"
+        headers = {"If-Match": if_match} if if_match else {}
         try:
             async with worker.http.patch(
-                url, params={"stream": stream_name}, data=fragment.encode()
+                url, params={"stream": stream_name}, data=fragment.encode(), headers=headers
             ) as resp:
                 status, text = resp.status, await resp.text()
         except (aiohttp.ClientError, OSError, TimeoutError, AttributeError, ValueError) as exc:
@@ -424,6 +428,8 @@ class WorkerPool:
             raise SessionNotFound(session_id)
         if status == 400:
             raise BadCandidate(_error_text(text, "bad candidate"))
+        if status == 412:
+            raise StaleIceState(_error_text(text, "stale ICE state"))
         return text if status == 200 else None
 
     async def close(self, session_id: str, stream_name: str) -> bool:

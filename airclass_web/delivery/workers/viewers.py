@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from airclass_media.hub import Stream
-from airclass_media.webrtc import BadCandidate, WebRtcEgress
+from airclass_media.webrtc import BadCandidate, StaleIceState, WebRtcEgress
 
-__all__ = ["BadCandidate", "LocalViewers", "SessionNotFound"]
+__all__ = ["BadCandidate", "LocalViewers", "SessionNotFound", "StaleIceState"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Viewers(Protocol):
     async def open(self, stream: Stream, offer_sdp: str, user_id: str) -> Opened: ...
     def active(self, session_id: str, stream_name: str | None = None) -> bool: ...
     async def add_candidates(
-        self, session_id: str, stream_name: str, fragment: str
+        self, session_id: str, stream_name: str, fragment: str, if_match: str | None = None
     ) -> str | None: ...
     async def close(self, session_id: str, stream_name: str) -> bool: ...
     @property
@@ -151,12 +151,14 @@ class LocalViewers:
             name is not None and session_id in self.egress.sessions and stream_name in (None, name)
         )
 
-    async def add_candidates(self, session_id: str, stream_name: str, fragment: str) -> str | None:
+    async def add_candidates(
+        self, session_id: str, stream_name: str, fragment: str, if_match: str | None = None
+    ) -> str | None:
         """Trickle or ICE restart; the restart's answer fragment, else None."""
         if not self.active(session_id, stream_name):
             raise SessionNotFound(session_id)
         try:
-            return await self.egress.add_candidates(session_id, fragment)
+            return await self.egress.add_candidates(session_id, fragment, if_match)
         except KeyError as exc:
             raise SessionNotFound(session_id) from exc
 

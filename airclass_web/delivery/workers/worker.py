@@ -38,7 +38,7 @@ from airclass_media.webrtc import BadOffer, Overloaded, WebRtcEgress
 from relay.manager import FIRST_KEYFRAME_WAIT, RelayManager
 
 from .stats import egress_snapshot
-from .viewers import BadCandidate, LocalViewers, SessionNotFound
+from .viewers import BadCandidate, LocalViewers, SessionNotFound, StaleIceState
 
 log = logging.getLogger("airclass.worker")
 
@@ -116,10 +116,15 @@ class Worker:
         fragment = await request.text()
         try:
             answer = await self.viewers.add_candidates(
-                request.match_info["id"], request.query.get("stream", ""), fragment
+                request.match_info["id"],
+                request.query.get("stream", ""),
+                fragment,
+                request.headers.get("If-Match"),
             )
         except SessionNotFound:
             return _error(404, "unknown WHEP session")
+        except StaleIceState as exc:
+            return _error(412, str(exc))
         except BadCandidate as exc:
             return _error(400, f"bad candidate: {exc}")
         if answer is None:
