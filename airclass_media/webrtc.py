@@ -149,7 +149,7 @@ async def trickle(
     ufrag = attributes.get("ice-ufrag")
     transports = _ice_transports(pc)
     if if_match not in (None, "*") and transports:
-        current = ice_etag(f"a=ice-ufrag:{transports[0]._connection.local_username}")
+        current = _etag(transports[0]._connection.local_username)
         if if_match.removeprefix("W/") != current:
             raise StaleIceState(f"If-Match {if_match} is not the session's ICE state {current}")
     if ufrag and transports and ufrag != _remote_ufrag(pc, transports[0]):
@@ -172,8 +172,13 @@ async def trickle(
 def ice_etag(sdp: str) -> str:
     """A session's entity tag (RFC 9725 section 4.3.1): the node's ICE ufrag in `sdp` (the
     answer, or a restart's answer fragment), which each ICE restart changes."""
-    ufrag = next(line[12:].strip() for line in sdp.splitlines() if line.startswith("a=ice-ufrag:"))
-    return f'"{ufrag}"'
+    return _etag(
+        next(line[12:].strip() for line in sdp.splitlines() if line.startswith("a=ice-ufrag:"))
+    )
+
+
+def _etag(ice_ufrag: str) -> str:
+    return f'"{ice_ufrag}"'
 
 
 def _remote_ufrag(pc: RTCPeerConnection, transport) -> str | None:
