@@ -214,9 +214,10 @@ class RungEncoder:
         if frame.pts <= self._last_pts:
             return []  # x264 needs strictly rising pts; a glitch in the source's is skipped
         if not self.started:
-            if not keyframe:
-                return []  # start on the rung's next keyframe
-            self.started = True
+            # The first frame made is a keyframe: the decoder is at the live edge (the
+            # cached GOP was decoded first) and viewers wait for this rung. Later
+            # keyframes fall where every rung has them (`rung_keyframe_due`).
+            keyframe = self.started = True
         self._last_pts = frame.pts
         r = self.rendition
         if frame.width != r.width or frame.height != r.height or frame.format.name != "yuv420p":
