@@ -12,7 +12,7 @@ import itertools
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -98,6 +98,17 @@ PADDING_BACKOFF_S = 4.0
 PADDING_BACKOFF_MAX_S = 12.0
 #: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
 SOURCE_BPS_UNKNOWN = 3_000_000
+#: A class pressing play together: from the CROWD_JOINS-th viewer of a source to start
+#: here within CROWD_WINDOW_S, a new viewer gets one cached keyframe (a picture at once:
+#: the lowest rung's when it is sent here, else the source's) and then the lowest rung
+#: live from its next keyframe (a rung started for it makes one at once). Thirty whole
+#: GOP catch-ups of the source through one access point flood it for seconds, and the
+#: handshakes of those still joining are lost in it. The class then climbs by padding
+#: probes, each viewer at its own time (`ViewerRung.hold_jitter`).
+CROWD_JOINS = 3
+CROWD_WINDOW_S = 2.0
+#: A crowd start whose rung brought no keyframe this long goes on with its own stream.
+CROWD_RUNG_WAIT_S = 3.0
 
 
 def _best_under(rungs: list[tuple[str, int]], bps: float) -> str:
@@ -174,6 +185,8 @@ class ViewerRung:
     held_since: float | None = None
     #: Rung -> (earliest next probe, the wait that set it), after failed probes.
     probe_again_at: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Started with a crowd (`Adaptation.start`): until when it may wait for the rung.
+    crowd_wait_until: float = 0.0
     #: Added to UP_HOLD_S and to probe back-offs (0..UP_HOLD_S s, one draw per viewer):
     #: a class that joined together does not probe its shared link all at once.
     hold_jitter: float = field(default_factory=lambda: random.uniform(0.0, UP_HOLD_S))
@@ -211,6 +224,48 @@ class Adaptation:
         self.rung_switches = 0
         #: Padding probe steps by result ("passed", "failed").
         self.padding_probes: Counter[str] = Counter()
+        #: Source -> when its latest viewers started here; viewers started with a crowd.
+        self.joins: dict[str, deque[float]] = {}
+        self.crowd_starts = 0
+
+    async def start(self, session: ViewerRung, video: RtpTarget) -> None:
+        """Start the viewer's video: the cached GOP of its stream, or when it joins with
+        a crowd (see CROWD_JOINS) one keyframe and then the lowest rung live."""
+        if not self._crowded(session.stream.name):
+            self.fanout.add(session.stream, video)
+            return
+        lowest = (await self._rungs_of(session))[-1][0]
+        if lowest == session.stream.name:  # no ladder
+            self.fanout.add(session.stream, video)
+            return
+        here = self.fanout.streams.get(lowest)
+        if here is not None and here.gop:  # sent here already: from its next keyframe
+            self.fanout.add(here.stream, video, first_frame_only=True)
+        else:  # the source's keyframe until the rung, started for it, brings its own
+            self.fanout.add(session.stream, video, first_frame_only=True)
+            try:
+                stream = await self.find(session, lowest)
+            except Exception:  # noqa: BLE001 - the viewer goes on with its own stream
+                log.exception("viewer %s: the rung %s cannot be had", session.id, lowest)
+                return
+            if stream is None or video.fanout is None:
+                return  # no rung (or the viewer left): its stream's next keyframe
+            self.fanout.switch(video, stream)
+        session.crowd_wait_until = time.monotonic() + CROWD_RUNG_WAIT_S
+        self.crowd_starts += 1
+        log.info("viewer %s joins with a crowd: starts on %s", session.id, lowest)
+
+    def _crowded(self, stream_name: str) -> bool:
+        """Count a viewer starting on this stream's source: does it join with a crowd?"""
+        source = stream_name.split(RENDITION_SEPARATOR, 1)[0]
+        now = time.monotonic()
+        joins = self.joins.setdefault(source, deque())
+        while joins and now - joins[0] > CROWD_WINDOW_S:
+            joins.popleft()
+        joins.append(now)
+        for name in [n for n, times in self.joins.items() if now - times[-1] > CROWD_WINDOW_S]:
+            del self.joins[name]
+        return len(joins) >= CROWD_JOINS
 
     def measure(self) -> None:
         """Note what each stream watched here sends (rungs are compared by it)."""
@@ -246,6 +301,8 @@ class Adaptation:
         or when the lowest rung keeps losing."""
         video = session.targets.get("video")
         if video is None or video.fanout is None and not video.paused:
+            return
+        if session.crowd_wait_until and self._crowd_rung_late(session, video):
             return
         if not session.estimate.known:
             return  # no REMB nor loss from this viewer yet: it keeps what it gets
@@ -558,6 +615,19 @@ class Adaptation:
             self.fanout.switch(video, stream)
         elif video.joining is not None:
             video.joining.cancel_join(video)
+
+    def _crowd_rung_late(self, session: ViewerRung, video: RtpTarget) -> bool:
+        """A crowd start still waiting for its rung's first keyframe after
+        CROWD_RUNG_WAIT_S: the viewer goes live at its own stream's next keyframe."""
+        if not video.paused or video.joining is None:
+            session.crowd_wait_until = 0.0  # live (or held for another reason)
+            return False
+        if time.monotonic() < session.crowd_wait_until:
+            return True
+        session.crowd_wait_until = 0.0
+        log.warning("viewer %s: no keyframe of %s yet", session.id, video.joining.stream.name)
+        self.fanout.switch(video, session.stream)
+        return True
 
     def _held_too_long(self, session: ViewerRung, video: RtpTarget, now: float) -> bool:
         """A switch whose rung never brought the keyframe the viewer stopped for: the

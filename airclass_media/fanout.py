@@ -905,16 +905,26 @@ class StreamFanout:
     def __len__(self) -> int:
         return sum(len(t) for t in self.targets.values()) + len(self.joining)
 
-    def add(self, target: RtpTarget) -> None:
-        """Start a viewer: video from the cached GOP, audio live."""
+    def add(self, target: RtpTarget, first_frame_only: bool = False) -> None:
+        """Start a viewer: video from the cached GOP, audio live. With `first_frame_only`
+        (a class pressing play together) only the GOP's keyframe: a picture at once for a
+        fraction of the bytes, then nothing until a keyframe, of this stream or of the
+        rung the viewer is switched to meanwhile (`Fanout.switch`)."""
         target.fanout = self
         kind = target.kind
         self.targets[kind].append(target)
         history = self.history[kind]
         target.live_from = history.next_index
         target.seq_offset = target.binding.initial_sequence - history.next_index
-        if kind == "video":
-            target.start_catch_up(squeeze(list(self.gop), None))
+        if kind != "video":
+            return
+        gop = list(self.gop)
+        if first_frame_only and gop:
+            target.paused = True  # live frames would lack the frames left out
+            self.join(target)
+            target.start_catch_up([(gop[0], gop[-1].pts)])  # shown at live latency
+            return
+        target.start_catch_up(squeeze(gop, None))
 
     def join(self, target: RtpTarget) -> None:
         """Move a video viewer here at this stream's next keyframe, its sequence numbers
@@ -1146,8 +1156,8 @@ class Fanout:
             fanout = self.streams[stream.name] = StreamFanout(stream, self.on_sent, clock)
         return fanout
 
-    def add(self, stream: Stream, target: RtpTarget) -> None:
-        self._fanout(stream).add(target)
+    def add(self, stream: Stream, target: RtpTarget, first_frame_only: bool = False) -> None:
+        self._fanout(stream).add(target, first_frame_only)
 
     def switch(self, target: RtpTarget, stream: Stream) -> None:
         """Move a video viewer to `stream` (a rendition of what it watches) at that

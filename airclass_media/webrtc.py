@@ -463,8 +463,11 @@ class WebRtcEgress:
         """Feed one of the viewer's RTP streams from the fan-out until the session ends."""
         target = RtpTarget(binding, estimate=session.estimate)
         session.targets[binding.kind] = target
-        self.fanout.add(session.stream, target)
         try:
+            if binding.kind == "video":
+                await self.adaptation.start(session, target)
+            else:
+                self.fanout.add(session.stream, target)
             await session.closed.wait()
         finally:
             self.fanout.remove(target)

@@ -76,6 +76,7 @@ def egress_snapshot(egress: WebRtcEgress, feeds: dict[str, LatencyStats] | None 
         "receiver_reports": _report_summary(egress.receiver_reports()),
         "estimates": egress.estimates(),
         "rung_switches": egress.adaptation.rung_switches,
+        "crowd_starts": egress.adaptation.crowd_starts,
         "ice_restarts": egress.ice_restarts,
         "path_moves": egress.path_moves,
         "padding_probes": dict(egress.adaptation.padding_probes),
@@ -133,6 +134,11 @@ def _families(snapshots: Iterable[dict]) -> list:
         "airclass_webrtc_rung_switches", "Viewers moved to another rung or to audio only"
     )
     switches.add_metric([], sum(s.get("rung_switches", 0) for s in snapshots))
+    crowd = CounterMetricFamily(
+        "airclass_webrtc_crowd_starts",
+        "Viewers that joined with a crowd (a class pressing play) and started on the lowest rung",
+    )
+    crowd.add_metric([], sum(s.get("crowd_starts", 0) for s in snapshots))
     restarts = CounterMetricFamily(
         "airclass_webrtc_ice_restarts", "ICE restarts of viewer sessions (PATCH, RFC 9725)"
     )
@@ -158,6 +164,7 @@ def _families(snapshots: Iterable[dict]) -> list:
         quantiles,
         nacks,
         switches,
+        crowd,
         probes,
         restarts,
         moves,
