@@ -340,7 +340,8 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
     from tests.netshape import Shape
 
     stream = await bench.live_stream(bench.args.bframes, 90)
-    bench.link.set(Shape(rate_kbit=LINK_SHARE_KBIT))
+    link_kbit = bench.args.storm_link_kbit
+    bench.link.set(Shape(rate_kbit=link_kbit or None))
     pages = [await bench.browser.new_page() for _ in range(chromium)]
     for page in pages:
         await page.goto(f"{bench.node.url}/api/health")
@@ -351,7 +352,7 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
          "--seconds", "15", "--brief",
          # Each loadgen viewer plays a browser that got its share of the link (REMB,
          # receiver reports), so the crowd adapts as a class of browsers would.
-         "--link-kbps", str(LINK_SHARE_KBIT // viewers), "--link-loss", "0"]
+         "--link-kbps", str((link_kbit or LINK_SHARE_KBIT) // viewers), "--link-loss", "0"]
     )  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         *loadgen, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
@@ -547,6 +548,13 @@ def main() -> None:
         "--weak-seconds", type=int, default=30, help="1mbps/400kbps: how long the link is weak"
     )
     parser.add_argument("--preset", default="ultrafast", help="publisher's x264 preset")
+    parser.add_argument(
+        "--storm-link-kbit",
+        type=int,
+        default=LINK_SHARE_KBIT,
+        help="joinstorm: the shared link's rate (0: unshaped; the crowd's share stays 1/60 "
+        "of 50 Mbit/s)",
+    )
     parser.add_argument("--json", help="write the reports to this file")
     parser.add_argument("--node-log", help="copy the node's log (rung switches) to this file")
     parser.add_argument("--verbose", action="store_true", help="print every second's figures")

@@ -12,9 +12,11 @@ bytes, sequence gaps (loss, with wrap-around and reordering) and marker bits (on
 video frame). No decryption, no depacketizing, no decoding, no NACK or PLI; STUN, DTLS and
 RTCP still go to aioice/aiortc, so consent checks and receiver reports keep the session
 alive. With --link-kbps / --link-loss each viewer also plays a browser behind a link of
-that rate and loss, once a second: a receiver report with that fraction lost, a REMB of
-that rate and NACKs for that share of the last second's video packets (so a benchmark
-measures what adaptation, retransmission and its budgets cost the node). The client
+that rate and loss, once a second: a receiver report with the fraction lost (measured,
+at least the simulated share), a REMB as a browser's estimator would send it (it drops
+when more arrives than the link carries or packets are lost, else climbs: see
+`browser_remb`) and NACKs for the simulated share of the last second's video packets (so
+a benchmark measures what adaptation, retransmission and its budgets cost the node). The client
 loop runs on uvloop. A JSON summary goes to stdout (viewers connected,
 per-viewer loss %, frames/s, kbit/s, connect time, and the generator's own CPU);
 progress events (JSON lines) go to stderr.
@@ -238,19 +240,47 @@ async def connect(
         raise RuntimeError("ICE/DTLS failed")
 
 
+#: A browser's receive-side estimator (REMB) on over-use: 0.85 x what arrives; without
+#: it the estimate grows 8 % a second, up to 1.5 x what arrives.
+OVERUSE_FACTOR = 0.85
+GROWTH_PER_S = 1.08
+ABOVE_RECEIVED = 1.5
+
+
+def browser_remb(remb: float | None, received_bps: float, share_bps: float, lost: float) -> float:
+    """The REMB a browser behind a link of `share_bps` sends after a second in which
+    `received_bps` arrived and `lost` of the video was lost: its queue grows (over-use)
+    when more arrives than the link carries, or packets are lost; otherwise it climbs."""
+    if received_bps > share_bps or lost > 0.02:
+        return max(50_000.0, OVERUSE_FACTOR * min(received_bps, share_bps))
+    climbed = (remb or received_bps) * GROWTH_PER_S
+    return max(50_000.0, min(climbed, ABOVE_RECEIVED * received_bps))
+
+
 async def send_feedback(viewer: Viewer, args: argparse.Namespace) -> None:
     """Once a second, what a browser behind the simulated link sends about the video:
-    receiver report (fraction lost), REMB (the link rate), NACKs (lost share)."""
+    receiver report (the loss measured, at least --link-loss), REMB (`browser_remb`: it
+    backs off when the link is full, as a class of browsers sharing one would), NACKs
+    for the simulated share of the packets (not for what was really lost)."""
     rng = random.Random(viewer.index)
     await asyncio.sleep(rng.random())  # viewers' RTCP spread over the second
     receiver = next(t.receiver for t in viewer.pc.getTransceivers() if t.kind == "video")
     loss = args.link_loss / 100
-    lost_total, last_seq = 0, None
+    lost_total, last_seq, remb = 0, None, None
+    last_at, last_bytes, last_counts = time.monotonic(), 0, (0, 0)
     while viewer.pc.connectionState == "connected":
         video = [(ssrc, c) for ssrc, c in viewer.ssrcs.items() if c.kind == "video"]
         sender_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+        now = time.monotonic()
         if video and sender_ssrc is not None:
             ssrc, counter = video[0]
+            total = sum(c.bytes for c in viewer.ssrcs.values())
+            received_bps = 8 * (total - last_bytes) / max(now - last_at, 0.1)
+            expected = counter.expected - last_counts[0]
+            measured = 1 - (counter.packets - last_counts[1]) / expected if expected > 0 else 0.0
+            last_at, last_bytes, last_counts = now, total, (counter.expected, counter.packets)
+            fraction = max(loss, measured, 0.0)
+            remb = browser_remb(remb, received_bps, args.link_kbps * 1000, measured)
             newest = counter.max_seq & 0xFFFF
             span = 0 if last_seq is None else (newest - last_seq) & 0xFFFF
             last_seq = newest
@@ -262,7 +292,7 @@ async def send_feedback(viewer: Viewer, args: argparse.Namespace) -> None:
                     reports=[
                         RtcpReceiverInfo(
                             ssrc=ssrc,
-                            fraction_lost=min(int(loss * 256), 255),
+                            fraction_lost=min(int(fraction * 256), 255),
                             packets_lost=lost_total,
                             highest_sequence=counter.cycles + counter.max_seq,
                             jitter=0,
@@ -275,7 +305,7 @@ async def send_feedback(viewer: Viewer, args: argparse.Namespace) -> None:
                     fmt=RTCP_PSFB_APP,
                     ssrc=sender_ssrc,
                     media_ssrc=0,
-                    fci=pack_remb_fci(int(args.link_kbps * 1000), [ssrc]),
+                    fci=pack_remb_fci(int(remb), [ssrc]),
                 ),
             ]
             if lost:
@@ -368,6 +398,7 @@ async def run(args: argparse.Namespace) -> dict:
     timeout = aiohttp.ClientTimeout(total=30)
     cpu_start, t_start = cpu_seconds(), time.monotonic()
     async with aiohttp.ClientSession(timeout=timeout) as http:
+        feedback = []
 
         async def one(viewer: Viewer) -> None:
             async with limit:
@@ -375,12 +406,12 @@ async def run(args: argparse.Namespace) -> dict:
                     await connect(viewer, http, args, args.connect_timeout)
                 except Exception as exc:  # noqa: BLE001 - reported per viewer
                     viewer.error = f"{type(exc).__name__}: {exc}"[:300]
+                    return
+            if args.link_kbps:  # from the start, as a browser's RTCP
+                feedback.append(asyncio.ensure_future(send_feedback(viewer, args)))
 
         await asyncio.gather(*(one(v) for v in viewers))
         connected = [v for v in viewers if v.error is None]
-        feedback = []
-        if args.link_kbps:
-            feedback = [asyncio.ensure_future(send_feedback(v, args)) for v in connected]
         connect_wall = time.monotonic() - t_start
         connect_cpu = cpu_seconds() - cpu_start
         # Each viewer starts with the cached GOP sent at once: measure after that burst.
