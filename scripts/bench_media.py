@@ -328,6 +328,11 @@ def run_loadgen(args: argparse.Namespace, node: str, n: int, seconds: float):
         "--ice-host",
         args.host,
         "--brief",
+        # The load joins as one class: it starts on the lowest rung, and gets the source
+        # once it said nothing of its rate for 5-9 s (or climbs by padding probes in
+        # realistic mode); the rung's encoder stops 15 s after its last viewer left.
+        "--settle",
+        str(args.settle),
     ]
     if args.link_kbps:
         # Realistic mode: every viewer reports a link of this rate and loss (RR, REMB,
@@ -489,6 +494,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--viewers", type=int, nargs="+", default=[0, 50, 100, 200])
     parser.add_argument("--seconds", type=float, default=15, help="each measuring window")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=28,
+        help="seconds from the load's connection to its measuring window (class start over)",
+    )
     parser.add_argument("--host", default=os.environ.get("AIRCLASS_TEST_HOST", "127.0.0.1"))
     parser.add_argument("--stream", default="bench")
     parser.add_argument("--size", default="1280x720")
