@@ -96,10 +96,6 @@ PADDING_REMB_GROWTH = 1.1
 PADDING_SETTLE_S = 0.5
 PADDING_BACKOFF_S = 4.0
 PADDING_BACKOFF_MAX_S = 12.0
-#: Receiver reports are counted as one loss figure once they cover this many video
-#: packets: a browser sends one with each NACK, covering the few packets since the last,
-#: one of them lost: 2 % random loss read as 10-30 % sent viewers down, even audio only.
-LOSS_REPORT_PACKETS = 40
 #: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
 SOURCE_BPS_UNKNOWN = 3_000_000
 #: A class pressing play together: from the CROWD_JOINS-th viewer of a source to start
@@ -175,10 +171,6 @@ class ViewerRung:
     #: one is skipped (the first after audio only: see `webrtc.WebRtcEgress._video_loss`).
     reported_packets: int = 0
     skip_report: bool = False
-    #: Reports' fractions lost weighted by the video packets each covers, and those
-    #: packets, until they cover LOSS_REPORT_PACKETS.
-    loss_sum: float = 0.0
-    loss_weight: int = 0
     #: The running probe is a trial of the lowest rung (it goes audio only if that does
     #: not arrive): "resume" after audio only, "down" after a switch down to it.
     trial: str | None = None

@@ -33,7 +33,7 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationEr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
-from .adapt import ADAPT_INTERVAL_S, LOSS_REPORT_PACKETS, Adaptation, ViewerRung
+from .adapt import ADAPT_INTERVAL_S, Adaptation, ViewerRung
 from .aiortc_tuning import (
     answer_audio_red,
     close_peer,
@@ -479,22 +479,15 @@ class WebRtcEgress:
         was sent since the previous one: while audio only, a browser repeats the figure
         of the last interval that had packets, which says nothing about the link now. The
         first report after audio only is skipped too: its interval reaches back to before
-        the pause (what the link dropped then, reported late). Short reports add up
-        (weighted by the packets sent meanwhile) to one of LOSS_REPORT_PACKETS or more."""
+        the pause (what the link dropped then, reported late)."""
         video = session.targets.get("video")
         if video is None or video.packets == session.reported_packets:
             return
-        sent = video.packets - session.reported_packets
         session.reported_packets = video.packets
         if session.skip_report:
             session.skip_report = False
-            session.loss_sum, session.loss_weight = 0.0, 0
             return
-        session.loss_sum += fraction * sent
-        session.loss_weight += sent
-        if session.loss_weight >= LOSS_REPORT_PACKETS:
-            session.estimate.on_loss(session.loss_sum / session.loss_weight)
-            session.loss_sum, session.loss_weight = 0.0, 0
+        session.estimate.on_loss(fraction)
 
     def _keyframe_requested(self, session: ViewerSession) -> None:
         target = session.targets.get("video")
