@@ -515,6 +515,9 @@ class WebRtcEgress:
                     await self.adaptation.adapt(session)
                 except Exception:  # one viewer's choice must not stop the others'
                     log.exception("choosing a rung for viewer %s failed", session.id)
+            # A rung its last viewers just left at a keyframe of another: its
+            # subscription (and so its relay and encoder) ends now, not at the next leave.
+            self.fanout.reap()
 
     async def _find(self, session: ViewerSession, name: str) -> Stream | None:
         if self.resolve is not None:

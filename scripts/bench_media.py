@@ -330,7 +330,8 @@ def run_loadgen(args: argparse.Namespace, node: str, n: int, seconds: float):
         "--brief",
         # The load joins as one class: it starts on the lowest rung, and gets the source
         # once it said nothing of its rate for 5-9 s (or climbs by padding probes in
-        # realistic mode); the rung's encoder stops 15 s after its last viewer left.
+        # realistic mode); the workers' relay of the rung lingers 30 s, the rung's
+        # encoder 15 s more: the window measures delivery once that is over.
         "--settle",
         str(args.settle),
     ]
@@ -497,7 +498,7 @@ def main() -> None:
     parser.add_argument(
         "--settle",
         type=float,
-        default=28,
+        default=60,
         help="seconds from the load's connection to its measuring window (class start over)",
     )
     parser.add_argument("--host", default=os.environ.get("AIRCLASS_TEST_HOST", "127.0.0.1"))
