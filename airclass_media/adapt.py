@@ -16,7 +16,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .estimate import LOSS_BACK_OFF, BandwidthEstimate
+from .estimate import LOSS_BACK_OFF, LOSS_PROBE_UP, BandwidthEstimate
 from .fanout import Fanout, RtpTarget
 from .hub import RENDITION_SEPARATOR, Stream
 
@@ -167,10 +167,9 @@ class ViewerRung:
     #: NACKs and packets sent at the previous choice, and since when video is lost.
     counted: tuple[int, int] = (0, 0)
     lossy_since: float | None = None
-    #: Video packets sent when the last receiver report was counted, and whether the next
-    #: one is skipped (the first after audio only: see `webrtc.WebRtcEgress._video_loss`).
+    #: Video packets sent when the last receiver report was counted (see
+    #: `webrtc.WebRtcEgress._video_report`).
     reported_packets: int = 0
-    skip_report: bool = False
     #: The running probe is a trial of the lowest rung (it goes audio only if that does
     #: not arrive): "resume" after audio only, "down" after a switch down to it.
     trial: str | None = None
@@ -384,7 +383,7 @@ class Adaptation:
                 return
         elif bitrates[roomy[0][0]] > bitrates[current_name] or (
             self._may_probe_up(session, video, estimate, current_name, bitrates[current_name])
-            and session.estimate.loss < 0.02
+            and session.estimate.loss < session.estimate.tolerated(LOSS_PROBE_UP)
             and rungs[0][0] != current_name
         ):
             session.down_since = None
@@ -468,7 +467,8 @@ class Adaptation:
         session.counted = (video.nacks_live, video.packets)
         sent = video.packets - packets
         nacked = (video.nacks_live - nacks) / sent if sent > 0 else 0.0
-        if session.estimate.loss <= LOSS_BACK_OFF and nacked <= LOSSY_NACK_SHARE:
+        estimate = session.estimate
+        if estimate.loss <= LOSS_BACK_OFF and nacked <= estimate.tolerated(LOSSY_NACK_SHARE):
             session.lossy_since = None
             return 0.0
         if session.lossy_since is None:
@@ -498,8 +498,7 @@ class Adaptation:
             wait,
         )
         self.fanout.pause(video)
-        session.estimate.loss = 0.0  # of the video just stopped: see ViewerRung.skip_report
-        session.skip_report = True
+        session.estimate.recount()  # what the video just stopped lost is no news
         session.paused_at = now
         session.resume_wait = wait
         session.resume_above = resume_above
@@ -675,16 +674,16 @@ class Adaptation:
                 settle = DOWN_SETTLE_S if session.trial == "down" else RESUME_SETTLE_S
                 session.probe_settle_until = now + settle
                 session.probe_until = now + PROBE_GRACE_S
-                session.skip_report = True
             # A receiver report counted now still spans packets lost before the keyframe.
-            session.estimate.loss = 0.0
+            session.estimate.recount()
             session.probe_from = (start_estimate, video.nacks_live, video.packets)
             return True
         sent = video.packets - start_packets
         nacked = (video.nacks_live - start_nacks) / sent if sent > 0 else 0.0
         lossy = session.estimate.loss > LOSS_BACK_OFF
-        if session.trial != "down":  # after a switch down the viewer still NACKs the
-            lossy = lossy or nacked > PROBE_NACK_LIMIT  # loss that made it go down
+        # (After a switch down the viewer still NACKs the loss that made it go down.)
+        if session.trial != "down":
+            lossy = lossy or nacked > session.estimate.tolerated(PROBE_NACK_LIMIT)
         if video.joining is not None and not lossy:
             session.probe_until = now + PROBE_GRACE_S  # the probe starts at the rung's key
             return True

@@ -147,13 +147,14 @@ def take_over_rtp(
     on_keyframe_request: Callable[[], None],
     on_nack: Callable[[int], None],
     on_remb: Callable[[int], None] | None = None,
-    on_loss: Callable[[float], None] | None = None,
+    on_report: Callable[[int, int], None] | None = None,
 ) -> None:
     """Replace this sender's RTP loop: once DTLS is up aiortc starts `_run_rtp(codec)`;
     ours describes the viewer's RTP stream and awaits `run(binding)` until the sender
     stops (its task is cancelled by `RTCRtpSender.stop`). aiortc parses the viewer's
     RTCP and keeps its own bookkeeping (RTT, stats); REMB (`on_remb(bit/s)`) and each
-    receiver report's fraction lost (`on_loss(0..1)`) are handed on as well."""
+    receiver report's cumulative packets lost and extended highest sequence number
+    (`on_report(lost, highest)`) are handed on as well."""
 
     negotiated: list[RTCRtpCodecParameters] = []
     send = sender.send
@@ -181,10 +182,10 @@ def take_over_rtp(
     async def handle_rtcp(packet) -> None:
         await handle(packet)
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            if on_loss is not None:
+            if on_report is not None:
                 for report in packet.reports:
                     if report.ssrc == sender._ssrc:
-                        on_loss(report.fraction_lost / 256)
+                        on_report(report.packets_lost, report.highest_sequence)
         elif (
             on_remb is not None
             and isinstance(packet, RtcpPsfbPacket)

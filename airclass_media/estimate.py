@@ -1,9 +1,17 @@
 """One viewer's bandwidth estimate: the browser's REMB combined with receiver-report loss.
 
 REMB (goog-remb, computed by the browser from abs-send-time arrival trends) is the
-delay-based ceiling; receiver reports give the loss fraction, and a loss-based
-controller (Google Congestion Control's: above 10 % loss back off by half the loss,
-below 2 % probe up by 8 %) keeps its own figure. The estimate is the smaller of the two.
+delay-based ceiling; receiver reports give the loss, and a loss-based controller (Google
+Congestion Control's: above 10 % loss back off by half the loss, below 2 % probe up by
+8 %) keeps its own figure. The estimate is the smaller of the two.
+
+The loss is read from the reports' cumulative counters (packets lost, highest sequence
+number) over LOSS_REPORT_PACKETS expected packets (fewer when most were lost), not from
+each report's own fraction: a browser sends a receiver report with each NACK, covering
+the few packets since the previous one, so 2-5 % random loss reads as 7-33 % in single
+reports, and a viewer would be sent down on a link that carries its rung. What a link
+loses while it is not congested (Wi-Fi, radio) is its `background_loss`: the adaptation
+holds NACKs and loss to it, not to zero, before it calls a link full.
 Costs a few arithmetic operations per RTCP packet; nothing per RTP packet.
 """
 
@@ -25,6 +33,15 @@ REMB_STALE_S = 10.0
 #: A REMB this much under the previous one is a drop: a browser's delay-based estimator
 #: lowers its REMB only when it sees its link's queue grow (over-use).
 REMB_DROP = 0.97
+#: Receiver reports add up to one loss figure once they cover this many expected
+#: packets (5 % random loss then reads over 10 % once in ~90 figures), or
+#: LOSS_REPORT_FEW_PACKETS when more than LOSS_REPORT_FEW_SHARE of those were lost (a
+#: congested link is told in a few packets).
+LOSS_REPORT_PACKETS = 100
+LOSS_REPORT_FEW_PACKETS = 20
+LOSS_REPORT_FEW_SHARE = 0.25
+#: Each loss figure not above LOSS_BACK_OFF moves `background_loss` this far to it.
+BACKGROUND_WEIGHT = 0.2
 
 
 class BandwidthEstimate:
@@ -40,6 +57,8 @@ class BandwidthEstimate:
         "reports",
         "backed_off",
         "changed_at",
+        "background_loss",
+        "_counted",
     )
 
     def __init__(self, start_bps: int = START_BPS) -> None:
@@ -47,11 +66,15 @@ class BandwidthEstimate:
         self.remb_at = 0.0
         self.loss_bps = float(start_bps)
         self.loss = 0.0
+        self.background_loss = 0.0
         self.rembs = 0
         self.remb_drops = 0
         self.reports = 0
         self.backed_off = False
         self.changed_at = time.monotonic()
+        #: (cumulative lost, extended highest sequence number) where the loss figure
+        #: being added up starts; None: the next report starts one.
+        self._counted: tuple[int, int] | None = None
 
     @property
     def known(self) -> bool:
@@ -83,17 +106,51 @@ class BandwidthEstimate:
         self.loss_bps = max(self.loss_bps, float(bitrate))
         self.changed_at = time.monotonic()
 
+    def on_report(self, lost: int, highest_sequence: int) -> None:
+        """A receiver report's cumulative packets lost and extended highest sequence
+        number: once LOSS_REPORT_PACKETS more are expected than where the count started
+        (or LOSS_REPORT_FEW_PACKETS, most of them lost), the share of them lost is one
+        loss figure (`on_loss`)."""
+        if self._counted is None:
+            self._counted = (lost, highest_sequence)
+            return
+        expected = highest_sequence - self._counted[1]
+        if expected < 0:  # a report reordered, or a new sequence: count from here
+            self._counted = (lost, highest_sequence)
+            return
+        if expected < LOSS_REPORT_FEW_PACKETS:
+            return
+        fraction = min(max((lost - self._counted[0]) / expected, 0.0), 1.0)
+        if expected < LOSS_REPORT_PACKETS and fraction <= LOSS_REPORT_FEW_SHARE:
+            return
+        self._counted = (lost, highest_sequence)
+        self.on_loss(fraction)
+
+    def recount(self) -> None:
+        """Forget the loss counted so far: the next report starts a new count (what was
+        lost before it, of video no longer sent, says nothing of what is sent now)."""
+        self._counted = None
+        self.loss = 0.0
+
     def on_loss(self, fraction: float) -> None:
-        """A receiver report's fraction lost (0..1) since the previous report."""
+        """A loss figure (0..1): the share of the packets lost since the previous one."""
         self.reports += 1
         self.loss = fraction
+        if fraction <= LOSS_BACK_OFF:
+            self.background_loss += BACKGROUND_WEIGHT * (fraction - self.background_loss)
         if fraction > LOSS_BACK_OFF:
             self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * fraction))
             self.backed_off = True
-        elif fraction < LOSS_PROBE_UP:
+        elif fraction < self.tolerated(LOSS_PROBE_UP):
             ceiling = MAX_BPS if self.remb is None else self.remb * ABOVE_REMB
             self.loss_bps = min(self.loss_bps * PROBE_UP_FACTOR, ceiling)
         self.changed_at = time.monotonic()
+
+    def tolerated(self, share: float) -> float:
+        """A share of loss (or NACKs) that says a link is full, on this link: `share`, or
+        twice its background loss where that is more (a link that drops 5 % at any rate
+        is not full when it drops 5 % of a rung)."""
+        return max(share, 2 * self.background_loss)
 
     def as_dict(self) -> dict:
         return {
@@ -101,4 +158,5 @@ class BandwidthEstimate:
             "remb_kbps": None if self.remb is None else round(self.remb / 1000, 1),
             "loss_based_kbps": round(self.loss_bps / 1000, 1),
             "fraction_lost": round(self.loss, 4),
+            "background_loss": round(self.background_loss, 4),
         }

@@ -583,9 +583,12 @@ class RtpTarget:
         return 0.0 if self.paused or self.fanout is None else self.fanout.bitrate_bps
 
     def padding_congested(self) -> bool:
-        """Did the link show it is full since the padding started (see PADDING_RAMP_S)?"""
-        drops, nacks, _ = self.padding_from
-        return self.estimate.remb_drops > drops or self.nacks_live > nacks
+        """Did the link show it is full since the padding started (see PADDING_RAMP_S)?
+        A REMB drop, or NACKs for more of the video than the link loses anyway."""
+        drops, nacks, packets = self.padding_from
+        if self.estimate.remb_drops > drops:
+            return True
+        return self.nacks_live - nacks > self.estimate.tolerated(0.0) * (self.packets - packets)
 
     def send_padding(self, elapsed: float, now: float, ntp: int) -> bool:
         """The padding due for `elapsed` seconds, in one GSO-batched call; True while

@@ -454,7 +454,9 @@ class WebRtcEgress:
                 functools.partial(self._keyframe_requested, session),
                 functools.partial(self._nack, session, kind),
                 on_remb=session.estimate.on_remb if kind == "video" else None,
-                on_loss=functools.partial(self._video_loss, session) if kind == "video" else None,
+                on_report=functools.partial(self._video_report, session)
+                if kind == "video"
+                else None,
             )
         await apply_offer(pc, offer_sdp, audio_red=True)
         session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
@@ -474,20 +476,16 @@ class WebRtcEgress:
             binding.path.close()
 
     @staticmethod
-    def _video_loss(session: ViewerSession, fraction: float) -> None:
-        """A receiver report's fraction lost of the viewer's video, counted only when video
-        was sent since the previous one: while audio only, a browser repeats the figure
-        of the last interval that had packets, which says nothing about the link now. The
-        first report after audio only is skipped too: its interval reaches back to before
-        the pause (what the link dropped then, reported late)."""
+    def _video_report(session: ViewerSession, lost: int, highest_sequence: int) -> None:
+        """A receiver report of the viewer's video, counted only when video was sent
+        since the previous one: while audio only, a browser repeats its last figures,
+        and a count started then would take in what the link dropped before the pause,
+        reported once video comes again."""
         video = session.targets.get("video")
         if video is None or video.packets == session.reported_packets:
             return
         session.reported_packets = video.packets
-        if session.skip_report:
-            session.skip_report = False
-            return
-        session.estimate.on_loss(fraction)
+        session.estimate.on_report(lost, highest_sequence)
 
     def _keyframe_requested(self, session: ViewerSession) -> None:
         target = session.targets.get("video")

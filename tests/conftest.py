@@ -131,11 +131,13 @@ def pytest_runtest_makereport(item, call):
 
 # -- a tc-shaped link to a viewer namespace, a node on it, Chromium behind it -----------
 @pytest.fixture
-def link():
+def link(request):
+    """A veth link shaped by tc; parametrized indirectly with True, a link carried by
+    tests/linkemu.py (loss, delay and jitter on kernels without sch_netem)."""
     reason = unavailable()
     if reason or not Path(CHROMIUM).exists():
         pytest.skip(reason or "chromium not installed (scripts/install-system.sh)")
-    with ShapedLink() as shaped:
+    with ShapedLink(emulated=getattr(request, "param", False)) as shaped:
         yield shaped
 
 

@@ -4,9 +4,12 @@ Inside the private network namespace of scripts/in-netns.sh (or scripts/run-test
 `ShapedLink` starts a placeholder process (`unshare -n sleep infinity`) in a network
 namespace of its own (the *viewer namespace*), joins it to the current one with a veth
 pair on a /24 of its own (10.78.N.1 here, the node's end; 10.78.N.2 there), and shapes
-what leaves the node's end: `tc` tbf for a rate, nftables for random loss, netem for
-delay and jitter where the kernel has it (this machine's has neither netem nor tc
-classifiers), changeable while a test runs. The node binds and advertises `node_addr`;
+what leaves the node's end: `tc` tbf for a rate, netem for loss, delay and jitter
+where the kernel has it (this machine's has neither netem nor tc classifiers),
+changeable while a test runs. `ShapedLink(emulated=True)` joins the two namespaces with
+TUN devices and tests/linkemu.py instead of a veth pair: loss, rate, delay and jitter
+per packet in user space, on any kernel (a Python process carries the packets: fine for
+a few viewers' Mbit/s, not for a crowd's). The node binds and advertises `node_addr`;
 programs run in the viewer namespace (`viewer_command`, `viewer_popen`), Chromium included
 (`chromium_executable` writes a wrapper that nsenters before exec'ing Chromium, so
 Playwright drives it through its pipe as usual). A publisher in the current namespace
@@ -16,16 +19,19 @@ reaches the node unshaped (a local address). Everything needs root.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .support import NodeProcess, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
+LINKEMU = Path(__file__).with_name("linkemu.py")
 _INDEX = itertools.count(1)
 
 
@@ -70,7 +76,9 @@ class Shape:
 class ShapedLink:
     """A veth pair to a viewer namespace; tc on the node's end shapes what viewers get."""
 
-    def __init__(self) -> None:
+    def __init__(self, emulated: bool = False) -> None:
+        self.emulated = emulated
+        self._emulator: subprocess.Popen | None = None
         index = next(_INDEX) % 250
         self.node_addr = f"10.78.{index}.1"
         self.viewer_addr = f"10.78.{index}.2"
@@ -97,10 +105,14 @@ class ShapedLink:
             "the viewer namespace's placeholder process",
         )
         try:
-            _run(
-                "ip", "link", "add", self.node_dev, "type", "veth", "peer", "name", self.viewer_dev
-            )
-            _run("ip", "link", "set", self.viewer_dev, "netns", str(self.pid))
+            if self.emulated:
+                self._start_emulator()
+            else:
+                _run(
+                    "ip", "link", "add", self.node_dev, "type", "veth",
+                    "peer", "name", self.viewer_dev,
+                )  # fmt: skip
+                _run("ip", "link", "set", self.viewer_dev, "netns", str(self.pid))
             _run("ip", "addr", "add", f"{self.node_addr}/24", "dev", self.node_dev)
             _run("ip", "link", "set", self.node_dev, "up")
             there = ("nsenter", "-t", str(self.pid), "-n")
@@ -108,11 +120,31 @@ class ShapedLink:
             _run(*there, "ip", "addr", "add", f"{self.viewer_addr}/24", "dev", self.viewer_dev)
             _run(*there, "ip", "link", "set", self.viewer_dev, "up")
             _run(*there, "ip", "route", "add", "default", "dev", self.viewer_dev)
-            wait_for(self._carrier, 5, f"{self.node_dev} carrier")
+            if not self.emulated:
+                wait_for(self._carrier, 5, f"{self.node_dev} carrier")
         except BaseException:
             self.close()
             raise
         return self
+
+    def _start_emulator(self) -> None:
+        self._emulator = subprocess.Popen(
+            [sys.executable, str(LINKEMU), self.node_dev, self.viewer_dev,
+             f"/proc/{self.pid}/ns/net"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._ask_emulator(None, "ready")
+
+    def _ask_emulator(self, command: object, expect: str | None = None) -> str:
+        """Send one command (None: none) and read its one-line answer."""
+        assert self._emulator is not None and self._emulator.stdin and self._emulator.stdout
+        if command is not None:
+            self._emulator.stdin.write(json.dumps(command) + "\n")
+            self._emulator.stdin.flush()
+        answer = self._emulator.stdout.readline().strip()
+        if expect is not None and answer != expect:
+            raise RuntimeError(f"link emulator answered {answer!r}, not {expect!r}")
+        return answer
 
     def _carrier(self) -> bool:
         # /sys shows the namespace it was mounted in, not ours: ask ip.
@@ -125,50 +157,33 @@ class ShapedLink:
     def set(self, shape: Shape) -> None:
         """Shape what leaves the node's end from now on (replaces the previous shape).
 
-        A rate is a tbf qdisc; loss is an nftables rule dropping that share of packets at
-        random (`numgen random`), so it works on kernels without sch_netem; delay and
-        jitter need netem (RuntimeError where the kernel has none)."""
+        A rate is a tbf qdisc; loss, delay and jitter a netem qdisc above it, where the
+        kernel has sch_netem (RuntimeError where it has none: `ShapedLink(emulated=True)`
+        does all of it in tests/linkemu.py, per packet on any kernel)."""
+        if self.emulated:
+            self._ask_emulator(asdict(shape), "ok")
+            self.shape = shape
+            return
         subprocess.run(
             ["tc", "qdisc", "del", "dev", self.node_dev, "root"], capture_output=True, timeout=10
         )
-        self._drop_loss_rule()
         self.shape = shape
         dev = ("tc", "qdisc", "add", "dev", self.node_dev)
         tbf = []
         if shape.rate_kbit:
             tbf = ["tbf", "rate", f"{int(shape.rate_kbit)}kbit", "burst", str(shape.burst_bytes)]
             tbf += ["latency", f"{shape.queue_ms}ms"]
-        if shape.delay_ms:
+        if shape.delay_ms or shape.loss_pct:
             netem = ["netem", "limit", "10000", "delay", f"{shape.delay_ms}ms"]
             if shape.jitter_ms:
                 netem += [f"{shape.jitter_ms}ms", "distribution", "normal"]
+            if shape.loss_pct:
+                netem += ["loss", f"{shape.loss_pct}%"]
             _run(*dev, "root", "handle", "1:", *netem)
             if tbf:
                 _run(*dev, "parent", "1:1", "handle", "10:", *tbf)
         elif tbf:
             _run(*dev, "root", *tbf)
-        if shape.loss_pct:
-            per_mille = round(shape.loss_pct * 10)
-            rules = f"""
-table ip {self._loss_table} {{
-  chain out {{
-    type filter hook output priority 0;
-    oifname "{self.node_dev}" numgen random mod 1000 < {per_mille} drop;
-  }}
-}}
-"""
-            done = subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"nft: {done.stderr.strip()}")
-
-    @property
-    def _loss_table(self) -> str:
-        return f"airclass_loss_{self.node_dev}"
-
-    def _drop_loss_rule(self) -> None:
-        subprocess.run(
-            ["nft", "delete", "table", "ip", self._loss_table], capture_output=True, timeout=10
-        )
 
     def shape_rate(self, mbit: float | None) -> None:
         """Only a rate limit (None: unshaped)."""
@@ -176,6 +191,8 @@ table ip {self._loss_table} {{
 
     def counters(self) -> dict[str, int]:
         """Bytes and packets sent and dropped by the node's end since the last set()."""
+        if self.emulated:
+            return json.loads(self._ask_emulator("stats"))
         out = subprocess.run(
             ["tc", "-s", "qdisc", "show", "dev", self.node_dev],
             capture_output=True, text=True, timeout=10,
@@ -253,7 +270,9 @@ table ip airclass_cut {{
         return str(path)
 
     def close(self) -> None:
-        self._drop_loss_rule()
+        if self._emulator is not None:
+            self._emulator.kill()  # its TUN devices go with it
+            self._emulator.wait(5)
         subprocess.run(["ip", "link", "del", self.node_dev], capture_output=True, timeout=10)
         if self._placeholder is not None and self._placeholder.poll() is None:
             self._placeholder.kill()

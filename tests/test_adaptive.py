@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from .chromium_viewer import Sample, open_viewer, read_stats, window_figures
 from .netshape import Shape
 from .support import async_http_json, async_wait_for, ffmpeg_publish
@@ -24,6 +26,8 @@ FAST = Shape(rate_kbit=20_000)
 SLOW = Shape(rate_kbit=1_000)
 #: Less than the lowest rung (360p ~500 kbit/s) and its audio need.
 STARVED = Shape(rate_kbit=400)
+#: A radio link: 5 % of packets lost at random, 40 ms ± 40 ms delay (normal, in order).
+LOSSY = Shape(loss_pct=5, delay_ms=40, jitter_ms=40)
 
 
 async def watch(node, browser, processes, stream: str, extra: list[str]):
@@ -169,6 +173,34 @@ async def test_at_400kbps_audio_only_then_video_again(link, link_node, viewer_br
     fast = await measure(page, 5)
     print("20 Mbit/s again:", _report(fast))
     assert fast["fps"] >= 20 and fast["height"] > 0, _report(fast)
+
+
+@pytest.mark.parametrize("link", [True], indirect=True, ids=["emulated-link"])
+async def test_random_loss_and_jitter_are_not_read_as_a_full_link(
+    link, link_node, viewer_browser, processes
+):
+    """5 % random loss and 40 ms jitter, no rate limit: the video keeps playing (>= 20
+    fps) and is not held for audio only, audio is mostly whole, and the node knows the
+    link's background loss. (Each receiver report's own fraction read as congestion: the
+    viewer went to 360p, then audio only, 4 fps over the minute.)"""
+    page = await watch(link_node, viewer_browser, processes, "adaptloss", [])
+    link.set(LOSSY)
+    await asyncio.sleep(10)  # measured from 10 s after the link changed
+    lossy = await measure(page, 15)
+    print("5 % loss, 40 ms jitter:", _report(lossy))
+    teacher = await link_node.atoken("adaptloss", user_type="teacher", action="publish")
+    status, body, _ = await async_http_json(
+        "GET",
+        f"{link_node.url}/api/streams/adaptloss/viewers",
+        headers={"Authorization": f"Bearer {teacher['token']}"},
+    )
+    assert status == 200 and len(body["viewers"]) == 1, body
+    viewer = body["viewers"][0]
+    print("viewer:", viewer)
+    assert lossy["fps"] >= 20 and lossy["height"] > 0, _report(lossy)
+    assert lossy["concealed_pct"] <= 3, _report(lossy)
+    assert viewer["rung"] != "audio-only", viewer
+    assert 0.02 <= viewer["background_loss"] <= 0.1, viewer
 
 
 async def test_bframe_source_plays_at_25fps_in_chromium(link, link_node, viewer_browser, processes):

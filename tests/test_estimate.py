@@ -1,0 +1,71 @@
+"""A viewer's loss figure comes from receiver reports' cumulative counters, not from each
+report's own fraction (a browser sends one with each NACK, covering a few packets)."""
+
+from __future__ import annotations
+
+from airclass_media.estimate import (
+    LOSS_PROBE_UP,
+    LOSS_REPORT_FEW_PACKETS,
+    LOSS_REPORT_PACKETS,
+    BandwidthEstimate,
+)
+
+
+def reports(
+    estimate: BandwidthEstimate, lost: int, highest: int, count: int, every: int, lose: int
+):
+    """`count` reports, each `every` packets further, `lose` of them lost; the counters
+    after the last."""
+    for _ in range(count):
+        highest += every
+        lost += lose
+        estimate.on_report(lost, highest)
+    return lost, highest
+
+
+def test_random_loss_in_short_reports_is_not_read_as_congestion():
+    estimate = BandwidthEstimate()
+    estimate.on_report(0, 1000)  # the count starts here
+    # 1 packet lost in each report of 5 (20 % a report), none in the next three: 5 % of
+    # what a count covers.
+    lost, highest = 0, 1000
+    for _ in range(5 * LOSS_REPORT_PACKETS // 20):
+        lost, highest = reports(estimate, lost, highest, 1, 5, 1)
+        lost, highest = reports(estimate, lost, highest, 3, 5, 0)
+    assert estimate.reports == 5  # one figure per LOSS_REPORT_PACKETS expected
+    assert abs(estimate.loss - 0.05) < 1e-9
+    assert not estimate.backed_off
+    # The link's background loss grows towards it; NACKs and loss are judged by it, and
+    # once it is known the loss-based figure climbs again (it held, never cut).
+    assert 0.03 < estimate.background_loss < 0.05
+    assert estimate.tolerated(LOSS_PROBE_UP) == 2 * estimate.background_loss
+    assert estimate.bps == int(2_500_000 * 1.08**2)
+
+
+def test_congestion_backs_off_and_a_recount_forgets_what_was_lost_before():
+    estimate = BandwidthEstimate()
+    estimate.on_report(0, 0)
+    # Most of a few packets lost: counted without waiting for LOSS_REPORT_PACKETS.
+    few = LOSS_REPORT_FEW_PACKETS
+    lost, highest = reports(estimate, 0, 0, 4, few, few // 2)
+    assert estimate.reports == 4 and estimate.backed_off and estimate.loss == 0.5
+    assert estimate.background_loss == 0.0  # congestion, not the link's own loss
+    cut = estimate.bps
+    assert cut < 2_500_000 * 0.5
+
+    estimate.recount()  # e.g. the viewer went audio only: video stopped
+    assert estimate.loss == 0.0
+    # The first report after it starts the new count, however much it says was lost.
+    estimate.on_report(lost + 500, highest + 600)
+    reports(estimate, lost + 500, highest + 600, 1, LOSS_REPORT_PACKETS, 0)
+    assert estimate.reports == 5
+    assert estimate.loss == 0.0 and estimate.bps > cut  # probed up: no loss
+
+
+def test_a_report_from_before_the_count_starts_it_again():
+    estimate = BandwidthEstimate()
+    estimate.on_report(10, 500)
+    estimate.on_report(5, 400)  # reordered or a new sequence: no figure from it
+    assert estimate.reports == 0
+    estimate.on_report(5 + LOSS_REPORT_PACKETS, 400 + LOSS_REPORT_PACKETS)
+    assert estimate.reports == 1 and estimate.loss == 1.0
