@@ -3,7 +3,8 @@
 REMB (goog-remb, computed by the browser from abs-send-time arrival trends) is the
 delay-based ceiling; receiver reports give the loss, and a loss-based controller (Google
 Congestion Control's: above 10 % loss back off by half the loss, below 2 % probe up by
-8 %) keeps its own figure. The estimate is the smaller of the two.
+8 %, or below twice the link's background loss where that is more) keeps its own
+figure. The estimate is the smaller of the two.
 
 The loss is read from the reports' cumulative counters (packets lost, highest sequence
 number) over LOSS_REPORT_PACKETS expected packets (fewer when most were lost), not from
@@ -136,14 +137,14 @@ class BandwidthEstimate:
         """A loss figure (0..1): the share of the packets lost since the previous one."""
         self.reports += 1
         self.loss = fraction
-        if fraction <= LOSS_BACK_OFF:
-            self.background_loss += BACKGROUND_WEIGHT * (fraction - self.background_loss)
         if fraction > LOSS_BACK_OFF:
             self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * fraction))
             self.backed_off = True
-        elif fraction < self.tolerated(LOSS_PROBE_UP):
-            ceiling = MAX_BPS if self.remb is None else self.remb * ABOVE_REMB
-            self.loss_bps = min(self.loss_bps * PROBE_UP_FACTOR, ceiling)
+        else:
+            self.background_loss += BACKGROUND_WEIGHT * (fraction - self.background_loss)
+            if fraction < self.tolerated(LOSS_PROBE_UP):
+                ceiling = MAX_BPS if self.remb is None else self.remb * ABOVE_REMB
+                self.loss_bps = min(self.loss_bps * PROBE_UP_FACTOR, ceiling)
         self.changed_at = time.monotonic()
 
     def tolerated(self, share: float) -> float:
