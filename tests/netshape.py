@@ -179,7 +179,10 @@ class ShapedLink:
                 netem += [f"{shape.jitter_ms}ms", "distribution", "normal"]
             if shape.loss_pct:
                 netem += ["loss", f"{shape.loss_pct}%"]
-            _run(*dev, "root", "handle", "1:", *netem)
+            try:
+                _run(*dev, "root", "handle", "1:", *netem)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc} (no sch_netem? an emulated link has it all)") from exc
             if tbf:
                 _run(*dev, "parent", "1:1", "handle", "10:", *tbf)
         elif tbf:
