@@ -24,6 +24,9 @@ It has no options for what follows, so each change is made at the narrowest poin
 - RED for Opus (RFC 2198, `audio/red` with the Opus payload type in its fmtp) is answered
   when a viewer's offer lists it (`answer_audio_red`): aiortc does not know the codec.
   Browsers offer it and rebuild a lost audio packet from the copy in the next one.
+- The playout-delay header extension (libwebrtc's; Chromium offers it) is answered for
+  video and written into each viewer's header tail (`with_playout_delay`): aiortc does
+  not know it. The adaptation sets it on links that lose packets anyway.
 """
 
 from __future__ import annotations
@@ -39,8 +42,12 @@ from collections.abc import Awaitable, Callable
 
 import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, sdp
-from aiortc.codecs import CODECS
-from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+from aiortc.codecs import CODECS, HEADER_EXTENSIONS
+from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+)
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     HeaderExtensionsMap,
@@ -53,7 +60,7 @@ from aiortc.rtp import (
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
-from .fanout import RTP_HEADER, RtpBinding, UdpPath
+from .fanout import RTP_HEADER, RtpBinding, UdpPath, playout_delay
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +120,23 @@ def _opus_inband_fec() -> None:
 
 _opus_inband_fec()
 
+#: libwebrtc's playout-delay RTP header extension: the least and the most a receiver's
+#: jitter buffer is to hold the video (Chromium honours it for every frame carrying it).
+PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+
+
+def _answer_playout_delay() -> None:
+    """Video header extensions aiortc negotiates: its own, and playout-delay (it keeps
+    what the offer lists of these, with the offer's ids)."""
+    video = HEADER_EXTENSIONS["video"]
+    if all(e.uri != PLAYOUT_DELAY_URI for e in video):
+        used = {e.id for e in video}
+        free = next(i for i in range(1, 15) if i not in used)
+        video.append(RTCRtpHeaderExtensionParameters(id=free, uri=PLAYOUT_DELAY_URI))
+
+
+_answer_playout_delay()
+
 
 def _red_of(codec: RTCRtpCodecParameters, opus_type: int) -> bool:
     """Is this `audio/red` whose every block is Opus of `opus_type` (fmtp "111/111")?"""
@@ -157,16 +181,18 @@ def take_over_rtp(
     (`on_report(lost, highest)`) are handed on as well."""
 
     negotiated: list[RTCRtpCodecParameters] = []
+    extensions: list[RTCRtpHeaderExtensionParameters] = []
     send = sender.send
 
     async def send_recording_codecs(parameters) -> None:
         negotiated[:] = parameters.codecs  # aiortc hands `_run_rtp` only the first
+        extensions[:] = parameters.headerExtensions
         await send(parameters)
 
     async def run_rtp(codec: RTCRtpCodecParameters) -> None:
         sender._RTCRtpSender__rtp_started.set()
         try:
-            await run(describe(sender, codec, negotiated))
+            await run(describe(sender, codec, negotiated, extensions))
         except (asyncio.CancelledError, ConnectionError):
             pass
         except Exception:
@@ -223,6 +249,28 @@ def _header(
     return raw[0], tail[:at] + bytes(3) + tail[at + 3 :], at
 
 
+def with_playout_delay(first_byte: int, tail: bytes, ext_id: int) -> tuple[int, bytes, int]:
+    """(first byte, tail, offset of the extension's 3 bytes in the tail): the header with
+    a playout-delay element (one-byte form, RFC 8285) after its other extensions, set to
+    "no wish" (0 to 40.95 s) until `RtpBinding.set_playout_delay`."""
+    data = b""
+    if len(tail) > 4:  # SSRC, then 0xBEDE, length in words, elements, padding
+        data = tail[8 : 8 + 4 * int.from_bytes(tail[6:8], "big")]
+        end = i = 0
+        while i < len(data):
+            if data[i] == 0:  # padding
+                i += 1
+                continue
+            i += 2 + (data[i] & 0x0F)
+            end = i
+        data = data[:end]
+    at = 4 + 4 + len(data) + 1
+    data += bytes([ext_id << 4 | 2]) + playout_delay(0)
+    data += bytes(-len(data) % 4)
+    tail = tail[:4] + b"\xbe\xde" + (len(data) // 4).to_bytes(2, "big") + data
+    return first_byte | 0x10, tail, at
+
+
 async def close_peer(pc: RTCPeerConnection) -> None:
     """`pc.close()`, safe beside aiortc's own close task (started when the peer ended
     DTLS): a second close() awaits the first one's future, and a cancelled await would
@@ -268,6 +316,7 @@ def describe(
     sender: RTCRtpSender,
     codec: RTCRtpCodecParameters,
     negotiated: list[RTCRtpCodecParameters] = (),
+    header_extensions: list[RTCRtpHeaderExtensionParameters] = (),
 ) -> RtpBinding:
     """Everything the fan-out needs to send this sender's RTP stream (`codec` is the
     first of the `negotiated` ones)."""
@@ -276,6 +325,12 @@ def describe(
     first_byte, tail, abs_at = _header(codec.payloadType, sender._ssrc, mid, extensions)
     rtx_type = sender._RTCRtpSender__rtx_payload_type
     rtx_tail = _header(rtx_type, sender._rtx_ssrc, mid, extensions)[1] if rtx_type else b""
+    delay_at = rtx_delay_at = None  # RTX packets go out with the media's first byte
+    delay_id = next((e.id for e in header_extensions if e.uri == PLAYOUT_DELAY_URI), None)
+    if sender.kind == "video" and delay_id is not None and delay_id < 15:
+        first_byte, tail, delay_at = with_playout_delay(first_byte, tail, delay_id)
+        if rtx_type:
+            _, rtx_tail, rtx_delay_at = with_playout_delay(first_byte, rtx_tail, delay_id)
 
     def report(rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None:
         # What aiortc's own loop records per packet; its RTCP loop builds reports from it.
@@ -288,7 +343,7 @@ def describe(
         return sender._RTCRtpSender__rtt
 
     session = sender.transport._tx_srtp
-    write, stamp = srtp_writer(session, first_byte, tail, abs_at)
+    write, stamp, patch = srtp_writer(session, first_byte, tail, abs_at)
     return RtpBinding(
         kind=sender.kind,
         payload_type=codec.payloadType,
@@ -297,7 +352,10 @@ def describe(
         protect=session.protect,
         write=write,
         stamp=stamp,
+        patch=patch,
         abs_send_time_at=abs_at,
+        playout_delay_at=delay_at,
+        rtx_playout_delay_at=rtx_delay_at,
         rtt=rtt,
         path=udp_path(sender),
         rtx_payload_type=rtx_type,
@@ -313,9 +371,12 @@ def describe(
 
 def srtp_writer(
     session: pylibsrtp.Session, first_byte: int, tail: bytes, abs_send_time_at: int | None = None
-) -> tuple[Callable[[int, int, int, bytes], bytes], Callable[[int], None]]:
-    """(write, stamp): write(second byte, sequence number, timestamp, payload) -> one
-    SRTP packet; stamp(value) sets the abs-send-time the packets written next carry.
+) -> tuple[
+    Callable[[int, int, int, bytes], bytes], Callable[[int], None], Callable[[int, bytes], None]
+]:
+    """(write, stamp, patch): write(second byte, sequence number, timestamp, payload) ->
+    one SRTP packet; stamp(value) sets the abs-send-time the packets written next carry,
+    patch(offset, bytes) other bytes of their header tail.
 
     The 12-byte header is packed into a buffer that keeps the stream's SSRC and header
     extensions after it, the payload copied behind, and libsrtp protects it in place.
@@ -342,14 +403,17 @@ def srtp_writer(
             raise pylibsrtp.Error(f"srtp_protect failed ({status})")
         return buffer[0 : length[0]]
 
+    def patch(offset: int, data: bytes) -> None:
+        buffer[8 + offset : 8 + offset + len(data)] = data
+
     if abs_send_time_at is None:
-        return write, lambda value: None
+        return write, lambda value: None, patch
     at = 8 + abs_send_time_at
 
     def stamp(value: int) -> None:
         buffer[at : at + 3] = value.to_bytes(3, "big")
 
-    return write, stamp
+    return write, stamp, patch
 
 
 def receiver_report(sender: RTCRtpSender) -> dict:

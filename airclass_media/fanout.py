@@ -53,7 +53,7 @@ from .packets import MediaPacket
 log = logging.getLogger(__name__)
 
 #: RTP payload bytes per packet: FU-A fragments are cut to exactly this size. Leaves room
-#: for RTP header + extensions (~20), SRTP tag (16), UDP/IP (28) and a TURN wrap in 1500.
+#: for RTP header + extensions (~24), SRTP tag (16), UDP/IP (28) and a TURN wrap in 1500.
 RTP_PAYLOAD_MAX = 1200
 CLOCK_RATES = {"video": 90_000, "audio": 48_000}
 #: Linux UDP_SEGMENT socket option (not exported by Python's socket module).
@@ -197,6 +197,17 @@ def ntp_now() -> int:
 def abs_send_time(ntp: int) -> int:
     """The abs-send-time header extension value (6.18 fixed-point seconds) of an NTP time."""
     return (ntp >> 14) & 0xFFFFFF
+
+
+#: The most the playout-delay extension can say (40.95 s): no limit.
+PLAYOUT_DELAY_ANY_MS = 40_950
+
+
+def playout_delay(min_ms: int, max_ms: int = PLAYOUT_DELAY_ANY_MS) -> bytes:
+    """The playout-delay header extension value: the least and the most (12 bits each,
+    in 10 ms) a receiver's jitter buffer is to hold the video."""
+    low, high = (min(max(0, round(ms / 10)), 0xFFF) for ms in (min_ms, max_ms))
+    return (low << 12 | high).to_bytes(3, "big")
 
 
 class MediaClock:
@@ -356,6 +367,12 @@ class RtpBinding:
     abs_send_time_at: int | None = None
     #: stamp(abs-send-time) sets the value `write` puts in the packets that follow.
     stamp: Callable[[int], None] = lambda value: None
+    #: patch(offset, bytes) sets header-tail bytes of the packets `write` writes next.
+    patch: Callable[[int, bytes], None] | None = None
+    #: Offsets in `header_tail` and `rtx_header_tail` of the 3-byte playout-delay
+    #: extension, when negotiated (see `set_playout_delay`).
+    playout_delay_at: int | None = None
+    rtx_playout_delay_at: int | None = None
     #: The viewer's round-trip time (seconds) from its receiver reports, if known.
     rtt: Callable[[], float | None] = lambda: None
 
@@ -372,7 +389,26 @@ class RtpBinding:
                 if at is not None:
                     tail[at : at + 3] = value.to_bytes(3, "big")
 
-            self.write, self.stamp = write, stamp
+            def patch(offset: int, data: bytes) -> None:
+                tail[offset : offset + len(data)] = data
+
+            self.write, self.stamp, self.patch = write, stamp, patch
+
+    def set_playout_delay(self, min_ms: int, max_ms: int = PLAYOUT_DELAY_ANY_MS) -> bool:
+        """Ask the viewer's jitter buffer to hold video `min_ms`..`max_ms` from the next
+        packet on (RTX included); False when the extension was not negotiated."""
+        if self.playout_delay_at is None or self.patch is None:
+            return False
+        value = playout_delay(min_ms, max_ms)
+        at = self.playout_delay_at
+        self.header_tail = self.header_tail[:at] + value + self.header_tail[at + 3 :]
+        self.patch(at, value)
+        at = self.rtx_playout_delay_at
+        if at is not None:
+            self.rtx_header_tail = (
+                self.rtx_header_tail[:at] + value + self.rtx_header_tail[at + 3 :]
+            )
+        return True
 
     def tail_at(self, ntp: int, rtx: bool = False) -> bytes:
         """The header tail (RTX's when `rtx`) with abs-send-time set for `ntp`."""
@@ -752,8 +788,7 @@ class RtpTarget:
             self._nacked[seq] = now
         last, times = self._resent.get(seq, (None, 0))
         if times >= RTX_MAX_PER_PACKET or (
-            last is not None
-            and now - last < max(2 * (self.binding.rtt() or 0.0), RTX_MIN_INTERVAL_S)
+            last is not None and now - last < max(self.binding.rtt() or 0.0, RTX_MIN_INTERVAL_S)
         ):
             self.rtx_repeats_ignored += 1  # its resend is still on the way (jitter), or lost twice
             return False

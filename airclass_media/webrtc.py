@@ -342,6 +342,7 @@ class ViewerSession(ViewerRung):
             "rung": self.rung,
             "padding_probe": None if self.padding is None else self.padding.rung,
             "video_again_in_s": self.video_again_in(),
+            "playout_delay_ms": self.playout_delay_ms,
             "media": media,
         }
 

@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from airclass_media.adapt import PLAYOUT_MIN_MS
+
 from .chromium_viewer import Sample, open_viewer, read_stats, window_figures
 from .netshape import Shape
 from .support import async_http_json, async_wait_for, ffmpeg_publish
@@ -67,6 +69,7 @@ async def measure(page, seconds: float) -> dict[str, float]:
 
 def _report(figures: dict[str, float]) -> str:
     keys = ("fps", "height", "freezes", "frozen_s", "concealed_pct", "video_kbps", "nacks")
+    keys += ("video_buffer_ms",)
     return ", ".join(f"{k} {figures[k]:.1f}" for k in keys)
 
 
@@ -180,9 +183,11 @@ async def test_random_loss_and_jitter_are_not_read_as_a_full_link(
     link, link_node, viewer_browser, processes
 ):
     """5 % random loss and 40 ms jitter, no rate limit: the video keeps playing (>= 20
-    fps) and is not held for audio only, audio is mostly whole, and the node knows the
-    link's background loss. (Each receiver report's own fraction read as congestion: the
-    viewer went to 360p, then audio only, 4 fps over the minute.)"""
+    fps) and is not held for audio only, audio is mostly whole, the node knows the link's
+    background loss and asks Chromium (playout-delay extension) to buffer video long
+    enough for retransmissions, which it does. (Each receiver report's own fraction read
+    as congestion: the viewer went to 360p, then audio only, 4 fps over the minute; at
+    720p without the playout delay Chromium froze 3-8 s a minute.)"""
     page = await watch(link_node, viewer_browser, processes, "adaptloss", [])
     link.set(LOSSY)
     await asyncio.sleep(10)  # measured from 10 s after the link changed
@@ -201,6 +206,8 @@ async def test_random_loss_and_jitter_are_not_read_as_a_full_link(
     assert lossy["concealed_pct"] <= 3, _report(lossy)
     assert viewer["rung"] != "audio-only", viewer
     assert 0.02 <= viewer["background_loss"] <= 0.1, viewer
+    assert viewer["playout_delay_ms"] >= PLAYOUT_MIN_MS, viewer
+    assert lossy["video_buffer_ms"] >= 0.8 * PLAYOUT_MIN_MS, _report(lossy)
 
 
 async def test_bframe_source_plays_at_25fps_in_chromium(link, link_node, viewer_browser, processes):

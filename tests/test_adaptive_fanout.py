@@ -489,3 +489,92 @@ async def rung_of(status) -> str | None:
 
 async def probing(status) -> str | None:
     return (await status)["padding_probe"]
+
+
+def _extensions(packet: bytes) -> dict[int, bytes]:
+    """The one-byte-form header extension elements (RFC 8285) of an RTP packet."""
+    assert packet[0] & 0x10 and packet[12:14] == b"\xbe\xde", packet[:16]
+    data = packet[16 : 16 + 4 * int.from_bytes(packet[14:16], "big")]
+    out, i = {}, 0
+    while i < len(data):
+        if data[i] == 0:
+            i += 1
+            continue
+        size = (data[i] & 0x0F) + 1
+        out[data[i] >> 4] = data[i + 1 : i + 1 + size]
+        i += 1 + size
+    return out
+
+
+async def test_playout_delay_extension_is_set_in_the_packets_sent_next():
+    """The playout-delay element goes after the header's mid and abs-send-time ("no
+    wish": 0 to 40.95 s); `set_playout_delay` changes it in the video and the RTX
+    packets sent from then on, the other extensions untouched."""
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+    from airclass_media.aiortc_tuning import (
+        PLAYOUT_DELAY_URI,
+        _header,
+        with_playout_delay,
+    )
+
+    mid_uri = "urn:ietf:params:rtp-hdrext:sdes:mid"
+    abs_uri = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+    negotiated = [
+        RTCRtpHeaderExtensionParameters(id=4, uri=mid_uri),
+        RTCRtpHeaderExtensionParameters(id=2, uri=abs_uri),
+        RTCRtpHeaderExtensionParameters(id=12, uri=PLAYOUT_DELAY_URI),
+    ]
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpParameters(headerExtensions=negotiated))
+    first, tail, abs_at = _header(102, 1234, "1", extensions)
+    first, tail, delay_at = with_playout_delay(first, tail, 12)
+    _, rtx_tail, _ = _header(103, 5678, "1", extensions)
+    _, rtx_tail, rtx_delay_at = with_playout_delay(first, rtx_tail, 12)
+
+    sender, receiver = _udp_pair()
+    stream = _live_stream("playout")
+    fanout = Fanout()
+    binding = RtpBinding(
+        kind="video",
+        payload_type=102,
+        header_tail=tail,
+        first_byte=first,
+        protect=lambda data: data,
+        path=UdpPath(sender, receiver.getsockname()),
+        abs_send_time_at=abs_at,
+        playout_delay_at=delay_at,
+        rtx_payload_type=103,
+        rtx_header_tail=rtx_tail,
+        rtx_playout_delay_at=rtx_delay_at,
+    )
+    target = RtpTarget(binding)
+    fanout.add(stream, target)
+    try:
+        await async_wait_for(lambda: target.backlog is None, 5, "the catch-up sent")
+        packets = _drain(receiver)
+        assert packets
+        for packet in packets:
+            parsed = RtpPacket.parse(packet, extensions)
+            assert parsed.extensions.mid == "1" and parsed.extensions.abs_send_time is not None
+            assert _extensions(packet)[12] == fanout_module.playout_delay(0)
+            assert _extensions(packet)[12] == bytes.fromhex("000fff")
+
+        assert binding.set_playout_delay(300)
+        stream.publish(_video(1, False))
+        await async_wait_for(lambda: target.last_pts == 33_333, 5, "a frame sent")
+        (packet,) = _drain(receiver)
+        assert RtpPacket.parse(packet, extensions).extensions.mid == "1"
+        assert _extensions(packet)[12] == bytes.fromhex("01efff")  # 30 x 10 ms, 4095
+
+        assert target.retransmit((target.next_seq - 1) & 0xFFFF)
+        got: list[bytes] = []
+        await async_wait_for(lambda: got.extend(_drain(receiver)) or got, 5, "the RTX packet")
+        (rtx,) = got
+        assert rtx[1] & 0x7F == 103 and rtx[8:12] == (5678).to_bytes(4, "big")
+        assert _extensions(rtx)[12] == bytes.fromhex("01efff")
+    finally:
+        fanout.remove(target)
+        binding.path.close()
+        receiver.close()
