@@ -119,13 +119,14 @@ CROWD_SILENT_S = 5.0
 #: PLAYOUT_MIN_MS..PLAYOUT_MAX_MS), so a lost packet's retransmission, or the one after,
 #: arrives before its frame is due: Chromium's own buffer does not wait for them (at 5 %
 #: loss and 40 ms jitter it froze 3-8 s a minute at 720p; held 250 ms, 0.9 s). Changes
-#: under PLAYOUT_STEP_MS are not sent.
+#: under PLAYOUT_STEP_MS are not sent, nor falls to more than PLAYOUT_FALL x the delay.
 PLAYOUT_LOSS_ON = 0.015
 PLAYOUT_LOSS_OFF = 0.005
 PLAYOUT_RTTS = 3.0
 PLAYOUT_MIN_MS = 120
 PLAYOUT_MAX_MS = 400
 PLAYOUT_STEP_MS = 20
+PLAYOUT_FALL = 0.75
 
 
 def _best_under(rungs: list[tuple[str, int]], bps: float) -> str:
@@ -482,8 +483,10 @@ class Adaptation:
         if background >= PLAYOUT_LOSS_ON or (now_ms and background >= PLAYOUT_LOSS_OFF):
             rtt_ms = (video.binding.rtt() or 0.0) * 1000
             want = int(min(max(rtt_ms * PLAYOUT_RTTS, PLAYOUT_MIN_MS), PLAYOUT_MAX_MS))
-        if abs(want - now_ms) < PLAYOUT_STEP_MS and bool(want) == bool(now_ms):
-            return
+        if bool(want) == bool(now_ms) and (
+            abs(want - now_ms) < PLAYOUT_STEP_MS or PLAYOUT_FALL * now_ms <= want < now_ms
+        ):
+            return  # up at once, down only by more than a quarter (round trips vary)
         if video.binding.set_playout_delay(want):
             log.info(
                 "viewer %s: background loss %.1f %%, playout delay %d ms",
@@ -638,6 +641,10 @@ class Adaptation:
                 wait = min(2 * last, PADDING_BACKOFF_MAX_S)
             session.probe_again_at[rung] = (now + wait + session.hold_jitter, wait)
             session.climbed = None
+            # What the padding made the link lose says nothing of the rung without it
+            # (a loss figure covers 100 packets: 2 s of 360p, enough to go audio only).
+            estimate.recount()
+            session.lossy_since = None
         session.padding = None
         if probe.passed is not None:
             session.padded = (probe.passed, probe.estimate, now)

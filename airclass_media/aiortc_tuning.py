@@ -130,7 +130,8 @@ def _answer_playout_delay() -> None:
     what the offer lists of these, with the offer's ids)."""
     video = HEADER_EXTENSIONS["video"]
     if all(e.uri != PLAYOUT_DELAY_URI for e in video):
-        used = {e.id for e in video}
+        # An id of its own in aiortc's offers: audio and video share one map (BUNDLE).
+        used = {e.id for kind in HEADER_EXTENSIONS.values() for e in kind}
         free = next(i for i in range(1, 15) if i not in used)
         video.append(RTCRtpHeaderExtensionParameters(id=free, uri=PLAYOUT_DELAY_URI))
 

@@ -43,6 +43,11 @@ LOSS_REPORT_FEW_PACKETS = 20
 LOSS_REPORT_FEW_SHARE = 0.25
 #: Each loss figure not above LOSS_BACK_OFF moves `background_loss` this far to it.
 BACKGROUND_WEIGHT = 0.2
+#: The loss-based figure backs off at most this often (libwebrtc's kBweDecreaseInterval):
+#: a congested link's figures come every 20 packets, and each cut the estimate of a
+#: viewer still on a rung its link cannot carry (to 0.1 Mbit/s in a second at 80 %
+#: loss: then even the lowest rung "did not fit").
+LOSS_DECREASE_INTERVAL_S = 0.3
 
 
 class BandwidthEstimate:
@@ -59,6 +64,7 @@ class BandwidthEstimate:
         "backed_off",
         "changed_at",
         "background_loss",
+        "decreased_at",
         "_counted",
     )
 
@@ -68,6 +74,7 @@ class BandwidthEstimate:
         self.loss_bps = float(start_bps)
         self.loss = 0.0
         self.background_loss = 0.0
+        self.decreased_at = -LOSS_DECREASE_INTERVAL_S
         self.rembs = 0
         self.remb_drops = 0
         self.reports = 0
@@ -137,15 +144,18 @@ class BandwidthEstimate:
         """A loss figure (0..1): the share of the packets lost since the previous one."""
         self.reports += 1
         self.loss = fraction
+        now = time.monotonic()
         if fraction > LOSS_BACK_OFF:
-            self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * fraction))
+            if now - self.decreased_at >= LOSS_DECREASE_INTERVAL_S:
+                self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * fraction))
+                self.decreased_at = now
             self.backed_off = True
         else:
             self.background_loss += BACKGROUND_WEIGHT * (fraction - self.background_loss)
             if fraction < self.tolerated(LOSS_PROBE_UP):
                 ceiling = MAX_BPS if self.remb is None else self.remb * ABOVE_REMB
                 self.loss_bps = min(self.loss_bps * PROBE_UP_FACTOR, ceiling)
-        self.changed_at = time.monotonic()
+        self.changed_at = now
 
     def tolerated(self, share: float) -> float:
         """A share of loss (or NACKs) that says a link is full, on this link: `share`, or

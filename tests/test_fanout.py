@@ -137,6 +137,12 @@ async def test_aiortc_internals_taken_over_are_there():
         receiver = pc.addTransceiver("video", direction="recvonly").receiver
         for name in ("decoder_queue", "rtx_ssrc", "remote_streams"):
             assert hasattr(receiver, f"_RTCRtpReceiver__{name}"), name
+        # The playout-delay extension is answered from aiortc's list of the ones it knows.
+        from aiortc.codecs import HEADER_EXTENSIONS
+
+        from airclass_media.aiortc_tuning import PLAYOUT_DELAY_URI
+
+        assert any(e.uri == PLAYOUT_DELAY_URI for e in HEADER_EXTENSIONS["video"])
     finally:
         await pc.close()
 
