@@ -41,8 +41,11 @@ REMB_DROP = 0.97
 LOSS_REPORT_PACKETS = 100
 LOSS_REPORT_FEW_PACKETS = 20
 LOSS_REPORT_FEW_SHARE = 0.25
-#: Each loss figure not above LOSS_BACK_OFF moves `background_loss` this far to it.
+#: Each loss figure not above LOSS_BACK_OFF moves `background_loss` this far to it, once
+#: none was above it for BACKGROUND_QUIET_S: the few percent a link loses as a
+#: congested spell ends (its queue draining) are not what it loses anyway.
 BACKGROUND_WEIGHT = 0.2
+BACKGROUND_QUIET_S = 2.0
 #: The loss-based figure backs off at most this often (libwebrtc's kBweDecreaseInterval):
 #: a congested link's figures come every 20 packets, and each cut the estimate of a
 #: viewer still on a rung its link cannot carry (to 0.1 Mbit/s in a second at 80 %
@@ -65,6 +68,7 @@ class BandwidthEstimate:
         "changed_at",
         "background_loss",
         "decreased_at",
+        "congested_at",
         "_counted",
     )
 
@@ -75,6 +79,7 @@ class BandwidthEstimate:
         self.loss = 0.0
         self.background_loss = 0.0
         self.decreased_at = -LOSS_DECREASE_INTERVAL_S
+        self.congested_at = -BACKGROUND_QUIET_S
         self.rembs = 0
         self.remb_drops = 0
         self.reports = 0
@@ -149,9 +154,11 @@ class BandwidthEstimate:
             if now - self.decreased_at >= LOSS_DECREASE_INTERVAL_S:
                 self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * fraction))
                 self.decreased_at = now
+            self.congested_at = now
             self.backed_off = True
         else:
-            self.background_loss += BACKGROUND_WEIGHT * (fraction - self.background_loss)
+            if now - self.congested_at >= BACKGROUND_QUIET_S:
+                self.background_loss += BACKGROUND_WEIGHT * (fraction - self.background_loss)
             if fraction < self.tolerated(LOSS_PROBE_UP):
                 ceiling = MAX_BPS if self.remb is None else self.remb * ABOVE_REMB
                 self.loss_bps = min(self.loss_bps * PROBE_UP_FACTOR, ceiling)

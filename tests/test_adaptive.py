@@ -67,6 +67,11 @@ async def measure(page, seconds: float) -> dict[str, float]:
     return window_figures(first, await one(page))
 
 
+def choices(node) -> str:
+    """The node's log lines of its adaptation (rung switches, probes, audio only)."""
+    return "\n".join(line for line in node.log().splitlines() if "airclass_media.adapt" in line)
+
+
 def _report(figures: dict[str, float]) -> str:
     keys = ("fps", "height", "freezes", "frozen_s", "concealed_pct", "video_kbps", "nacks")
     keys += ("video_buffer_ms",)
@@ -101,7 +106,11 @@ async def test_at_1mbps_video_keeps_playing_lower_and_returns_to_720p(
     async def back_to_720():
         return (await one(page)).video.get("frameHeight", 0) == 720
 
-    await async_wait_for(back_to_720, 45, "720p after the link returned", interval=0.5)
+    try:
+        await async_wait_for(back_to_720, 45, "720p after the link returned", interval=0.5)
+    except TimeoutError:
+        choices_made = choices(link_node)
+        raise AssertionError(f"not back to 720p; the node's choices:\n{choices_made}") from None
     fast = await measure(page, 5)
     print("20 Mbit/s again:", _report(fast))
     assert fast["fps"] >= 25 and fast["height"] == 720, _report(fast)

@@ -50,6 +50,10 @@ def test_congestion_backs_off_once_in_a_while_and_a_recount_forgets_what_was_los
     lost, highest = reports(estimate, 0, 0, 4, few, few // 2)
     assert estimate.reports == 4 and estimate.backed_off and estimate.loss == 0.5
     assert estimate.background_loss == 0.0  # congestion, not the link's own loss
+    # As the congested spell ends, what the link still loses is not its own either.
+    lost, highest = reports(estimate, lost, highest, 1, LOSS_REPORT_PACKETS, 5)
+    assert estimate.reports == 5 and estimate.loss == 0.05
+    assert estimate.background_loss == 0.0
     cut = estimate.bps
     assert cut == 2_500_000 * 0.75  # one cut: at most one each LOSS_DECREASE_INTERVAL_S
 
@@ -58,7 +62,7 @@ def test_congestion_backs_off_once_in_a_while_and_a_recount_forgets_what_was_los
     # The first report after it starts the new count, however much it says was lost.
     estimate.on_report(lost + 500, highest + 600)
     reports(estimate, lost + 500, highest + 600, 1, LOSS_REPORT_PACKETS, 0)
-    assert estimate.reports == 5
+    assert estimate.reports == 6
     assert estimate.loss == 0.0 and estimate.bps > cut  # probed up: no loss
 
 
