@@ -382,7 +382,11 @@ class Adaptation:
         bitrates = dict(rungs)
         if current_name not in bitrates:
             want = fits[0][0]
-        elif self._too_high(session, current_name, bitrates[current_name], estimate):
+        elif self._too_high(session, current_name, bitrates[current_name], estimate) and (
+            # On the lowest rung only loss takes video down (to audio only): an estimate
+            # under what proved it earlier must not keep the viewer from probing up.
+            current_name != rungs[-1][0] or lossy_for > 0 or session.estimate.loss > LOSS_BACK_OFF
+        ):
             if session.down_since is None:
                 session.down_since = now
             lossy = session.estimate.loss > LOSS_BACK_OFF

@@ -2,9 +2,9 @@
 
 REMB (goog-remb, computed by the browser from abs-send-time arrival trends) is the
 delay-based ceiling; receiver reports give the loss, and a loss-based controller (Google
-Congestion Control's: above 10 % loss back off by half the loss, below 2 % probe up by
-8 %, or below twice the link's background loss where that is more) keeps its own
-figure. The estimate is the smaller of the two.
+Congestion Control's: above 10 % loss back off by half the loss, while the latest figure
+is below 2 % (or twice the link's background loss where that is more) grow 8 % a
+second) keeps its own figure. The estimate is the smaller of the two.
 
 The loss is read from the reports' cumulative counters (packets lost, highest sequence
 number) over LOSS_REPORT_PACKETS expected packets (fewer when most were lost), not from
@@ -27,6 +27,9 @@ MAX_BPS = 50_000_000
 LOSS_BACK_OFF = 0.10
 LOSS_PROBE_UP = 0.02
 PROBE_UP_FACTOR = 1.08
+#: ... once per this many seconds (libwebrtc's kBweIncreaseInterval), however often loss
+#: figures come (one per 100 packets: every 2 s at 360p).
+PROBE_UP_INTERVAL_S = 1.0
 #: The loss-based figure may probe at most this far above the latest REMB.
 ABOVE_REMB = 1.5
 #: A REMB older than this no longer caps the estimate (seconds).
@@ -69,6 +72,7 @@ class BandwidthEstimate:
         "background_loss",
         "decreased_at",
         "congested_at",
+        "grown_at",
         "_counted",
     )
 
@@ -80,6 +84,7 @@ class BandwidthEstimate:
         self.background_loss = 0.0
         self.decreased_at = -LOSS_DECREASE_INTERVAL_S
         self.congested_at = -BACKGROUND_QUIET_S
+        self.grown_at = time.monotonic()
         self.rembs = 0
         self.remb_drops = 0
         self.reports = 0
@@ -97,6 +102,7 @@ class BandwidthEstimate:
 
     @property
     def bps(self) -> int:
+        self.grow(time.monotonic())
         value = self.loss_bps
         if self.remb is not None and time.monotonic() - self.remb_at < REMB_STALE_S:
             value = min(value, self.remb)
@@ -156,13 +162,24 @@ class BandwidthEstimate:
                 self.decreased_at = now
             self.congested_at = now
             self.backed_off = True
-        else:
-            if now - self.congested_at >= BACKGROUND_QUIET_S:
-                self.background_loss += BACKGROUND_WEIGHT * (fraction - self.background_loss)
-            if fraction < self.tolerated(LOSS_PROBE_UP):
-                ceiling = MAX_BPS if self.remb is None else self.remb * ABOVE_REMB
-                self.loss_bps = min(self.loss_bps * PROBE_UP_FACTOR, ceiling)
+        elif now - self.congested_at >= BACKGROUND_QUIET_S:
+            self.background_loss += BACKGROUND_WEIGHT * (fraction - self.background_loss)
+        if fraction >= self.tolerated(LOSS_PROBE_UP):
+            self.grown_at = now  # held (or cut): growth starts again from here
         self.changed_at = now
+
+    def grow(self, now: float) -> None:
+        """The loss-based figure grows PROBE_UP_FACTOR per PROBE_UP_INTERVAL_S while the
+        latest loss figure is low (none yet: no news), up to ABOVE_REMB x the REMB."""
+        if not self.reports or self.loss >= self.tolerated(LOSS_PROBE_UP):
+            self.grown_at = now
+            return
+        steps = int((now - self.grown_at) / PROBE_UP_INTERVAL_S)
+        if steps > 0:
+            ceiling = MAX_BPS if self.remb is None else self.remb * ABOVE_REMB
+            if self.loss_bps < ceiling:
+                self.loss_bps = min(self.loss_bps * PROBE_UP_FACTOR**steps, ceiling)
+            self.grown_at += steps * PROBE_UP_INTERVAL_S
 
     def tolerated(self, share: float) -> float:
         """A share of loss (or NACKs) that says a link is full, on this link: `share`, or
