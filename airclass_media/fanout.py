@@ -86,6 +86,11 @@ RTX_MIN_INTERVAL_S = 0.1
 #: its resend is delayed (jitter) must not spend the budget that new losses need.
 RTX_MAX_PER_PACKET = 3
 RTX_SHARE = 0.2
+#: A packet still NACKed a round trip after its first NACK was lost, not just reordered
+#: (a receiver such as aiortc NACKs every gap at once, and a jittery path makes many
+#: gaps that fill themselves): its resend may use this further share of the rate, so
+#: that NACKs for late packets cannot spend what real losses need.
+RTX_LOST_SHARE = 0.2
 RTX_WINDOW_S = 1.0
 #: Pacing: a frame of more than PACE_BURST_PACKETS packets leaves in bursts, one per
 #: PACE_INTERVAL_S tick of the stream's one timer, at PACE_FACTOR x the viewer's
@@ -781,21 +786,24 @@ class RtpTarget:
             entry = history.get(index) if index >= self.live_from else None
         if entry is None:
             return False
-        if now - self._nacked.get(seq, -RTX_WINDOW_S) >= RTX_WINDOW_S:  # not a repeat
+        first_nacked = self._nacked.get(seq)
+        if first_nacked is None or now - first_nacked >= RTX_WINDOW_S:  # not a repeat
             self.nacks_live += 1
             if len(self._nacked) > 2 * HISTORY_SIZE:
                 self._nacked = {k: t for k, t in self._nacked.items() if now - t < RTX_WINDOW_S}
-            self._nacked[seq] = now
+            self._nacked[seq] = first_nacked = now
+        round_trip = max(self.binding.rtt() or 0.0, RTX_MIN_INTERVAL_S)
         last, times = self._resent.get(seq, (None, 0))
-        if times >= RTX_MAX_PER_PACKET or (
-            last is not None and now - last < max(self.binding.rtt() or 0.0, RTX_MIN_INTERVAL_S)
-        ):
+        if times >= RTX_MAX_PER_PACKET or (last is not None and now - last < round_trip):
             self.rtx_repeats_ignored += 1  # its resend is still on the way (jitter), or lost twice
             return False
         payload, rtp_ts, marker = entry
         if now - self._rtx_window_at >= RTX_WINDOW_S:
             self._rtx_window_at, self._rtx_window_bytes = now, 0
-        cap = self.estimate.bps * RTX_SHARE * RTX_WINDOW_S / 8
+        share = RTX_SHARE
+        if now - first_nacked >= round_trip:
+            share += RTX_LOST_SHARE
+        cap = self.estimate.bps * share * RTX_WINDOW_S / 8
         if self._rtx_window_bytes + len(payload) > cap:
             self.rtx_over_budget += 1
             return False
