@@ -16,7 +16,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .estimate import LOSS_BACK_OFF, LOSS_PROBE_UP, BandwidthEstimate
+from .estimate import LOSS_PROBE_UP, BandwidthEstimate
 from .fanout import Fanout, RtpTarget
 from .hub import RENDITION_SEPARATOR, Stream
 
@@ -50,7 +50,7 @@ DOWN_SETTLE_S = 2.0
 UP_MARGIN = 1.3
 DOWN_MARGIN = 0.85
 #: ... held for DOWN_HOLD_S (one REMB dip is not a congested link), or at once when the
-#: viewer reports more than LOSS_BACK_OFF loss.
+#: viewer's loss says its link is full (`BandwidthEstimate.congested`).
 DOWN_HOLD_S = 1.5
 UP_HOLD_S = 4.0
 #: A browser's REMB stays within ~1.5x what it receives, so a rung much higher than the
@@ -385,11 +385,11 @@ class Adaptation:
         elif self._too_high(session, current_name, bitrates[current_name], estimate) and (
             # On the lowest rung only loss takes video down (to audio only): an estimate
             # under what proved it earlier must not keep the viewer from probing up.
-            current_name != rungs[-1][0] or lossy_for > 0 or session.estimate.loss > LOSS_BACK_OFF
+            current_name != rungs[-1][0] or lossy_for > 0 or session.estimate.congested
         ):
             if session.down_since is None:
                 session.down_since = now
-            lossy = session.estimate.loss > LOSS_BACK_OFF
+            lossy = session.estimate.congested
             if not lossy and now - session.down_since < DOWN_HOLD_S:
                 return
             want = fits[0][0]  # down, fast
@@ -500,15 +500,16 @@ class Adaptation:
 
     @staticmethod
     def _lossy_for(session: ViewerRung, video: RtpTarget, now: float) -> float:
-        """For how long (seconds) the viewer has lost video: more than LOSS_BACK_OFF in its
-        receiver reports, or NACKs for more than LOSSY_NACK_SHARE of what was sent since
-        the previous choice."""
+        """For how long (seconds) the viewer has lost video: a congested loss figure, or
+        NACKs for more than LOSSY_NACK_SHARE (beyond chance) of what was sent since the
+        previous choice."""
         nacks, packets = session.counted
         session.counted = (video.nacks_live, video.packets)
-        sent = video.packets - packets
-        nacked = (video.nacks_live - nacks) / sent if sent > 0 else 0.0
         estimate = session.estimate
-        if estimate.loss <= LOSS_BACK_OFF and nacked <= estimate.tolerated(LOSSY_NACK_SHARE):
+        nacked = estimate.too_many(
+            video.nacks_live - nacks, video.packets - packets, LOSSY_NACK_SHARE
+        )
+        if not estimate.congested and not nacked:
             session.lossy_since = None
             return 0.0
         if session.lossy_since is None:
@@ -596,7 +597,7 @@ class Adaptation:
         grows on to the next; at the end `padded` is the highest rung that passed, and
         the one that failed is not padded for again before PADDING_BACKOFF_S."""
         probe, estimate = session.padding, session.estimate
-        congested = video.padding_congested() or estimate.loss > LOSS_BACK_OFF
+        congested = video.padding_congested() or estimate.congested
         if not congested:
             if video.padding_until:
                 return True
@@ -722,12 +723,12 @@ class Adaptation:
             session.estimate.recount()
             session.probe_from = (start_estimate, video.nacks_live, video.packets)
             return True
-        sent = video.packets - start_packets
-        nacked = (video.nacks_live - start_nacks) / sent if sent > 0 else 0.0
-        lossy = session.estimate.loss > LOSS_BACK_OFF
+        sent, nacks = video.packets - start_packets, video.nacks_live - start_nacks
+        nacked = nacks / sent if sent > 0 else 0.0
+        lossy = session.estimate.congested
         # (After a switch down the viewer still NACKs the loss that made it go down.)
         if session.trial != "down":
-            lossy = lossy or nacked > session.estimate.tolerated(PROBE_NACK_LIMIT)
+            lossy = lossy or session.estimate.too_many(nacks, sent, PROBE_NACK_LIMIT)
         if video.joining is not None and not lossy:
             session.probe_until = now + PROBE_GRACE_S  # the probe starts at the rung's key
             return True
@@ -772,7 +773,7 @@ class Adaptation:
     @staticmethod
     def _too_high(session: ViewerRung, name: str, bitrate: int, estimate: int) -> bool:
         """Is the viewer's current rung more than its estimate carries?"""
-        if session.estimate.loss > LOSS_BACK_OFF:
+        if session.estimate.congested:
             return True
         if session.proven is not None and session.proven[0] == name:
             return estimate < session.proven[1] * DOWN_MARGIN

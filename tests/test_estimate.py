@@ -77,3 +77,26 @@ def test_a_report_from_before_the_count_starts_it_again():
     assert estimate.reports == 0
     estimate.on_report(5 + LOSS_REPORT_PACKETS, 400 + LOSS_REPORT_PACKETS)
     assert estimate.reports == 1 and estimate.loss == 1.0
+
+
+def test_a_high_figure_on_a_lossy_link_is_congestion_only_beyond_chance():
+    estimate = BandwidthEstimate()
+    estimate.on_report(0, 0)
+    # A link that loses 5 % anyway: its background loss is learnt.
+    lost, highest = reports(estimate, 0, 0, 20, LOSS_REPORT_PACKETS, 5)
+    assert 0.04 < estimate.background_loss <= 0.05
+    # 11 of 100 lost happens by chance there (one figure in ~90): not congestion.
+    lost, highest = reports(estimate, lost, highest, 1, LOSS_REPORT_PACKETS, 11)
+    assert estimate.loss == 0.11 and not estimate.congested and not estimate.backed_off
+    # 20 of 100 does not: the link is full.
+    lost, highest = reports(estimate, lost, highest, 1, LOSS_REPORT_PACKETS, 20)
+    assert estimate.congested and estimate.backed_off
+    # On a clean link 11 of 100 is congestion.
+    clean = BandwidthEstimate()
+    clean.on_report(0, 0)
+    reports(clean, 0, 0, 1, LOSS_REPORT_PACKETS, 11)
+    assert clean.congested and clean.backed_off
+    # NACKs: 6 of 40 packets is chance at 5 % background, not on a clean link.
+    assert not estimate.too_many(6, 40, 0.03)
+    assert clean.too_many(6, 40, 0.03)
+    assert estimate.too_many(40, 200, 0.03)
