@@ -120,6 +120,8 @@ CROWD_SILENT_S = 5.0
 #: arrives before its frame is due: Chromium's own buffer does not wait for them (at 5 %
 #: loss and 40 ms jitter it froze 3-8 s a minute at 720p; held 250 ms, 0.9 s). Changes
 #: under PLAYOUT_STEP_MS are not sent, nor falls to more than PLAYOUT_FALL x the delay.
+#: The round trip is smoothed (PLAYOUT_RTT_WEIGHT a tick, as TCP's): each receiver
+#: report's reading followed on a jittery link sent 40 changes in 80 s.
 PLAYOUT_LOSS_ON = 0.015
 PLAYOUT_LOSS_OFF = 0.005
 PLAYOUT_RTTS = 3.0
@@ -127,6 +129,7 @@ PLAYOUT_MIN_MS = 120
 PLAYOUT_MAX_MS = 400
 PLAYOUT_STEP_MS = 20
 PLAYOUT_FALL = 0.75
+PLAYOUT_RTT_WEIGHT = 0.125
 
 
 def _best_under(rungs: list[tuple[str, int]], bps: float) -> str:
@@ -211,6 +214,8 @@ class ViewerRung:
     hold_jitter: float = field(default_factory=lambda: random.uniform(0.0, UP_HOLD_S))
     #: The least playout delay the viewer's video is sent with (ms; 0: none asked).
     playout_delay_ms: int = 0
+    #: The viewer's round trip, smoothed (ms; 0: none read yet).
+    rtt_ms: float = 0.0
 
     def video_again_in(self) -> float | None:
         """While audio only: seconds until video is tried again at the latest."""
@@ -483,10 +488,14 @@ class Adaptation:
     def _playout(session: ViewerRung, video: RtpTarget) -> None:
         """Ask for a playout delay on a link that loses packets anyway (see PLAYOUT_RTTS)."""
         background, now_ms = session.estimate.background_loss, session.playout_delay_ms
+        rtt = video.binding.rtt()
+        if rtt is not None:
+            weight = PLAYOUT_RTT_WEIGHT if session.rtt_ms else 1.0
+            session.rtt_ms += weight * (rtt * 1000 - session.rtt_ms)
         want = 0
         if background >= PLAYOUT_LOSS_ON or (now_ms and background >= PLAYOUT_LOSS_OFF):
-            rtt_ms = (video.binding.rtt() or 0.0) * 1000
-            want = int(min(max(rtt_ms * PLAYOUT_RTTS, PLAYOUT_MIN_MS), PLAYOUT_MAX_MS))
+            want = session.rtt_ms * PLAYOUT_RTTS
+            want = int(min(max(want, PLAYOUT_MIN_MS), PLAYOUT_MAX_MS))
         if bool(want) == bool(now_ms) and (
             abs(want - now_ms) < PLAYOUT_STEP_MS or PLAYOUT_FALL * now_ms <= want < now_ms
         ):
