@@ -95,7 +95,7 @@ PADDING_REMB_GROWTH = 1.1
 #: its NACKs come late when a shaper's token bucket hid the queue at first.
 PADDING_SETTLE_S = 0.5
 PADDING_BACKOFF_S = 4.0
-PADDING_BACKOFF_MAX_S = 12.0
+PADDING_BACKOFF_MAX_S = 8.0
 #: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
 SOURCE_BPS_UNKNOWN = 3_000_000
 #: A class pressing play together: from the CROWD_JOINS-th viewer of a source to start
@@ -650,7 +650,10 @@ class Adaptation:
                     return True
         else:
             wait = PADDING_BACKOFF_S
-            if video.nacks_live > video.padding_from[1]:  # it cost video: wait longer
+            _, nacks, packets = video.padding_from
+            nacks, packets = video.nacks_live - nacks, video.packets - packets
+            if estimate.too_many(nacks, packets, 0.0):  # it cost video: wait longer
+                # (NACKs beyond what the link loses anyway, and beyond chance)
                 last = session.probe_again_at.get(rung, (0.0, PADDING_BACKOFF_S / 2))[1]
                 wait = min(2 * last, PADDING_BACKOFF_MAX_S)
             session.probe_again_at[rung] = (now + wait + session.hold_jitter, wait)
