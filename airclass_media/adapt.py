@@ -650,10 +650,10 @@ class Adaptation:
                     return True
         else:
             wait = PADDING_BACKOFF_S
+            # It cost video (NACKs beyond what the link loses anyway): wait longer.
             _, nacks, packets = video.padding_from
             nacks, packets = video.nacks_live - nacks, video.packets - packets
-            if estimate.too_many(nacks, packets, 0.0):  # it cost video: wait longer
-                # (NACKs beyond what the link loses anyway, and beyond chance)
+            if estimate.too_many(nacks, packets, 0.0):
                 last = session.probe_again_at.get(rung, (0.0, PADDING_BACKOFF_S / 2))[1]
                 wait = min(2 * last, PADDING_BACKOFF_MAX_S)
             session.probe_again_at[rung] = (now + wait + session.hold_jitter, wait)
