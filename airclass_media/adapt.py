@@ -755,11 +755,15 @@ class Adaptation:
         if rung is None:
             return False
         name = rung.stream.name
+        # A loss-based figure cut by the higher rung's tail says nothing of this one.
+        carried = max(estimate, session.estimate.remb or 0)
         if not lossy and (
             session.trial == "resume"  # after audio only the lowest rung has to arrive
             or grew
-            or (session.trial == "down" and estimate >= AUDIO_ONLY_BPS)
+            or (session.trial == "down" and carried >= AUDIO_ONLY_BPS)
         ):
+            session.estimate.on_probe(int(rung.bitrate_bps))  # it arrived: the link carries it
+            estimate = session.estimate.bps
             session.proven = (name, estimate)
             session.climbed = None if session.trial is not None else name
             session.probe_again_at.pop(name, None)

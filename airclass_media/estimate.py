@@ -133,11 +133,11 @@ class BandwidthEstimate:
         self.loss_bps = max(self.loss_bps, float(bitrate))
         self.changed_at = time.monotonic()
 
-    def on_report(self, lost: int, highest_sequence: int) -> None:
+    def on_report(self, lost: int, highest_sequence: int, sent_bps: float = 0.0) -> None:
         """A receiver report's cumulative packets lost and extended highest sequence
         number: once LOSS_REPORT_PACKETS more are expected than where the count started
         (or LOSS_REPORT_FEW_PACKETS, most of them lost), the share of them lost is one
-        loss figure (`on_loss`)."""
+        loss figure (`on_loss`). `sent_bps`: the rate of the video sent (0: unknown)."""
         if self._counted is None:
             self._counted = (lost, highest_sequence)
             return
@@ -151,7 +151,7 @@ class BandwidthEstimate:
         if expected < LOSS_REPORT_PACKETS and fraction <= LOSS_REPORT_FEW_SHARE:
             return
         self._counted = (lost, highest_sequence)
-        self.on_loss(fraction, expected)
+        self.on_loss(fraction, expected, sent_bps)
 
     def recount(self) -> None:
         """Forget the loss counted so far: the next report starts a new count (what was
@@ -160,11 +160,16 @@ class BandwidthEstimate:
         self.loss = 0.0
         self.congested = False
 
-    def on_loss(self, fraction: float, packets: int = LOSS_REPORT_PACKETS) -> None:
+    def on_loss(
+        self, fraction: float, packets: int = LOSS_REPORT_PACKETS, sent_bps: float = 0.0
+    ) -> None:
         """A loss figure (0..1): the share of the `packets` expected since the previous
         one that were lost. Above LOSS_BACK_OFF it says the link is full (`congested`),
         unless the link's background loss makes that count likely by chance (one figure
-        in ~90 reads over 10 % at 5 % random loss, and each sent a viewer a rung down)."""
+        in ~90 reads over 10 % at 5 % random loss, and each sent a viewer a rung down).
+        A cut goes no lower than what reached the viewer of `sent_bps`: the video sent
+        changes only at a rung's keyframe, and until then each figure told the same
+        loss again (2.5 Mbit/s into 1 Mbit/s was cut to 73 kbit/s in 3 s)."""
         self.reports += 1
         self.loss = fraction
         now = time.monotonic()
@@ -173,7 +178,9 @@ class BandwidthEstimate:
         )
         if self.congested:
             if now - self.decreased_at >= LOSS_DECREASE_INTERVAL_S:
-                self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * fraction))
+                cut = self.loss_bps * (1 - 0.5 * fraction)
+                reached = min(self.loss_bps, sent_bps * (1 - fraction))
+                self.loss_bps = max(MIN_BPS, cut, reached)
                 self.decreased_at = now
             self.congested_at = now
             self.backed_off = True

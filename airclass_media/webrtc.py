@@ -486,7 +486,7 @@ class WebRtcEgress:
         if video is None or video.packets == session.reported_packets:
             return
         session.reported_packets = video.packets
-        session.estimate.on_report(lost, highest_sequence)
+        session.estimate.on_report(lost, highest_sequence, video.video_bps)
 
     def _keyframe_requested(self, session: ViewerSession) -> None:
         target = session.targets.get("video")

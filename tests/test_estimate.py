@@ -100,3 +100,21 @@ def test_a_high_figure_on_a_lossy_link_is_congestion_only_beyond_chance():
     assert not estimate.too_many(6, 40, 0.03)
     assert clean.too_many(6, 40, 0.03)
     assert estimate.too_many(40, 200, 0.03)
+
+
+def test_a_cut_goes_no_lower_than_what_reached_the_viewer():
+    # 2.5 Mbit/s sent into a 1 Mbit/s link until the lower rung's keyframe: each figure
+    # tells the same 70 % loss again; the loss-based figure stops where 30 % of it is.
+    estimate = BandwidthEstimate()
+    estimate.on_loss(0.7, LOSS_REPORT_FEW_PACKETS, 2_500_000)
+    assert estimate.congested and estimate.bps == int(2_500_000 * 0.65)
+    estimate.decreased_at -= 1.0  # the decrease interval has passed
+    estimate.on_loss(0.7, LOSS_REPORT_FEW_PACKETS, 2_500_000)
+    assert estimate.bps == int(2_500_000 * 0.65 * 0.65)
+    for _ in range(3):
+        estimate.decreased_at -= 1.0
+        estimate.on_loss(0.7, LOSS_REPORT_FEW_PACKETS, 2_500_000)
+        assert estimate.bps == 750_000  # not x 0.65 again and again: 73 k within 3 s
+    estimate.decreased_at -= 1.0
+    estimate.on_loss(0.7, LOSS_REPORT_FEW_PACKETS)  # the rate sent unknown: cut as before
+    assert estimate.bps == int(750_000 * 0.65)
