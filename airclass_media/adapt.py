@@ -469,7 +469,8 @@ class Adaptation:
             bitrates.get(want, 0),
         )
         self.rung_switches += 1
-        if session.estimate.loss > HOPELESS_LOSS:
+        up = current_name in bitrates and bitrates.get(want, 0) > bitrates[current_name]
+        if session.estimate.loss > HOPELESS_LOSS and not up:
             # Most of each frame is lost: what is sent until the rung's keyframe only
             # fills the link that keyframe (and the audio) must cross. Nothing until then.
             self.fanout.pause(video)
@@ -649,6 +650,12 @@ class Adaptation:
                     probe.remb, probe.rembs, probe.ended = estimate.remb, estimate.rembs, None
                     return True
         else:
+            if congested and probe.passed is not None:
+                # The link filled up at this step: the step below passed near its edge
+                # (on a 1 Mbit/s link 540p passed, then 720p filled it, and the viewer
+                # climbed to 540p into 82 % loss). A probe of that step alone decides.
+                log.info("viewer %s: not climbing to %s", session.id, probe.passed)
+                probe.passed = None
             wait = PADDING_BACKOFF_S
             # It cost video (NACKs beyond what the link loses anyway): wait longer.
             _, nacks, packets = video.padding_from
@@ -678,8 +685,9 @@ class Adaptation:
 
     def _stay(self, video: RtpTarget) -> None:
         """Call off the viewer's switch: it stays on its stream (from that stream's next
-        keyframe when it already stopped where the rung's keyframe was due)."""
-        if video.holding and video.fanout is not None:
+        keyframe when it already stopped where the rung's keyframe was due, or was held
+        until the rung's keyframe: HOPELESS_LOSS)."""
+        if (video.holding or video.paused) and video.fanout is not None:
             stream = video.fanout.stream
             self.fanout.pause(video)
             self.fanout.switch(video, stream)
