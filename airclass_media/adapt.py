@@ -653,8 +653,12 @@ class Adaptation:
             if congested and probe.passed is not None:
                 # The link filled up at this step: the step below passed near its edge
                 # (on a 1 Mbit/s link 540p passed, then 720p filled it, and the viewer
-                # climbed to 540p into 82 % loss). A probe of that step alone decides.
+                # climbed to 540p into 82 % loss). A probe of that step alone decides,
+                # once the link has drained.
                 log.info("viewer %s: not climbing to %s", session.id, probe.passed)
+                again = now + PADDING_BACKOFF_S + session.hold_jitter
+                if session.probe_again_at.get(probe.passed, (0.0, 0.0))[0] < again:
+                    session.probe_again_at[probe.passed] = (again, PADDING_BACKOFF_S)
                 probe.passed = None
             wait = PADDING_BACKOFF_S
             # It cost video (NACKs beyond what the link loses anyway): wait longer.
