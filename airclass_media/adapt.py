@@ -767,12 +767,15 @@ class Adaptation:
         if rung is None:
             return False
         name = rung.stream.name
-        # A loss-based figure cut by the higher rung's tail says nothing of this one.
+        # A loss-based figure cut by the higher rung's tail says nothing of this one, nor
+        # does a REMB that a drained queue sent to its floor (50 kbit/s, climbing back
+        # 8 % a second) while the rung arrives whole: that viewer went audio only for 10 s.
         carried = max(estimate, session.estimate.remb or 0)
+        arrived = sent > 0 and not session.estimate.too_many(nacks, sent, PROBE_NACK_LIMIT)
         if not lossy and (
             session.trial == "resume"  # after audio only the lowest rung has to arrive
             or grew
-            or (session.trial == "down" and carried >= AUDIO_ONLY_BPS)
+            or (session.trial == "down" and (carried >= AUDIO_ONLY_BPS or arrived))
         ):
             session.estimate.on_probe(int(rung.bitrate_bps))  # it arrived: the link carries it
             estimate = session.estimate.bps
