@@ -43,6 +43,10 @@ HOPELESS_LOSS = 0.3
 #: switch down to the lowest rung from DOWN_SETTLE_S after it (the link first drains
 #: what the higher rung queued, and the next receiver report still counts its loss).
 RESUME_SETTLE_S = 1.0
+#: A lowest rung on trial that arrives whole stays, whatever the REMB, once the REMB
+#: climbs this far above the lowest it sent during the trial (a browser recovering from
+#: a drained queue, not a slow link).
+TRIAL_REMB_CLIMB = 1.2
 DOWN_SETTLE_S = 2.0
 #: A higher rung is taken once the estimate stayed above UP_MARGIN x its bitrate for
 #: UP_HOLD_S; a lower one at once when the estimate falls below DOWN_MARGIN x the
@@ -216,6 +220,8 @@ class ViewerRung:
     playout_delay_ms: int = 0
     #: The viewer's round trip, smoothed (ms; 0: none read yet).
     rtt_ms: float = 0.0
+    #: The lowest REMB the viewer sent while its lowest rung is on trial (bit/s).
+    trial_remb_low: int = 0
 
     def video_again_in(self) -> float | None:
         """While audio only: seconds until video is tried again at the latest."""
@@ -686,6 +692,7 @@ class Adaptation:
         session.trial = kind
         session.probe_until = now + PROBE_GRACE_S
         session.probe_from = (estimate, video.nacks_live, video.packets)
+        session.trial_remb_low = session.estimate.remb or 0
 
     def _stay(self, video: RtpTarget) -> None:
         """Call off the viewer's switch: it stays on its stream (from that stream's next
@@ -733,6 +740,9 @@ class Adaptation:
         """True while a probe runs (a higher rung, or the lowest after audio only); at its
         end (or when the viewer loses packets) decides whether the link carries it."""
         start_estimate, start_nacks, start_packets = session.probe_from
+        remb = session.estimate.remb
+        if session.trial is not None and remb is not None:
+            session.trial_remb_low = min(session.trial_remb_low or remb, remb)
         if session.trial is not None and (
             video.joining is not None or now < session.probe_settle_until
         ):
@@ -768,10 +778,16 @@ class Adaptation:
             return False
         name = rung.stream.name
         # A loss-based figure cut by the higher rung's tail says nothing of this one, nor
-        # does a REMB that a drained queue sent to its floor (50 kbit/s, climbing back
-        # 8 % a second) while the rung arrives whole: that viewer went audio only for 10 s.
-        carried = max(estimate, session.estimate.remb or 0)
-        arrived = sent > 0 and not session.estimate.too_many(nacks, sent, PROBE_NACK_LIMIT)
+        # does a REMB that a drained queue sent to its floor (50 kbit/s) and that climbs
+        # back (8 % a second) while the rung arrives whole: that viewer went audio only
+        # for 10 s. A REMB that stays low says the link is that slow.
+        carried = max(estimate, remb or 0)
+        arrived = (
+            sent > 0
+            and not session.estimate.too_many(nacks, sent, PROBE_NACK_LIMIT)
+            and remb is not None
+            and remb >= session.trial_remb_low * TRIAL_REMB_CLIMB
+        )
         if not lossy and (
             session.trial == "resume"  # after audio only the lowest rung has to arrive
             or grew
