@@ -43,11 +43,11 @@ HOPELESS_LOSS = 0.3
 #: switch down to the lowest rung from DOWN_SETTLE_S after it (the link first drains
 #: what the higher rung queued, and the next receiver report still counts its loss).
 RESUME_SETTLE_S = 1.0
+DOWN_SETTLE_S = 2.0
 #: A lowest rung on trial that arrives whole stays, whatever the REMB, once the REMB
 #: climbs this far above the lowest it sent during the trial (a browser recovering from
 #: a drained queue, not a slow link).
 TRIAL_REMB_CLIMB = 1.2
-DOWN_SETTLE_S = 2.0
 #: A higher rung is taken once the estimate stayed above UP_MARGIN x its bitrate for
 #: UP_HOLD_S; a lower one at once when the estimate falls below DOWN_MARGIN x the
 #: current rung's bitrate (a browser's REMB hovers around what it receives).
