@@ -530,6 +530,8 @@ class SourceLadder:
             self.feed = None
         if self.thread is not None:
             self.thread.stop()
+            # Kept in the ladder's total: its counter must not go back when one ends.
+            self.ladder.cpu_seconds += self.thread.cpu_seconds
             self.thread = None
         for stream in self.streams.values():
             # The next start begins at a new keyframe with fresh parameters.
@@ -616,8 +618,6 @@ class Ladder:
     def _drop(self, name: str) -> None:
         entry = self.sources.pop(name, None)
         if entry is not None:
-            if entry.thread is not None:
-                self.cpu_seconds += entry.thread.cpu_seconds
             entry.close()
 
     def encoding(self) -> list[str]:

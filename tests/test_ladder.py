@@ -68,6 +68,16 @@ async def ladder_metrics(node) -> dict[str, float]:
     return running
 
 
+async def ladder_cpu_seconds(node) -> float:
+    """airclass_ladder_cpu_seconds_total: CPU of every encoder thread, ended ones too."""
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("airclass_ladder_cpu_seconds_total "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no airclass_ladder_cpu_seconds_total in /metrics")
+
+
 class RelayReader:
     """Reads one hub stream through the node's local relay, as a media worker does."""
 
@@ -247,6 +257,8 @@ async def test_bframe_free_source_no_top_rung_and_encoders_only_while_watched(
     try:
         await async_wait_for(lambda: reader.frames >= 10, 20, "360p frames")
         assert await ladder_metrics(node) == {"class2~540p": 0.0, "class2~360p": 1.0}
+        encoding_cpu = await ladder_cpu_seconds(node)
+        assert encoding_cpu > 0
     finally:
         await reader.stop()
     # Nobody watches: the encoder stops after the grace period.
@@ -256,6 +268,8 @@ async def test_bframe_free_source_no_top_rung_and_encoders_only_while_watched(
         "360p encoder stopped",
         interval=0.2,
     )
+    # Its CPU time stays counted (a counter never goes back).
+    assert await ladder_cpu_seconds(node) >= encoding_cpu
     assert "ladder class2: encoding nothing" in node.log()
 
 
