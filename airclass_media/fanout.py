@@ -625,11 +625,18 @@ class RtpTarget:
 
     def padding_congested(self) -> bool:
         """Did the link show it is full since the padding started (see PADDING_RAMP_S)?
-        A REMB drop, or NACKs for more of the video than the link loses anyway."""
+        A REMB drop, or NACKs for more of the video than the link loses anyway: on a
+        clean link any NACK, on one with background loss more than chance (at 2 % loss
+        a NACK in the padding's first second stopped 86 % of a class's probes, which
+        then never climbed from the rung it started on)."""
         drops, nacks, packets = self.padding_from
-        if self.estimate.remb_drops > drops:
+        estimate = self.estimate
+        if estimate.remb_drops > drops:
             return True
-        return self.nacks_live - nacks > self.estimate.tolerated(0.0) * (self.packets - packets)
+        nacks, packets = self.nacks_live - nacks, self.packets - packets
+        if estimate.background_loss > 0:
+            return estimate.too_many(nacks, packets, 0.0)
+        return nacks > 0
 
     def send_padding(self, elapsed: float, now: float, ntp: int) -> bool:
         """The padding due for `elapsed` seconds, in one GSO-batched call; True while

@@ -414,6 +414,24 @@ async def test_padding_is_rtx_padding_only_and_stops_at_a_remb_drop_or_a_nack():
         stream.publish(_video(2, False))
         await async_wait_for(lambda: target.last_pts == 2 * 33_333, 5, "the next frame sent")
         assert target.padding_octets == sent and len(_drain(receiver)) == 1
+
+        # On a link that loses 5 % anyway one NACK is chance, not a full link; more
+        # NACKs than chance allows of the few packets since the padding started stop it.
+        for report in range(21):
+            estimate.on_report(5 * report, 100 * report)
+        assert estimate.background_loss > 0.03 and not estimate.congested
+        assert target.start_padding(2_000_000, 5.0)
+        stream.publish(_video(3, False))
+        await async_wait_for(lambda: target.last_pts == 3 * 33_333, 5, "a frame sent")
+        assert target.retransmit((target.next_seq - 1) & 0xFFFF)
+        sent = target.padding_octets
+        await async_wait_for(lambda: target.padding_octets > sent + 10_000, 5, "padding on")
+        assert target.padding_until
+        for frame in (4, 5, 6):
+            stream.publish(_video(frame, False))
+            await async_wait_for(lambda f=frame: target.last_pts == f * 33_333, 5, "sent")
+            assert target.retransmit((target.next_seq - 1) & 0xFFFF)
+        await async_wait_for(lambda: not target.padding_until, 2, "stopped by the NACKs")
     finally:
         fanout.remove(target)
         binding.path.close()
