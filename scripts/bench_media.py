@@ -284,8 +284,9 @@ class Lines:
 
     @staticmethod
     def _run(stream, on_line) -> None:
-        for line in stream:
-            on_line(line)
+        with contextlib.suppress(ValueError, OSError):  # the pipe closed as the bench ends
+            for line in stream:
+                on_line(line)
 
 
 class SendTimes:
@@ -359,13 +360,15 @@ def measure(args: argparse.Namespace, node_proc: subprocess.Popen, node: str, n:
     if n:
         # CPU window, then the probe's window, with margin: the loadgen outlives both.
         loadgen, measuring, tail = run_loadgen(args, node, n, 2 * window + 8)
-        deadline = time.monotonic() + 60 + n * 0.5
+        deadline = time.monotonic() + args.settle + 30 + n * 0.5
         while not measuring.wait(0.5):
             if loadgen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("loadgen did not connect:\n" + "".join(tail))
+    ladder_before = ladder_metrics(node)
     cpu = TreeCpu(node_proc.pid)
     time.sleep(window)  # the node CPU measuring window
     tree = cpu.stop()
+    ladder_after = ladder_metrics(node)
     probe = subprocess.run(
         [sys.executable, __file__, "--probe", node, "--host", args.host]
         + ["--stream", args.stream, "--seconds", str(window)],
@@ -401,6 +404,11 @@ def measure(args: argparse.Namespace, node_proc: subprocess.Popen, node: str, n:
         if probe_result["first_frame_s"] is not None
         else None,
         "server_queue_delay_ms_p95": server_queue_delay(node),
+        # Rendition encoders are a cost per stream, not per viewer: those that ran in the
+        # window (a class that had not finished climbing from its start on the lowest
+        # rung) and the cores their threads used, left out of core/viewer.
+        "ladder_encoders": max(ladder_before[0], ladder_after[0]),
+        "ladder_cores": round((ladder_after[1] - ladder_before[1]) / window, 3),
     }
     if loadgen is not None:
         out, _ = loadgen.communicate(timeout=2 * window + 120)
@@ -418,6 +426,18 @@ def measure(args: argparse.Namespace, node_proc: subprocess.Popen, node: str, n:
             loadgen_errors=summary["errors"],
         )
     return row
+
+
+def ladder_metrics(node: str) -> tuple[int, float]:
+    """(rendition encoders running, CPU seconds of the ladder's threads) from /metrics."""
+    running, cpu = 0, 0.0
+    with urllib.request.urlopen(node + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("airclass_ladder_encoders{"):
+                running += int(float(line.split()[-1]))
+            elif line.startswith("airclass_ladder_cpu_seconds_total "):
+                cpu = float(line.split()[-1])
+    return running, cpu
 
 
 def server_queue_delay(node: str) -> float | None:
@@ -487,6 +507,10 @@ def table(rows: list[dict], base: float) -> str:
         )
         spread = ", ".join(f"[{p['pid']}] {p['name']}: {p['cores']}" for p in r["node_processes"])
         lines.append(f"{'':>7} node processes: {spread}")
+        lines.append(
+            f"{'':>7} rendition encoders running: {r['ladder_encoders']}, their threads"
+            f" {r['ladder_cores']} cores (in node cores, not in core/viewer)"
+        )
     lines.append(f"baseline cores(0) = {base}")
     return "\n".join(lines)
 
@@ -567,7 +591,8 @@ def main() -> None:
         base = rows[0]["node_cores"]
         for row in rows:
             if row["viewers"]:
-                row["cores_per_viewer"] = round((row["node_cores"] - base) / row["viewers"], 4)
+                delivery = row["node_cores"] - row["ladder_cores"] - base
+                row["cores_per_viewer"] = round(delivery / row["viewers"], 4)
                 mb = (row["node_rss_mb"] - rows[0]["node_rss_mb"]) / row["viewers"]
                 row["mb_per_viewer"] = round(mb, 2)
         stream = f"{args.size}@{args.fps} {args.kbps} kbps H.264 High + AAC (copied clip)"
