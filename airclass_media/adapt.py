@@ -222,6 +222,9 @@ class ViewerRung:
     rtt_ms: float = 0.0
     #: The lowest REMB the viewer sent while its lowest rung is on trial (bit/s).
     trial_remb_low: int = 0
+    #: The video's switch count (`RtpTarget.switches`) where the trial last looked: a
+    #: rung's keyframe that came between two looks starts the settling all the same.
+    trial_switches: int = 0
 
     def video_again_in(self) -> float | None:
         """While audio only: seconds until video is tried again at the latest."""
@@ -693,6 +696,7 @@ class Adaptation:
         session.probe_until = now + PROBE_GRACE_S
         session.probe_from = (estimate, video.nacks_live, video.packets)
         session.trial_remb_low = session.estimate.remb or 0
+        session.trial_switches = video.switches
 
     def _stay(self, video: RtpTarget) -> None:
         """Call off the viewer's switch: it stays on its stream (from that stream's next
@@ -743,13 +747,18 @@ class Adaptation:
         remb = session.estimate.remb
         if session.trial is not None and remb is not None:
             session.trial_remb_low = min(session.trial_remb_low or remb, remb)
+        # The rung's keyframe came since the last look (a rung started for the viewer
+        # makes one at once: often within a tick, and the trial was then judged at once
+        # on the loss of the flood that made it go down: 83 % "lost", audio only).
+        joined = video.switches != session.trial_switches
         if session.trial is not None and (
-            video.joining is not None or now < session.probe_settle_until
+            video.joining is not None or joined or now < session.probe_settle_until
         ):
             # The lowest rung on trial: the viewer first NACKs and reports as lost what
             # its link dropped before (a pause, the burst that made it go down); judge
             # only what comes after its keyframe.
-            if video.joining is not None:
+            if video.joining is not None or joined:
+                session.trial_switches = video.switches
                 settle = DOWN_SETTLE_S if session.trial == "down" else RESUME_SETTLE_S
                 session.probe_settle_until = now + settle
                 session.probe_until = now + PROBE_GRACE_S
