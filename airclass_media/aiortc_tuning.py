@@ -173,13 +173,15 @@ def take_over_rtp(
     on_nack: Callable[[int], None],
     on_remb: Callable[[int], None] | None = None,
     on_report: Callable[[int, int], None] | None = None,
+    on_rtcp: Callable[[], None] | None = None,
 ) -> None:
     """Replace this sender's RTP loop: once DTLS is up aiortc starts `_run_rtp(codec)`;
     ours describes the viewer's RTP stream and awaits `run(binding)` until the sender
     stops (its task is cancelled by `RTCRtpSender.stop`). aiortc parses the viewer's
     RTCP and keeps its own bookkeeping (RTT, stats); REMB (`on_remb(bit/s)`) and each
     receiver report's cumulative packets lost and extended highest sequence number
-    (`on_report(lost, highest)`) are handed on as well."""
+    (`on_report(lost, highest)`) are handed on as well, and `on_rtcp()` hears of every
+    RTCP packet (the viewer is still there)."""
 
     negotiated: list[RTCRtpCodecParameters] = []
     extensions: list[RTCRtpHeaderExtensionParameters] = []
@@ -208,6 +210,8 @@ def take_over_rtp(
 
     async def handle_rtcp(packet) -> None:
         await handle(packet)
+        if on_rtcp is not None:
+            on_rtcp()
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             if on_report is not None:
                 for report in packet.reports:

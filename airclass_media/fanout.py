@@ -440,7 +440,8 @@ class RtpTarget:
     backlog: deque | None = None
     #: Newest presentation time sent (B-frames make pts go back and forth).
     last_pts: int | None = None
-    #: Video held (audio-only below the estimate's floor): nothing is sent.
+    #: Held: nothing is sent (video: audio only below the estimate's floor; either
+    #: kind: the viewer went silent, see `liveness`).
     paused: bool = False
     #: The fan-out this viewer moves to at its next keyframe (a rung switch, a resume).
     joining: StreamFanout | None = None
@@ -1157,6 +1158,8 @@ class StreamFanout:
             self._last_audio = (data, ready.timestamp)
         ntp = ntp_now()
         for target in self.targets["audio"]:
+            if target.paused:
+                continue
             try:
                 target.send_audio(frames, ntp)
             except Exception:  # that viewer's SRTP or socket is gone: only it stops

@@ -45,6 +45,7 @@ from .aiortc_tuning import (
 from .fanout import Fanout, RtpBinding, RtpTarget
 from .hub import Stream
 from .ice import restart_ice
+from .liveness import Liveness
 from .packets import MediaPacket
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,11 @@ class ViewerSession(ViewerRung):
     answer_sdp: str = ""
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When the viewer's RTCP was last heard; while it is silent nothing is sent to it,
+    #: and its video (when it had some) resumes at a keyframe once it is heard again.
+    liveness: Liveness = field(default_factory=Liveness)
+    silent: bool = False
+    video_silenced: bool = False
 
     def status(self) -> dict:
         """State, and per kind what was sent and what the viewer's RTCP reports say;
@@ -343,6 +349,7 @@ class ViewerSession(ViewerRung):
             "padding_probe": None if self.padding is None else self.padding.rung,
             "video_again_in_s": self.video_again_in(),
             "playout_delay_ms": self.playout_delay_ms,
+            "silent": self.silent,
             "media": media,
         }
 
@@ -370,6 +377,8 @@ class WebRtcEgress:
         #: ICE restarts answered, and viewers' fan-out paths moved to a new ICE pair.
         self.ice_restarts = 0
         self.path_moves = 0
+        #: Viewers found silent (their media held until heard again).
+        self.silences = 0
         self.fanout = Fanout(on_sent=self._packet_sent)
         self._timeouts: set[asyncio.Task] = set()
         #: name -> hub stream (pulled from the node in a media worker); finds the rungs
@@ -458,6 +467,7 @@ class WebRtcEgress:
                 on_report=functools.partial(self._video_report, session)
                 if kind == "video"
                 else None,
+                on_rtcp=session.liveness.heard,
             )
         await apply_offer(pc, offer_sdp, audio_red=True)
         session.answer_sdp = add_public_candidates(pc.localDescription.sdp, self.public_ips)
@@ -508,15 +518,44 @@ class WebRtcEgress:
         while self.sessions:
             await asyncio.sleep(ADAPT_INTERVAL_S)
             self.adaptation.measure()
+            now = time.monotonic()
             for session in list(self.sessions.values()):
                 try:
                     self._follow(session)
+                    if self._hold_if_silent(session, now):
+                        continue
                     await self.adaptation.adapt(session)
                 except Exception:  # one viewer's choice must not stop the others'
                     log.exception("choosing a rung for viewer %s failed", session.id)
             # A rung its last viewers just left at a keyframe of another: its
             # subscription (and so its relay and encoder) ends now, not at the next leave.
             self.fanout.reap()
+
+    def _hold_if_silent(self, session: ViewerSession, now: float) -> bool:
+        """Hold a silent viewer's media (see `liveness`), resume it once heard again;
+        True while it is silent (its rung is not chosen then: nothing is known)."""
+        quiet = session.liveness.silent_for(now)
+        if (quiet is not None) == session.silent:
+            return session.silent
+        video, audio = session.targets.get("video"), session.targets.get("audio")
+        if quiet is not None:
+            log.info("viewer %s: nothing heard for %.1f s: its media is held", session.id, quiet)
+            self.silences += 1
+            session.silent = True
+            session.video_silenced = video is not None and not video.paused
+            if session.video_silenced:
+                self.fanout.pause(video)
+            if audio is not None:
+                audio.paused = True
+            return True
+        log.info("viewer %s heard again: its media resumes", session.id)
+        session.silent = False
+        if audio is not None:
+            audio.paused = False
+        if session.video_silenced and video is not None and video.fanout is not None:
+            self.fanout.switch(video, video.fanout.stream)  # at its next keyframe
+        session.video_silenced = False
+        return False
 
     async def _find(self, session: ViewerSession, name: str) -> Stream | None:
         if self.resolve is not None:

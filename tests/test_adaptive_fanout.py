@@ -438,6 +438,58 @@ async def test_padding_is_rtx_padding_only_and_stops_at_a_remb_drop_or_a_nack():
         receiver.close()
 
 
+async def test_a_viewer_that_goes_silent_gets_nothing_until_heard_again(node, processes, players):
+    """A viewer that stops sending RTCP (a tab closed without a goodbye: Chromium sends
+    none, and ICE consent takes 30 s to expire) no longer gets media a few seconds later,
+    so it stops filling its link; heard again, it gets audio at once and video from a
+    keyframe, decoded."""
+    token, player, feedback = await watch(node, processes, players, "silent")
+    # aiortc reports every 0.5-1.5 s: the node learns how often from a few of them.
+    await player.wait_frames(video=100, timeout=15)
+    audio_packets = [0]
+    audio = next(t.receiver for t in player.pc.getTransceivers() if t.kind == "audio")
+    handle = audio._handle_rtp_packet
+
+    async def count(packet, arrival_time_ms: int) -> None:
+        audio_packets[0] += 1
+        await handle(packet, arrival_time_ms=arrival_time_ms)
+
+    audio._handle_rtp_packet = count
+    receivers = [t.receiver for t in player.pc.getTransceivers()]
+    sends = {receiver: receiver._send_rtcp for receiver in receivers}
+
+    async def mute(packet) -> None:
+        pass
+
+    async def silent() -> bool:
+        return (await viewer_status(node, "silent", token))["silent"]
+
+    async def heard() -> bool:
+        return not await silent()
+
+    for receiver in receivers:
+        receiver._send_rtcp = mute
+    await async_wait_for(silent, 10, "the node to find the viewer silent")
+
+    def received() -> tuple:
+        return feedback.highest, audio_packets[0], player.stats.video_frames
+
+    async def settled() -> tuple | None:
+        before = received()  # what was already on its way lands first
+        await asyncio.sleep(0.3)
+        return before if received() == before else None
+
+    held = await async_wait_for(settled, 5, "nothing more arriving")
+    await asyncio.sleep(1.0)  # a second in which a held viewer gets nothing
+    assert received() == held
+
+    for receiver, send in sends.items():
+        receiver._send_rtcp = send
+    await async_wait_for(heard, 10, "the node to hear the viewer again")
+    await player.wait_frames(video=30, audio=20, timeout=15)
+    assert "nothing heard for" in node.log() and "heard again: its media resumes" in node.log()
+
+
 async def test_a_viewer_whose_remb_grows_is_padded_then_moved_up(node, processes, players):
     """On the 360p rung with a flat REMB the node pads the viewer's video (RTX padding-
     only packets reach aiortc) and keeps it there: a REMB that does not grow under the

@@ -79,6 +79,7 @@ def egress_snapshot(egress: WebRtcEgress, feeds: dict[str, LatencyStats] | None 
         "crowd_starts": egress.adaptation.crowd_starts,
         "ice_restarts": egress.ice_restarts,
         "path_moves": egress.path_moves,
+        "silences": egress.silences,
         "padding_probes": dict(egress.adaptation.padding_probes),
         "queue_delay_count": delay.count,
         "queue_delay_sum": delay.sum,
@@ -148,6 +149,11 @@ def _families(snapshots: Iterable[dict]) -> list:
         "Viewer RTP streams moved to a new ICE pair (after a restart or a NAT rebinding)",
     )
     moves.add_metric([], sum(s.get("path_moves", 0) for s in snapshots))
+    silences = CounterMetricFamily(
+        "airclass_webrtc_silent_viewers",
+        "Viewers whose media was held because nothing was heard from them (a closed tab)",
+    )
+    silences.add_metric([], sum(s.get("silences", 0) for s in snapshots))
     probes = CounterMetricFamily(
         "airclass_webrtc_padding_probes",
         "Padding probes of a viewer's link before a switch up, by result",
@@ -168,6 +174,7 @@ def _families(snapshots: Iterable[dict]) -> list:
         probes,
         restarts,
         moves,
+        silences,
         _stage_family(snapshots),
         *_report_families(snapshots),
         _estimate_family(snapshots),
