@@ -350,6 +350,9 @@ class ViewerSession(ViewerRung):
             "video_again_in_s": self.video_again_in(),
             "playout_delay_ms": self.playout_delay_ms,
             "silent": self.silent,
+            "heard_ago_s": None
+            if self.liveness.heard_at is None
+            else round(time.monotonic() - self.liveness.heard_at, 1),
             "media": media,
         }
 

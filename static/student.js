@@ -207,7 +207,9 @@
 
   function teardown() {
     stopHls();
-    if (sessionUrl) { fetch(sessionUrl, { method: "DELETE" }).catch(() => {}); sessionUrl = null; }
+    // keepalive: the DELETE outlives a closing page (else the node streams on until it
+    // finds the viewer silent).
+    if (sessionUrl) { fetch(sessionUrl, { method: "DELETE", keepalive: true }).catch(() => {}); sessionUrl = null; }
     if (pc) { pc.onconnectionstatechange = null; pc.close(); pc = null; }
     if (video.srcObject) { video.srcObject.getTracks().forEach((t) => t.stop()); video.srcObject = null; }
   }
