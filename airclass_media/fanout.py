@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import socket
 import struct
 import sys
@@ -628,15 +629,19 @@ class RtpTarget:
         """Did the link show it is full since the padding started (see PADDING_RAMP_S)?
         A REMB drop, or NACKs for more of the video than the link loses anyway: on a
         clean link any NACK, on one with background loss more than chance (at 2 % loss
-        a NACK in the padding's first second stopped 86 % of a class's probes, which
-        then never climbed from the rung it started on)."""
+        the first NACK stopped 86 % of a class's probes, which then never climbed from
+        the rung it started on)."""
         drops, nacks, packets = self.padding_from
         estimate = self.estimate
         if estimate.remb_drops > drops:
             return True
         nacks, packets = self.nacks_live - nacks, self.packets - packets
         if estimate.background_loss > 0:
-            return estimate.too_many(nacks, packets, 0.0)
+            # One NACK, or what the background loss makes likely (two deviations): no
+            # more, a full link's tail drops must stop the padding soon (with twice the
+            # background tolerated, padding into a full 1 Mbit/s link lost 28 % of it).
+            expected = estimate.background_loss * packets
+            return nacks > max(1.0, expected + 2 * math.sqrt(expected))
         return nacks > 0
 
     def send_padding(self, elapsed: float, now: float, ntp: int) -> bool:
