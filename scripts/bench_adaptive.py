@@ -411,6 +411,15 @@ async def scenario_joinstorm(bench: Bench, viewers: int = 60, chromium: int = 3)
     return "\n".join(lines) + "\n"
 
 
+def _median(values: list[float]) -> str:
+    return f"{values[len(values) // 2]:.0f}" if values else "-"
+
+
+def _spread(values: list[float]) -> str:
+    """Median (min..max) of sorted values."""
+    return f"{_median(values)} ({values[0]:.0f}..{values[-1]:.0f})" if values else "-"
+
+
 async def scenario_lipsync(bench: Bench, seconds: float = 30) -> str:
     """Flash and beep at the same instant at the source: beep onset minus flash display
     time in Chromium, unshaped and at 1 Mbit/s; how long video and audio waited in
@@ -421,7 +430,12 @@ async def scenario_lipsync(bench: Bench, seconds: float = 30) -> str:
     lines = [
         "### lipsync (audio minus video, ms; positive: audio late)",
         "",
-        "| link | pairs | median | min | max | height | fps | video buffer ms | audio buffer ms |",
+        "Beep onset minus flash display, the beep found in an AnalyserNode (WebAudio) or"
+        " where the track hands audio to its sinks (MediaStreamTrackProcessor); Chromium's"
+        " own offset: estimatedPlayoutTimestamp of the video minus the audio's, every 100 ms.",
+        "",
+        "| link | pairs | WebAudio median (min..max) | track median (min..max) "
+        "| Chromium median (samples) | height | fps | video buffer ms | audio buffer ms |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     stream = await bench.live_stream(bench.args.bframes, 2 * seconds + 30, flash=True)
@@ -433,19 +447,14 @@ async def scenario_lipsync(bench: Bench, seconds: float = 30) -> str:
         first = (await read_stats(page))[0]
         await asyncio.sleep(seconds)  # the measurement window
         figures = window_figures(first, (await read_stats(page))[0])
-        offsets = sorted(await lipsync_offsets(page))
-        buffers = (
-            f"{figures['height']:.0f} | {figures['fps']:.1f} | {figures['video_buffer_ms']:.0f}"
-            f" | {figures['audio_buffer_ms']:.0f}"
+        offsets = await lipsync_offsets(page)
+        lines.append(
+            f"| {shape.describe()} | {len(offsets['webaudio'])} (AudioContext {state})"
+            f" | {_spread(offsets['webaudio'])} | {_spread(offsets['track'])}"
+            f" | {_median(offsets['chromium'])} ({len(offsets['chromium'])})"
+            f" | {figures['height']:.0f} | {figures['fps']:.1f} | {figures['video_buffer_ms']:.0f}"
+            f" | {figures['audio_buffer_ms']:.0f} |"
         )
-        if offsets:
-            median = offsets[len(offsets) // 2]
-            lines.append(
-                f"| {shape.describe()} | {len(offsets)} | {median:.0f} | {offsets[0]:.0f} "
-                f"| {offsets[-1]:.0f} | {buffers} |"
-            )
-        else:
-            lines.append(f"| {shape.describe()} | 0 (AudioContext {state}) | | | | {buffers} |")
         await page.close()
     bench.link.set(Shape())
     return "\n".join(lines) + "\n"

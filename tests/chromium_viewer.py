@@ -113,11 +113,46 @@ LIPSYNC = """(index) => {
     if (onset > loudUntil) v.beeps.push(onset);
     loudUntil = now + 500;  // one beep lasts 100 ms: anything within 0.5 s is the same one
   }, 5);
+  // The same onset where the track hands audio to its sinks (no WebAudio in between):
+  // the time a chunk is read, less what follows the onset in it.
+  v.trackBeeps = [];
+  if (window.MediaStreamTrackProcessor) {
+    const processor = new MediaStreamTrackProcessor({track: v.audioTrack.clone()});
+    const reader = processor.readable.getReader();
+    let trackLoudUntil = 0;
+    (async () => {
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) return;
+        const now = performance.now();
+        const samples = new Float32Array(value.numberOfFrames);
+        value.copyTo(samples, {planeIndex: 0, format: "f32-planar"});
+        const rate = value.sampleRate;
+        value.close();
+        const first = samples.findIndex((x) => Math.abs(x) > 0.3);
+        if (first < 0) continue;
+        const onset = now - (samples.length - first) / rate * 1000;
+        if (onset > trackLoudUntil) v.trackBeeps.push(onset);
+        trackLoudUntil = now + 500;
+      }
+    })();
+  }
+  // Chromium's own view: estimatedPlayoutTimestamp (the sender's clock, from its sender
+  // reports) of the audio and of the video playing now, read together.
+  v.playoutGaps = [];
+  setInterval(async () => {
+    const at = {};
+    for (const s of (await v.pc.getStats()).values())
+      if (s.type === "inbound-rtp" && s.estimatedPlayoutTimestamp)
+        at[s.kind] = s.estimatedPlayoutTimestamp;
+    if (at.audio && at.video) v.playoutGaps.push(at.video - at.audio);
+  }, 100);
   return ac.state;
 }"""
-LIPSYNC_READ = (
-    "(index) => ({flashes: window.viewers[index].flashes, beeps: window.viewers[index].beeps})"
-)
+LIPSYNC_READ = """(index) => {
+  const v = window.viewers[index];
+  return {flashes: v.flashes, beeps: v.beeps, trackBeeps: v.trackBeeps, gaps: v.playoutGaps};
+}"""
 
 
 async def start_lipsync(page, index: int = 0) -> str:
@@ -125,15 +160,27 @@ async def start_lipsync(page, index: int = 0) -> str:
     return await page.evaluate(LIPSYNC, index)
 
 
-async def lipsync_offsets(page, index: int = 0) -> list[float]:
-    """Audio minus video (ms) for each flash with a beep within 1 s (positive: audio late)."""
-    times = await page.evaluate(LIPSYNC_READ, index)
+def _pair(flashes: list[float], beeps: list[float]) -> list[float]:
+    """Audio minus video (ms) for each flash with a beep within 1 s."""
     offsets = []
-    for flash in times["flashes"]:
-        near = [b - flash for b in times["beeps"] if abs(b - flash) < 1000]
+    for flash in flashes:
+        near = [b - flash for b in beeps if abs(b - flash) < 1000]
         if near:
             offsets.append(min(near, key=abs))
-    return offsets
+    return sorted(offsets)
+
+
+async def lipsync_offsets(page, index: int = 0) -> dict[str, list[float]]:
+    """Audio minus video (ms, sorted; positive: audio late), three ways: `webaudio` (the
+    beep's onset in an AnalyserNode), `track` (its onset where the track hands audio to
+    its sinks) against each flash's display time, and `chromium` (Chromium's
+    estimatedPlayoutTimestamp of the video minus the audio's, sampled every 100 ms)."""
+    times = await page.evaluate(LIPSYNC_READ, index)
+    return {
+        "webaudio": _pair(times["flashes"], times["beeps"]),
+        "track": _pair(times["flashes"], times["trackBeeps"]),
+        "chromium": sorted(times["gaps"]),
+    }
 
 
 @dataclass(slots=True)
