@@ -92,16 +92,14 @@ PROBE_BACKOFF_S = 10.0
 #: probe that fails a freeze, so a viewer on a weak link tries again every
 #: PADDING_BACKOFF_S (plus its jitter), and one whose link came back finds out soon;
 #: after a step that cost video packets (its REMB dropped too late) twice as late each
-#: time, up to PADDING_BACKOFF_MAX_S (at 8 s a link that came back during a probe's
-#: last NACKs waited that long: 720p 15 s after a 1 Mbit/s spell ended; at 6 s 5-13 s,
-#: and a weak link's video no worse).
+#: time, up to PADDING_BACKOFF_MAX_S.
 PADDING_PROBE_S = 2.5
 PADDING_REMB_GROWTH = 1.1
 #: ... and is judged PADDING_SETTLE_S after the padding ended: a browser's REMB drop and
 #: its NACKs come late when a shaper's token bucket hid the queue at first.
 PADDING_SETTLE_S = 0.5
 PADDING_BACKOFF_S = 4.0
-PADDING_BACKOFF_MAX_S = 6.0
+PADDING_BACKOFF_MAX_S = 8.0
 #: Bitrate assumed for a passthrough source nobody here has measured yet (bit/s).
 SOURCE_BPS_UNKNOWN = 3_000_000
 #: A class pressing play together: from the CROWD_JOINS-th viewer of a source to start
