@@ -117,10 +117,6 @@ CROWD_WINDOW_S = 2.0
 #: have without a crowd, a class of them not all at the same keyframe.
 CROWD_RUNG_WAIT_S = 3.0
 CROWD_SILENT_S = 5.0
-#: A viewer's `hold_jitter` counts in full from this many viewers of its source here,
-#: in proportion below (a lone viewer keeps out of nobody's way: its climb back to the
-#: source after a weak spell took up to 8 s longer for the jitter alone).
-JITTER_FULL_VIEWERS = 10
 #: On a link that loses packets whatever is sent (background loss from PLAYOUT_LOSS_ON,
 #: until it is under PLAYOUT_LOSS_OFF) the viewer's jitter buffer is asked, by the RTP
 #: playout-delay extension, to hold video at least PLAYOUT_RTTS round trips (within
@@ -217,9 +213,8 @@ class ViewerRung:
     #: the rung's keyframe.
     crowd_started_at: float = 0.0
     crowd_wait_until: float = 0.0
-    #: Added to UP_HOLD_S and to probe back-offs (0..UP_HOLD_S s, one draw per viewer,
-    #: scaled by `Adaptation._jitter`): a class that joined together does not probe its
-    #: shared link all at once.
+    #: Added to UP_HOLD_S and to probe back-offs (0..UP_HOLD_S s, one draw per viewer):
+    #: a class that joined together does not probe its shared link all at once.
     hold_jitter: float = field(default_factory=lambda: random.uniform(0.0, UP_HOLD_S))
     #: The least playout delay the viewer's video is sent with (ms; 0: none asked).
     playout_delay_ms: int = 0
@@ -307,17 +302,6 @@ class Adaptation:
         for name in [n for n, times in self.joins.items() if now - times[-1] > CROWD_WINDOW_S]:
             del self.joins[name]
         return len(joins) >= CROWD_JOINS
-
-    def _jitter(self, session: ViewerRung) -> float:
-        """The viewer's `hold_jitter`, in proportion to the other viewers of its source
-        here (see JITTER_FULL_VIEWERS)."""
-        source = session.stream.name.split(RENDITION_SEPARATOR, 1)[0]
-        viewers = sum(
-            len(fanout.targets["video"])
-            for name, fanout in self.fanout.streams.items()
-            if name.split(RENDITION_SEPARATOR, 1)[0] == source
-        )
-        return session.hold_jitter * min(1.0, max(0, viewers - 1) / JITTER_FULL_VIEWERS)
 
     def measure(self) -> None:
         """Note what each stream watched here sends (rungs are compared by it)."""
@@ -441,7 +425,7 @@ class Adaptation:
             if session.up_since is None:
                 session.up_since = now
             climbing = session.climbed == current_name
-            hold = PROBE_CHAIN_HOLD_S if climbing else UP_HOLD_S + self._jitter(session)
+            hold = PROBE_CHAIN_HOLD_S if climbing else UP_HOLD_S + session.hold_jitter
             if now - session.up_since < hold:
                 return
             higher = [r for r in rungs if r[1] > bitrates[current_name]]
@@ -681,7 +665,7 @@ class Adaptation:
                 # climbed to 540p into 82 % loss). A probe of that step alone decides,
                 # once the link has drained.
                 log.info("viewer %s: not climbing to %s", session.id, probe.passed)
-                again = now + PADDING_BACKOFF_S + self._jitter(session)
+                again = now + PADDING_BACKOFF_S + session.hold_jitter
                 if session.probe_again_at.get(probe.passed, (0.0, 0.0))[0] < again:
                     session.probe_again_at[probe.passed] = (again, PADDING_BACKOFF_S)
                 probe.passed = None
@@ -692,7 +676,7 @@ class Adaptation:
             if estimate.too_many(nacks, packets, 0.0):
                 last = session.probe_again_at.get(rung, (0.0, PADDING_BACKOFF_S / 2))[1]
                 wait = min(2 * last, PADDING_BACKOFF_MAX_S)
-            session.probe_again_at[rung] = (now + wait + self._jitter(session), wait)
+            session.probe_again_at[rung] = (now + wait + session.hold_jitter, wait)
             session.climbed = None
             # What the padding made the link lose says nothing of the rung without it
             # (a loss figure covers 100 packets: 2 s of 360p, enough to go audio only).
@@ -825,7 +809,7 @@ class Adaptation:
             session.probe_again_at.pop(name, None)
         else:  # failed: the next probe of this rung waits twice as long as the last
             wait = min(2 * session.probe_again_at.get(name, (0.0, PROBE_BACKOFF_S / 2))[1], 60)
-            session.probe_again_at[name] = (now + wait + self._jitter(session), wait)
+            session.probe_again_at[name] = (now + wait + session.hold_jitter, wait)
             if video.joining is not None and session.trial is None:
                 self._stay(video)  # failed before its keyframe: the switch up is off
             log.info(
