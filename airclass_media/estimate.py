@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 
 #: Before any feedback: what a viewer is assumed to carry (bit/s).
 START_BPS = 2_500_000
@@ -38,6 +39,8 @@ REMB_STALE_S = 10.0
 #: A REMB this much under the previous one is a drop: a browser's delay-based estimator
 #: lowers its REMB only when it sees its link's queue grow (over-use).
 REMB_DROP = 0.97
+#: REMBs are kept this long for `remb_steady` (seconds).
+REMB_HISTORY_S = 3.0
 #: Receiver reports add up to one loss figure once they cover this many expected
 #: packets (5 % random loss then reads over 10 % once in ~90 figures), or
 #: LOSS_REPORT_FEW_PACKETS when more than LOSS_REPORT_FEW_SHARE of those were lost (a
@@ -80,6 +83,7 @@ class BandwidthEstimate:
         "grown_at",
         "congested",
         "_counted",
+        "_rembs_kept",
     )
 
     def __init__(self, start_bps: int = START_BPS) -> None:
@@ -101,6 +105,8 @@ class BandwidthEstimate:
         #: (cumulative lost, extended highest sequence number) where the loss figure
         #: being added up starts; None: the next report starts one.
         self._counted: tuple[int, int] | None = None
+        #: (time, REMB) of the last REMB_HISTORY_S.
+        self._rembs_kept: deque[tuple[float, int]] = deque()
 
     @property
     def known(self) -> bool:
@@ -123,9 +129,19 @@ class BandwidthEstimate:
             self.remb_drops += 1
         self.remb = max(int(bitrate), MIN_BPS)
         self.remb_at = time.monotonic()
+        kept = self._rembs_kept
+        kept.append((self.remb_at, self.remb))
+        while kept[0][0] < self.remb_at - REMB_HISTORY_S:
+            kept.popleft()
         # The loss controller probes from where the delay-based figure is, not far above.
         self.loss_bps = min(self.loss_bps, self.remb * ABOVE_REMB)
         self.changed_at = self.remb_at
+
+    def remb_steady(self, spread: float) -> bool:
+        """Did the REMBs of the last REMB_HISTORY_S stay within `spread` (highest over
+        lowest)? A REMB that dipped or still climbs back moves on its own."""
+        rembs = [remb for _, remb in self._rembs_kept]
+        return bool(rembs) and max(rembs) <= min(rembs) * spread
 
     def on_probe(self, bitrate: int) -> None:
         """A probe found the link carries `bitrate` (bit/s): the loss-based figure, cut

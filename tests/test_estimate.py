@@ -118,3 +118,17 @@ def test_a_cut_goes_no_lower_than_what_reached_the_viewer():
     estimate.decreased_at -= 1.0
     estimate.on_loss(0.7, LOSS_REPORT_FEW_PACKETS)  # the rate sent unknown: cut as before
     assert estimate.bps == int(750_000 * 0.65)
+
+
+def test_a_remb_that_dipped_or_climbs_back_is_not_steady():
+    """A padding probe starts only on a steady REMB: one growing back from a dip would
+    pass any step (see adapt.Adaptation._remb_steady)."""
+    estimate = BandwidthEstimate()
+    assert not estimate.remb_steady(1.1)  # nothing heard yet
+    for remb in (700_000, 720_000, 705_000):
+        estimate.on_remb(remb)
+    assert estimate.remb_steady(1.1)
+    estimate.on_remb(343_000)  # a dip: the link's queue grew
+    assert not estimate.remb_steady(1.1)
+    estimate.on_remb(708_000)  # and back: still not steady within the window
+    assert not estimate.remb_steady(1.1)
