@@ -233,6 +233,14 @@ class BandwidthEstimate:
         bound is the expected count plus two standard deviations, plus one."""
         return _beyond_chance(events, self.tolerated(share) * packets, 2)
 
+    def beyond_background(self, events: int, packets: int) -> bool:
+        """Are `events` among `packets` more than one and more than what the background
+        loss makes likely (two standard deviations)? Tighter than `too_many`: what a
+        padding probe stops at (with twice the background tolerated, padding into a full
+        1 Mbit/s link lost 28 % of it)."""
+        expected = self.background_loss * packets
+        return events > max(1.0, expected + 2 * math.sqrt(expected))
+
     def as_dict(self) -> dict:
         return {
             "estimate_kbps": round(self.bps / 1000, 1),

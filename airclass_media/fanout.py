@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import math
 import socket
 import struct
 import sys
@@ -637,11 +636,7 @@ class RtpTarget:
             return True
         nacks, packets = self.nacks_live - nacks, self.packets - packets
         if estimate.background_loss > 0:
-            # One NACK, or what the background loss makes likely (two deviations): no
-            # more, a full link's tail drops must stop the padding soon (with twice the
-            # background tolerated, padding into a full 1 Mbit/s link lost 28 % of it).
-            expected = estimate.background_loss * packets
-            return nacks > max(1.0, expected + 2 * math.sqrt(expected))
+            return estimate.beyond_background(nacks, packets)
         return nacks > 0
 
     def send_padding(self, elapsed: float, now: float, ntp: int) -> bool:

@@ -132,3 +132,15 @@ def test_a_remb_that_dipped_or_climbs_back_is_not_steady():
     assert not estimate.remb_steady(1.1)
     estimate.on_remb(708_000)  # and back: still not steady within the window
     assert not estimate.remb_steady(1.1)
+
+
+def test_padding_stops_at_nacks_beyond_the_background_loss():
+    """At 2 % background loss 100 packets lose 2 by chance, up to 4 now and then: a
+    padding probe stops at 5 NACKs; with almost no background, at a second NACK."""
+    estimate = BandwidthEstimate()
+    estimate.background_loss = 0.02
+    assert not estimate.beyond_background(4, 100)
+    assert estimate.beyond_background(5, 100)
+    estimate.background_loss = 0.001
+    assert not estimate.beyond_background(1, 100)
+    assert estimate.beyond_background(2, 100)
